@@ -1,0 +1,109 @@
+//! HMAC-SHA256 keys by `kid`, for the routing token and the dye. One key signs;
+//! every listed key verifies, so keys rotate without invalidating live tokens.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a keyring could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    #[error("no keys")]
+    Empty,
+    #[error("signing kid {0:?} is not among the keys")]
+    UnknownActive(String),
+    #[error("kid {0:?} must be 1-32 of A-Z, a-z, 0-9, '-', '_'")]
+    BadKid(String),
+    #[error("key {0:?} is shorter than 32 bytes")]
+    ShortKey(String),
+}
+
+/// The signing key and every key accepted for verification.
+#[derive(Clone)]
+pub struct Keyring {
+    active: String,
+    keys: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Whether `kid` is a usable key id.
+pub fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 32
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Keyring {
+    /// Keys by kid; `active` signs.
+    pub fn new(active: &str, keys: BTreeMap<String, Vec<u8>>) -> Result<Self, KeyringError> {
+        if keys.is_empty() {
+            return Err(KeyringError::Empty);
+        }
+        for (kid, key) in &keys {
+            if !valid_kid(kid) {
+                return Err(KeyringError::BadKid(kid.clone()));
+            }
+            if key.len() < 32 {
+                return Err(KeyringError::ShortKey(kid.clone()));
+            }
+        }
+        if !keys.contains_key(active) {
+            return Err(KeyringError::UnknownActive(active.to_owned()));
+        }
+        Ok(Keyring {
+            active: active.to_owned(),
+            keys,
+        })
+    }
+
+    /// The signing kid.
+    pub fn active_kid(&self) -> &str {
+        &self.active
+    }
+
+    /// MAC of `parts` (domain-separated by the caller) with the signing key.
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut mac = self.mac(&self.active).expect("active key exists");
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Constant-time check of `tag` over `parts` with key `kid`.
+    /// `None` when the kid is unknown.
+    pub(crate) fn verify(&self, kid: &str, parts: &[&[u8]], tag: &[u8]) -> Option<bool> {
+        let mut mac = self.mac(kid)?;
+        for p in parts {
+            mac.update(p);
+        }
+        Some(mac.verify_slice(tag).is_ok())
+    }
+
+    fn mac(&self, kid: &str) -> Option<HmacSha256> {
+        let key = self.keys.get(kid)?;
+        Some(HmacSha256::new_from_slice(key).expect("HMAC takes any key length"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_keyring(active: &str) -> Keyring {
+    let keys = [("k1", [1u8; 32]), ("k2", [2u8; 32])]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_vec()))
+        .collect();
+    Keyring::new(active, keys).unwrap()
+}

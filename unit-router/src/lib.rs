@@ -1,0 +1,32 @@
+//! unitgate's routing core.
+//!
+//! Pure domain logic, no IO: the topology model and its validation
+//! ([`Topology::build`]), shard hashing, route matching, the routing decision
+//! ([`decide`]) with failover, drain and return-home rules, and the signed
+//! routing token and dye codecs. Deterministic, property-tested and benched;
+//! the config center and the gateway are thin shells around it.
+#![forbid(unsafe_code)]
+
+pub mod decide;
+pub mod drain;
+pub mod dye;
+pub mod error;
+pub mod health;
+pub mod ids;
+pub mod keys;
+pub mod routes;
+pub mod shard;
+pub mod spec;
+pub mod token;
+pub mod topology;
+
+pub use decide::{decide, Decision, Facts, Here, KeySource, Reason, RouteError};
+pub use drain::{Drain, DrainTarget, Stranded};
+pub use dye::{Dye, DyeError};
+pub use error::{TopologyError, ValidationErrors};
+pub use health::{AllHealthy, HealthView, Unhealthy};
+pub use ids::{DcId, RegionId, RouteId, ServiceId, UnitId};
+pub use keys::{Keyring, KeyringError};
+pub use routes::Listener;
+pub use token::{RouteToken, TokenError};
+pub use topology::Topology;

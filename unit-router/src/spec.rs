@@ -1,0 +1,255 @@
+//! Wire models: the JSON value of each etcd key under the prefix, decoded as-is.
+//!
+//! These are the contract of DESIGN.md "etcd layout". They carry no cross-key
+//! meaning; [`crate::Topology`] validates them together and builds indexes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `cluster`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    #[serde(default)]
+    pub shard_hash: ShardHash,
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_s: u64,
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u8,
+}
+
+fn default_shards() -> u32 {
+    100
+}
+fn default_user_header() -> String {
+    "x-user-id".to_owned()
+}
+fn default_token_ttl() -> u64 {
+    86_400
+}
+fn default_max_hops() -> u8 {
+    2
+}
+
+/// How a user key becomes a shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardHash {
+    /// Decimal keys: `key mod N`; any other key: `xxh3(key) mod N`.
+    #[default]
+    Mod,
+    /// Every key: `xxh3_64(key bytes) mod N`.
+    Xxh3,
+}
+
+/// `regions/<region>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSpec {
+    pub entries: Vec<String>,
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub subdivisions: Vec<String>,
+}
+
+/// `datacenters/<dc>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatacenterSpec {
+    pub region: String,
+}
+
+/// `units/<unit>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSpec {
+    pub dc: String,
+    pub kind: UnitKind,
+    #[serde(default)]
+    pub failover: Vec<String>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+/// Whether a unit serves a range of shards or the global (non-shardable) data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    Shard,
+    Center,
+}
+
+/// One service inside a unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// `ip:port` of each endpoint.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// `shardmap`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardMapSpec {
+    pub ranges: Vec<ShardRangeSpec>,
+}
+
+/// One inclusive range of the shard map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRangeSpec {
+    pub from: u32,
+    pub to: u32,
+    pub unit: String,
+}
+
+/// `routes/<name>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Exact hosts or `*.suffix` wildcards; empty matches any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// `null` matches any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    pub service: String,
+    pub policy: Policy,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub quota: Option<String>,
+    #[serde(default)]
+    pub listener: ListenerScope,
+}
+
+fn default_prefix() -> String {
+    "/".to_owned()
+}
+
+/// How a route finds the home unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Shard,
+    Region,
+    Center,
+    Local,
+}
+
+/// Whether a route demands a verified JWT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Required,
+    Optional,
+    #[default]
+    None,
+}
+
+/// Which listener a route is reachable on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerScope {
+    #[default]
+    Public,
+    Internal,
+    Both,
+}
+
+/// `drain/dc/<dc>` and `drain/unit/<unit>`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub by: String,
+    /// RFC 3339; past it the drain no longer applies.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// `auth/issuers/<name>`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSpec {
+    pub iss: String,
+    #[serde(default)]
+    pub aud: Vec<String>,
+    pub algs: Vec<String>,
+    pub jwks: serde_json::Value,
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_user_claim() -> String {
+    "sub".to_owned()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// `quotas/<name>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    pub key: QuotaKey,
+    pub rate: u32,
+    #[serde(default = "default_per_s")]
+    pub per_s: u32,
+    pub burst: u32,
+    #[serde(default)]
+    pub scope: QuotaScope,
+}
+
+fn default_per_s() -> u32 {
+    1
+}
+
+/// What a quota counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaKey {
+    User,
+    Tenant,
+    Ip,
+    Route,
+}
+
+/// Where a quota's counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaScope {
+    Cluster,
+    #[default]
+    Gateway,
+}
+
+/// `gateways/<id>`: written by each gateway under a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySpec {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub dc: String,
+    #[serde(default)]
+    pub applied_epoch: i64,
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub version: String,
+}
