@@ -11,6 +11,8 @@ pub mod decide;
 pub mod drain;
 pub mod dye;
 pub mod error;
+#[doc(hidden)]
+pub mod fixture;
 pub mod health;
 pub mod ids;
 pub mod keys;
