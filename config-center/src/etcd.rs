@@ -1,0 +1,237 @@
+//! The etcd source: list the prefix at revision R, watch from R+1 with
+//! progress notifications, apply each watch response as one batch, re-list
+//! when the watch revision was compacted, reconnect with jittered exponential
+//! backoff. A dropped watch resumes from the last revision seen, so no change
+//! is lost; a revision etcd no longer has is recovered by re-listing.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::center::ConfigCenter;
+use crate::kv::Kv;
+
+/// Tunables of the etcd source.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// How often to ask etcd for watch progress; three silent periods in a
+    /// row mean the connection is dead and is re-established.
+    pub progress_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The topology under `prefix` in the etcd cluster at `endpoints`.
+#[derive(Debug, Clone)]
+pub struct EtcdSource {
+    endpoints: Vec<String>,
+    prefix: String,
+    opts: EtcdOptions,
+}
+
+/// Normalize a prefix to `/name` form (no trailing slash).
+pub fn normalize_prefix(prefix: &str) -> String {
+    format!("/{}", prefix.trim_matches('/'))
+}
+
+/// Connect to etcd with the given options.
+pub async fn connect(endpoints: &[String], opts: &EtcdOptions) -> Result<Client, etcd_client::Error> {
+    let co = ConnectOptions::new()
+        .with_connect_timeout(opts.connect_timeout)
+        .with_timeout(opts.request_timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    Client::connect(endpoints, Some(co)).await
+}
+
+/// Read every pair under `prefix` (normalized): `(revision, pairs)`.
+pub async fn list(client: &mut Client, prefix: &str) -> Result<(i64, Kv), etcd_client::Error> {
+    let dir = format!("{prefix}/");
+    let resp = client.get(dir.as_str(), Some(GetOptions::new().with_prefix())).await?;
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let mut kv = Kv::new();
+    for p in resp.kvs() {
+        if let (Ok(k), Ok(v)) = (p.key_str(), p.value_str()) {
+            if let Some(rel) = k.strip_prefix(&dir) {
+                kv.insert(rel.to_owned(), v.to_owned());
+            }
+        }
+    }
+    Ok((rev, kv))
+}
+
+enum End {
+    /// The watch revision is gone: re-list at once.
+    Compacted(i64),
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for End {
+    fn from(e: E) -> Self {
+        End::Failed(e.to_string())
+    }
+}
+
+/// Jittered exponential backoff ("equal jitter").
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max, next: min }
+    }
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+impl EtcdSource {
+    pub fn new(endpoints: Vec<String>, prefix: &str, opts: EtcdOptions) -> Self {
+        EtcdSource {
+            endpoints,
+            prefix: normalize_prefix(prefix),
+            opts,
+        }
+    }
+
+    /// Watch etcd forever, publishing into `center`. If `center` already
+    /// holds a snapshot (last-known-good), the watch resumes after its epoch.
+    pub async fn run(self, center: ConfigCenter) {
+        center.set_source(format!("etcd {} {}", self.endpoints.join(","), self.prefix));
+        let mut state: Option<(i64, Kv)> = center.current().map(|s| (s.epoch(), s.kv.clone()));
+        let mut backoff = Backoff::new(self.opts.backoff_min, self.opts.backoff_max);
+        loop {
+            match self.session(&center, &mut state, &mut backoff).await {
+                End::Compacted(at) => {
+                    tracing::warn!(compacted_at = at, "etcd watch revision compacted; re-listing");
+                    state = None;
+                }
+                End::Failed(e) => {
+                    center.set_connected(false);
+                    center.record_error(format!("etcd: {e}"));
+                    let wait = backoff.step();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "etcd session ended");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn session(&self, center: &ConfigCenter, state: &mut Option<(i64, Kv)>, backoff: &mut Backoff) -> End {
+        let mut client = match connect(&self.endpoints, &self.opts).await {
+            Ok(c) => c,
+            Err(e) => return End::Failed(format!("cannot reach {}: {e}", self.endpoints.join(","))),
+        };
+        let (rev, mut kv) = match state.take() {
+            Some(s) => s,
+            None => match list(&mut client, &self.prefix).await {
+                Ok((rev, kv)) => {
+                    // Validation errors are recorded by the center; keep watching.
+                    let _ = center.apply(rev, kv.clone());
+                    (rev, kv)
+                }
+                Err(e) => return End::Failed(format!("list {}: {e}", self.prefix)),
+            },
+        };
+        *state = Some((rev, kv.clone()));
+        let dir = format!("{}/", self.prefix);
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(rev + 1)
+            .with_progress_notify();
+        let mut stream = match client.watch(dir.as_str(), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => return End::Failed(format!("watch {}: {e}", self.prefix)),
+        };
+        let mut tick = tokio::time::interval(self.opts.progress_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
+        let mut rev = rev;
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return End::Failed("watch stream closed".into()),
+                        Err(e) => return e.into(),
+                    };
+                    heard = Instant::now();
+                    if resp.compact_revision() > 0 {
+                        return End::Compacted(resp.compact_revision());
+                    }
+                    if resp.canceled() {
+                        return End::Failed(format!("watch canceled: {}", resp.cancel_reason()));
+                    }
+                    if resp.created() {
+                        center.set_connected(true);
+                        backoff.reset();
+                    }
+                    if resp.events().is_empty() {
+                        continue; // created or progress notification
+                    }
+                    for ev in resp.events() {
+                        let Some(p) = ev.kv() else { continue };
+                        let (Ok(k), Ok(v)) = (p.key_str(), p.value_str()) else { continue };
+                        let Some(rel) = k.strip_prefix(&dir) else { continue };
+                        match ev.event_type() {
+                            EventType::Put => kv.insert(rel.to_owned(), v.to_owned()),
+                            EventType::Delete => kv.remove(rel),
+                        };
+                    }
+                    rev = resp.header().map_or(rev, |h| h.revision());
+                    *state = Some((rev, kv.clone()));
+                    let _ = center.apply(rev, kv.clone());
+                }
+                _ = tick.tick() => {
+                    if heard.elapsed() > self.opts.progress_interval * 3 {
+                        return End::Failed("no progress from etcd".into());
+                    }
+                    if let Err(e) = stream.request_progress().await {
+                        return e.into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_and_backoff() {
+        assert_eq!(normalize_prefix("unitgate/"), "/unitgate");
+        assert_eq!(normalize_prefix("/a/b"), "/a/b");
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let steps: Vec<_> = (0..8).map(|_| b.step()).collect();
+        assert!(steps[0] >= Duration::from_millis(50) && steps[0] <= Duration::from_millis(100));
+        assert!(steps[7] >= Duration::from_millis(500) && steps[7] <= Duration::from_secs(1));
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(100));
+    }
+}
