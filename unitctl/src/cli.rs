@@ -1,0 +1,105 @@
+//! Command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operate a unitgate deployment: its topology in etcd, drains, routing.
+#[derive(Debug, Parser)]
+#[command(name = "unitctl", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the topology is read from and written to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// etcd endpoint(s), comma-separated.
+    #[arg(long, global = true, env = "UNITGATE_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the topology in etcd.
+    #[arg(long, global = true, default_value = "/unitgate")]
+    pub prefix: String,
+    /// Read the topology from this file instead of etcd (status, explain).
+    #[arg(long, global = true)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a topology file: exit 0 with a summary, or 1 with every problem.
+    Validate { file: PathBuf },
+    /// Validate a topology file, then write its keys to etcd in one transaction.
+    Apply {
+        file: PathBuf,
+        /// Also delete topology keys absent from the file (never drain/,
+        /// gateways/ or instances/ keys).
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Drain a datacenter or unit: no new request goes to it.
+    Drain {
+        kind: Kind,
+        name: String,
+        /// Why (shown in status).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Lift the drain by itself after this long (e.g. 30m, 2h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Write the drain even if it leaves shards without a unit.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a drain.
+    Undrain { kind: Kind, name: String },
+    /// Show epoch, regions, datacenters, units with drain state, shard
+    /// ownership and registered gateways.
+    Status,
+    /// Show how a request would be routed on the current topology.
+    Explain(ExplainArgs),
+}
+
+/// What a drain names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Dc,
+    Unit,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long)]
+    pub host: String,
+    #[arg(long)]
+    pub path: String,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The user key (as sent in the cluster's user header).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The client's ISO country code (as GeoIP would give it).
+    #[arg(long)]
+    pub country: Option<String>,
+    /// The client's ISO 3166-2 subdivision, e.g. CN-BJ.
+    #[arg(long)]
+    pub subdivision: Option<String>,
+    /// The listener the request arrives on.
+    #[arg(long, value_enum, default_value = "public")]
+    pub listener: ListenerArg,
+    /// The datacenter of the deciding gateway (for policy local).
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// The region of the deciding gateway (defaults to its dc's region).
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListenerArg {
+    Public,
+    Internal,
+}

@@ -1,0 +1,388 @@
+//! The commands. Each returns the process exit code.
+
+use anyhow::{anyhow, bail, Result};
+use config_center::kv::Kv;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use unit_router::drain::{units_of, would_strand};
+use unit_router::spec::{DrainSpec, UnitKind};
+use unit_router::{decide, AllHealthy, DrainTarget, Facts, Here, Listener, RouteError, Topology};
+
+use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Target};
+use crate::store::{read_file, read_topology, Store};
+
+/// Keys written at run time, never touched by `apply --prune`.
+const RUNTIME: [&str; 3] = ["drain/", "gateways/", "instances/"];
+/// Attempts of a read-check-write when etcd changed in between.
+const ATTEMPTS: usize = 3;
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let t = &cli.target;
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Apply { file, prune } => apply(t, &file, prune).await,
+        Command::Drain {
+            kind,
+            name,
+            reason,
+            ttl,
+            force,
+        } => drain(t, kind, &name, reason, ttl, force).await,
+        Command::Undrain { kind, name } => undrain(t, kind, &name).await,
+        Command::Status => status(t).await,
+        Command::Explain(a) => explain(t, &a).await,
+    }
+}
+
+fn build(epoch: i64, kv: &Kv) -> Result<Topology> {
+    Topology::build(epoch, kv, now()).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        anyhow!("{} problem(s) in the topology:\n{}", errs.0.len(), lines.join("\n"))
+    })
+}
+
+fn summary(t: &Topology) -> String {
+    let routes = t.routes.routes().len();
+    format!(
+        "{} regions, {} datacenters, {} units, {} services, {} shards, {} routes",
+        t.regions.len(),
+        t.dcs.len(),
+        t.units.len(),
+        t.services.len(),
+        t.cluster.shards,
+        routes
+    )
+}
+
+fn validate(file: &std::path::Path) -> Result<i32> {
+    let kv = read_file(file)?;
+    match Topology::build(0, &kv, now()) {
+        Ok(t) => {
+            println!("{}: valid: {}", file.display(), summary(&t));
+            for n in &t.notices {
+                println!("  notice: {n}");
+            }
+            Ok(0)
+        }
+        Err(errs) => {
+            eprintln!("{}: {} problem(s):", file.display(), errs.0.len());
+            for e in errs.iter() {
+                eprintln!("  {e}");
+            }
+            Ok(1)
+        }
+    }
+}
+
+fn same_json(a: &str, b: &str) -> bool {
+    match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
+    let wanted = read_file(file)?;
+    if let Some(k) = wanted.keys().find(|k| RUNTIME.iter().any(|r| k.starts_with(r))) {
+        bail!("{}: key {k} is written at run time (drain with `unitctl drain`); remove it from the file", file.display());
+    }
+    // The file alone must be valid before anything is read from etcd.
+    build(0, &wanted)?;
+    let mut store = Store::open(t).await?;
+    for attempt in 1..=ATTEMPTS {
+        let (rev, current) = store.list().await?;
+        let mut result = current.clone();
+        let mut deletes = Vec::new();
+        if prune {
+            for k in current.keys() {
+                if !wanted.contains_key(k) && !RUNTIME.iter().any(|r| k.starts_with(r)) {
+                    deletes.push(k.clone());
+                    result.remove(k);
+                }
+            }
+        }
+        let mut puts = Vec::new();
+        for (k, v) in &wanted {
+            if current.get(k).is_none_or(|c| !same_json(c, v)) {
+                puts.push((k.clone(), v.clone()));
+            }
+            result.insert(k.clone(), v.clone());
+        }
+        // What etcd will hold (file + drains + registrations) must be valid too.
+        build(rev + 1, &result)?;
+        if puts.is_empty() && deletes.is_empty() {
+            println!("no changes: etcd {} already matches {} (revision {rev})", store.prefix, file.display());
+            return Ok(0);
+        }
+        match store.commit(rev, &puts, &deletes).await {
+            Ok(new_rev) => {
+                println!(
+                    "applied {}: {} put, {} deleted under {} in one transaction (revision {new_rev})",
+                    file.display(),
+                    puts.len(),
+                    deletes.len(),
+                    store.prefix
+                );
+                return Ok(0);
+            }
+            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn target_of(kind: Kind, name: &str) -> DrainTarget {
+    match kind {
+        Kind::Dc => DrainTarget::Dc(name.to_owned()),
+        Kind::Unit => DrainTarget::Unit(name.to_owned()),
+    }
+}
+
+fn check_exists(topo: &Topology, kind: Kind, name: &str) -> Result<()> {
+    let (exists, known): (bool, Vec<&str>) = match kind {
+        Kind::Dc => (
+            topo.dc_id(name).is_some(),
+            topo.dcs.iter().map(|d| d.name.as_str()).collect(),
+        ),
+        Kind::Unit => (
+            topo.unit_id(name).is_some(),
+            topo.units.iter().map(|u| u.name.as_str()).collect(),
+        ),
+    };
+    if !exists {
+        let what = if kind == Kind::Dc { "datacenter" } else { "unit" };
+        bail!("unknown {what} {name:?} (known: {})", known.join(", "));
+    }
+    Ok(())
+}
+
+fn whoami() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+async fn drain(t: &Target, kind: Kind, name: &str, reason: String, ttl: Option<std::time::Duration>, force: bool) -> Result<i32> {
+    let target = target_of(kind, name);
+    let key = target.key();
+    let mut store = Store::open(t).await?;
+    for attempt in 1..=ATTEMPTS {
+        let (rev, kv) = store.list().await?;
+        let topo = build(rev, &kv).map_err(|e| anyhow!("the topology in etcd is invalid, fix it first: {e}"))?;
+        check_exists(&topo, kind, name)?;
+        let now = now();
+        let lost = would_strand(&topo, &target, now);
+        if !lost.is_empty() {
+            if !force {
+                eprintln!(
+                    "unitctl: refusing to write {key}: it would leave {lost} without a unit (units {}); use --force to write it anyway (gateways then keep the last unit active)",
+                    units_of(&topo, &target).iter().map(|&u| topo.unit(u).name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                return Ok(1);
+            }
+            eprintln!("warning: {key} leaves {lost} without a unit; gateways keep the last unit active");
+        }
+        let until = ttl
+            .map(|d| {
+                let at = OffsetDateTime::now_utc() + d;
+                at.replace_nanosecond(0).unwrap_or(at).format(&Rfc3339)
+            })
+            .transpose()?;
+        let spec = DrainSpec {
+            reason: reason.clone(),
+            by: whoami(),
+            until: until.clone(),
+        };
+        let value = serde_json::to_string(&spec)?;
+        match store.commit(rev, &[(key.clone(), value)], &[]).await {
+            Ok(new_rev) => {
+                let names: Vec<&str> = units_of(&topo, &target).iter().map(|&u| topo.unit(u).name.as_str()).collect();
+                println!(
+                    "drained {} {name} (units: {}) at revision {new_rev}{}",
+                    if kind == Kind::Dc { "dc" } else { "unit" },
+                    names.join(", "),
+                    until.map(|u| format!(", until {u}")).unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<i32> {
+    let key = target_of(kind, name).key();
+    let mut store = Store::open(t).await?;
+    for attempt in 1..=ATTEMPTS {
+        let (rev, kv) = store.list().await?;
+        if !kv.contains_key(&key) {
+            println!("{key} is not set: {name} is not drained");
+            return Ok(0);
+        }
+        match store.commit(rev, &[], std::slice::from_ref(&key)).await {
+            Ok(new_rev) => {
+                println!("undrained {name}: deleted {key} at revision {new_rev}");
+                return Ok(0);
+            }
+            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn ranges_text(r: &[(u32, u32)]) -> String {
+    r.iter()
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn status(t: &Target) -> Result<i32> {
+    let (rev, kv, from) = read_topology(t).await?;
+    let topo = build(rev, &kv)?;
+    let now = now();
+    println!("topology  {from}");
+    println!("epoch     {rev}");
+    println!("summary   {}", summary(&topo));
+    let ranges = topo.shard_ranges();
+    for (ri, region) in topo.regions.iter().enumerate() {
+        println!("region {}  entries: {}", region.name, region.entries.join(", "));
+        for (di, dc) in topo.dcs.iter().enumerate().filter(|(_, d)| d.region.index() == ri) {
+            let dc_id = unit_router::DcId(di as u16);
+            let dc_drain = topo.drains.iter().find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
+            let state = match dc_drain {
+                Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => format!("DRAINED{}", drain_note(d)),
+                Some(d) if d.in_force(now) => format!("DRAIN PARTLY APPLIED{}", drain_note(d)),
+                Some(_) => "active (drain expired)".into(),
+                None => "active".into(),
+            };
+            println!("  dc {}  {state}", dc.name);
+            for (ui, u) in topo.units.iter().enumerate().filter(|(_, u)| u.dc.index() == di) {
+                let id = unit_router::UnitId(ui as u16);
+                let owned: Vec<(u32, u32)> = ranges.iter().filter(|r| r.2 == id).map(|r| (r.0, r.1)).collect();
+                let count: u32 = owned.iter().map(|(a, b)| b - a + 1).sum();
+                let kind = match u.kind {
+                    UnitKind::Shard => format!("shard  shards {} ({count})", if owned.is_empty() { "-".into() } else { ranges_text(&owned) }),
+                    UnitKind::Center => "center".into(),
+                };
+                let state = match &u.drain {
+                    Some(d) if d.in_force(now) => format!("DRAINED by {}", d.key),
+                    _ => "active".into(),
+                };
+                let services: Vec<&str> = topo.services.iter().enumerate().filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16))).map(|(_, n)| n.as_str()).collect();
+                println!("    unit {:<8} {kind}  services {}  {state}", u.name, services.join(","));
+            }
+        }
+    }
+    println!("shards");
+    for (a, b, u) in &ranges {
+        println!("  {a:>5}-{b:<5} {}", topo.unit(*u).name);
+    }
+    if !topo.drains.is_empty() {
+        println!("drains");
+        for d in &topo.drains {
+            let state = if d.in_force(now) { "in force" } else { "expired" };
+            println!("  {}  {state}{}", d.key, drain_note(d));
+        }
+    }
+    for n in &topo.notices {
+        println!("notice  {n}");
+    }
+    if topo.gateways.is_empty() {
+        println!("gateways  none registered");
+    } else {
+        println!("gateways");
+        for (id, g) in &topo.gateways {
+            let lag = if g.applied_epoch >= rev { "up to date".to_owned() } else { format!("behind (epoch {rev})") };
+            println!("  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}", g.region, g.dc, g.applied_epoch, g.version, g.started_at);
+        }
+    }
+    Ok(0)
+}
+
+fn drain_note(d: &unit_router::Drain) -> String {
+    let mut parts = Vec::new();
+    if !d.reason.is_empty() {
+        parts.push(format!("reason {:?}", d.reason));
+    }
+    if !d.by.is_empty() {
+        parts.push(format!("by {}", d.by));
+    }
+    if let Some(u) = d.until {
+        let at = OffsetDateTime::from_unix_timestamp(u).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default();
+        parts.push(format!("until {at}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
+    let (rev, kv, from) = read_topology(t).await?;
+    let topo = build(rev, &kv)?;
+    let listener = match a.listener {
+        ListenerArg::Public => Listener::Public,
+        ListenerArg::Internal => Listener::Internal,
+    };
+    if let Some(dc) = &a.dc {
+        check_exists(&topo, Kind::Dc, dc)?;
+    }
+    let facts = Facts {
+        header_user: a.user.as_deref(),
+        country: a.country.as_deref(),
+        subdivision: a.subdivision.as_deref(),
+        here: Here::resolve(&topo, a.region.as_deref(), a.dc.as_deref()),
+        ..Facts::new(listener, &a.host, &a.path, &a.method, now())
+    };
+    let place = |u: unit_router::UnitId| {
+        let unit = topo.unit(u);
+        let dc = &topo.dcs[unit.dc.index()];
+        format!("{} (dc {}, region {})", unit.name, dc.name, topo.regions[dc.region.index()].name)
+    };
+    println!("topology  {from}, epoch {rev}");
+    match decide(&topo, &facts, &AllHealthy) {
+        Ok(d) => {
+            let r = topo.routes.get(d.route);
+            println!(
+                "route     {} (policy {}, service {}, auth {})",
+                r.name,
+                format!("{:?}", r.policy).to_lowercase(),
+                r.service_name,
+                format!("{:?}", r.auth).to_lowercase()
+            );
+            let key = match (&a.user, d.shard) {
+                (Some(u), Some(s)) => format!("user {u:?} -> shard {s}"),
+                (None, Some(s)) => format!("shard {s}"),
+                _ => "no user key".into(),
+            };
+            println!("key       {key}");
+            println!("home      {}", place(d.home));
+            println!("target    {}", place(d.target));
+            println!("reason    {}", d.reason.as_str());
+            println!("hops      {}", d.hops);
+            Ok(0)
+        }
+        Err(RouteError::NoRoute) => {
+            println!("no route matches {} {}{} on the {} listener (the gateway answers 404)", a.method, a.host, a.path, format!("{:?}", a.listener).to_lowercase());
+            Ok(2)
+        }
+        Err(e) => {
+            println!("{e} (the gateway answers 503)");
+            Ok(3)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Reading and writing the topology in etcd (or reading it from a file),
+//! with errors said plainly.
+
+use anyhow::{anyhow, Context, Result};
+use config_center::etcd::{self, normalize_prefix, EtcdOptions};
+use config_center::kv::{read_document, Kv};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+
+use crate::cli::Target;
+
+/// An etcd connection scoped to the prefix.
+pub struct Store {
+    client: Client,
+    endpoints: String,
+    pub prefix: String,
+}
+
+fn unreachable(endpoints: &str, e: etcd_client::Error) -> anyhow::Error {
+    let detail = match &e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+        other => other.to_string(),
+    };
+    anyhow!("cannot reach etcd at {endpoints}: {detail}")
+}
+
+impl Store {
+    pub async fn open(t: &Target) -> Result<Self> {
+        let endpoints = t.etcd.join(",");
+        let opts = EtcdOptions {
+            connect_timeout: std::time::Duration::from_secs(3),
+            request_timeout: std::time::Duration::from_secs(5),
+            ..EtcdOptions::default()
+        };
+        let client = etcd::connect(&t.etcd, &opts)
+            .await
+            .map_err(|e| unreachable(&endpoints, e))?;
+        Ok(Store {
+            client,
+            endpoints,
+            prefix: normalize_prefix(&t.prefix),
+        })
+    }
+
+    /// Every pair under the prefix and the revision read at.
+    pub async fn list(&mut self) -> Result<(i64, Kv)> {
+        etcd::list(&mut self.client, &self.prefix)
+            .await
+            .map_err(|e| unreachable(&self.endpoints, e))
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}/{key}", self.prefix)
+    }
+
+    /// Write `puts` and `deletes` in one transaction, only if nothing under
+    /// the prefix changed since `read_rev`. Returns the new revision.
+    pub async fn commit(&mut self, read_rev: i64, puts: &[(String, String)], deletes: &[String]) -> Result<i64> {
+        let mut ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(self.full(k), v.as_str(), None))
+            .collect();
+        ops.extend(deletes.iter().map(|k| TxnOp::delete(self.full(k), None)));
+        // Guard: no key under the prefix was modified after our read.
+        let dir = format!("{}/", self.prefix);
+        let end = prefix_end(dir.as_bytes());
+        let guard = Compare::mod_revision(dir.as_str(), CompareOp::Less, read_rev + 1).with_range(end);
+        let txn = Txn::new().when([guard]).and_then(ops);
+        let resp = self.client.txn(txn).await.map_err(|e| match e {
+            etcd_client::Error::GRpcStatus(s) if s.message().contains("too many operations") => anyhow!(
+                "etcd refused the transaction: {} (raise etcd's --max-txn-ops above {})",
+                s.message(),
+                puts.len() + deletes.len()
+            ),
+            e => unreachable(&self.endpoints, e),
+        })?;
+        if !resp.succeeded() {
+            return Err(anyhow!(
+                "the topology under {} changed while this command ran; nothing was written, run it again",
+                self.prefix
+            ));
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+}
+
+/// The first key after every key starting with `p`.
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut end = p.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The topology pairs from `--file` or etcd: `(epoch, pairs, where)`.
+pub async fn read_topology(t: &Target) -> Result<(i64, Kv, String)> {
+    if let Some(path) = &t.file {
+        let kv = read_document(path)?;
+        return Ok((0, kv, format!("file {}", path.display())));
+    }
+    let mut s = Store::open(t).await?;
+    let (rev, kv) = s.list().await?;
+    if kv.is_empty() {
+        return Err(anyhow!(
+            "no topology under {} in etcd at {} (write one with: unitctl apply FILE)",
+            s.prefix,
+            s.endpoints
+        ));
+    }
+    Ok((rev, kv, format!("etcd {} prefix {}", s.endpoints, s.prefix)))
+}
+
+/// Parse a document or say which file was bad.
+pub fn read_file(path: &std::path::Path) -> Result<Kv> {
+    read_document(path).with_context(|| "cannot read topology file".to_string())
+}
