@@ -235,6 +235,11 @@ impl ConfigCenter {
         self.inner.status.lock().expect("status lock").connected = connected;
     }
 
+    /// Record that the source re-listed after a compaction.
+    pub fn note_relist(&self) {
+        self.inner.status.lock().expect("status lock").compaction_relists += 1;
+    }
+
     /// Record a source error (shown in status).
     pub fn record_error(&self, e: impl Into<String>) {
         self.inner.status.lock().expect("status lock").last_error = Some(e.into());

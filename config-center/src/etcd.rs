@@ -128,6 +128,7 @@ impl EtcdSource {
             match self.session(&center, &mut state, &mut backoff).await {
                 End::Compacted(at) => {
                     tracing::warn!(compacted_at = at, "etcd watch revision compacted; re-listing");
+                    center.note_relist();
                     state = None;
                 }
                 End::Failed(e) => {

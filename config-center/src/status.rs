@@ -21,6 +21,8 @@ pub struct Status {
     pub rejected_changes: u64,
     /// Changes applied since start.
     pub applied_changes: u64,
+    /// Times the watch revision was compacted and the prefix was re-listed.
+    pub compaction_relists: u64,
     /// Notices of the snapshot in force (drains kept out, instances ignored).
     pub notices: Vec<String>,
 }
