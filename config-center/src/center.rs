@@ -237,7 +237,11 @@ impl ConfigCenter {
 
     /// Record that the source re-listed after a compaction.
     pub fn note_relist(&self) {
-        self.inner.status.lock().expect("status lock").compaction_relists += 1;
+        self.inner
+            .status
+            .lock()
+            .expect("status lock")
+            .compaction_relists += 1;
     }
 
     /// Record a source error (shown in status).
@@ -252,7 +256,8 @@ mod tests {
     use crate::clock::ManualClock;
 
     fn sample() -> Kv {
-        crate::kv::parse_document(include_str!("../../deploy/local/topology.yaml"), "sample").unwrap()
+        crate::kv::parse_document(include_str!("../../deploy/local/topology.yaml"), "sample")
+            .unwrap()
     }
 
     #[test]
@@ -269,7 +274,10 @@ mod tests {
         let st = c.status();
         assert_eq!((st.rejected_changes, st.applied_changes), (1, 1));
         assert!(st.last_error.unwrap().contains("units/bj-1"));
-        assert!(matches!(c.apply(4, sample()), Err(ApplyError::Stale { .. })));
+        assert!(matches!(
+            c.apply(4, sample()),
+            Err(ApplyError::Stale { .. })
+        ));
     }
 
     #[test]
@@ -288,7 +296,10 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_800_000_000));
         let c = ConfigCenter::with_clock(None, clock.clone());
         let mut kv = sample();
-        kv.insert("drain/unit/bj-1".into(), r#"{"until":"2027-01-15T08:00:01Z"}"#.into());
+        kv.insert(
+            "drain/unit/bj-1".into(),
+            r#"{"until":"2027-01-15T08:00:01Z"}"#.into(),
+        );
         c.apply(3, kv).unwrap();
         let bj1 = c.current().unwrap().topology.unit_id("bj-1").unwrap();
         assert!(c.current().unwrap().topology.unit(bj1).drain.is_some());
@@ -296,7 +307,10 @@ mod tests {
         let task = tokio::spawn(c.clone().run_drain_expiry());
         let deadline = tokio::time::Instant::now() + tokio::time::Duration::from_secs(10);
         while c.current().unwrap().topology.unit(bj1).drain.is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "drain expiry not re-evaluated");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "drain expiry not re-evaluated"
+            );
             tokio::time::sleep(tokio::time::Duration::from_millis(10)).await;
         }
         assert_eq!(c.status().applied_changes, 2);

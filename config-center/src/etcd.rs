@@ -51,7 +51,10 @@ pub fn normalize_prefix(prefix: &str) -> String {
 }
 
 /// Connect to etcd with the given options.
-pub async fn connect(endpoints: &[String], opts: &EtcdOptions) -> Result<Client, etcd_client::Error> {
+pub async fn connect(
+    endpoints: &[String],
+    opts: &EtcdOptions,
+) -> Result<Client, etcd_client::Error> {
     let co = ConnectOptions::new()
         .with_connect_timeout(opts.connect_timeout)
         .with_timeout(opts.request_timeout)
@@ -62,7 +65,9 @@ pub async fn connect(endpoints: &[String], opts: &EtcdOptions) -> Result<Client,
 /// Read every pair under `prefix` (normalized): `(revision, pairs)`.
 pub async fn list(client: &mut Client, prefix: &str) -> Result<(i64, Kv), etcd_client::Error> {
     let dir = format!("{prefix}/");
-    let resp = client.get(dir.as_str(), Some(GetOptions::new().with_prefix())).await?;
+    let resp = client
+        .get(dir.as_str(), Some(GetOptions::new().with_prefix()))
+        .await?;
     let rev = resp.header().map_or(0, |h| h.revision());
     let mut kv = Kv::new();
     for p in resp.kvs() {
@@ -96,7 +101,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
     fn reset(&mut self) {
         self.next = self.min;
@@ -127,7 +136,10 @@ impl EtcdSource {
         loop {
             match self.session(&center, &mut state, &mut backoff).await {
                 End::Compacted(at) => {
-                    tracing::warn!(compacted_at = at, "etcd watch revision compacted; re-listing");
+                    tracing::warn!(
+                        compacted_at = at,
+                        "etcd watch revision compacted; re-listing"
+                    );
                     center.note_relist();
                     state = None;
                 }
@@ -142,10 +154,17 @@ impl EtcdSource {
         }
     }
 
-    async fn session(&self, center: &ConfigCenter, state: &mut Option<(i64, Kv)>, backoff: &mut Backoff) -> End {
+    async fn session(
+        &self,
+        center: &ConfigCenter,
+        state: &mut Option<(i64, Kv)>,
+        backoff: &mut Backoff,
+    ) -> End {
         let mut client = match connect(&self.endpoints, &self.opts).await {
             Ok(c) => c,
-            Err(e) => return End::Failed(format!("cannot reach {}: {e}", self.endpoints.join(","))),
+            Err(e) => {
+                return End::Failed(format!("cannot reach {}: {e}", self.endpoints.join(",")))
+            }
         };
         let (rev, mut kv) = match state.take() {
             Some(s) => s,

@@ -102,8 +102,15 @@ mod tests {
         let mut rx = c.subscribe();
 
         // A drain appended to the file is applied.
-        std::fs::write(&path, format!("{SAMPLE}\ndrain/dc/sh-a: {{reason: test}}\n")).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.unwrap().unwrap();
+        std::fs::write(
+            &path,
+            format!("{SAMPLE}\ndrain/dc/sh-a: {{reason: test}}\n"),
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
         let snap = c.current().unwrap();
         let sh1 = snap.topology.unit_id("sh-1").unwrap();
         assert!(snap.topology.unit(sh1).drain.is_some());

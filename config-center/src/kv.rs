@@ -46,7 +46,8 @@ pub fn to_document(kv: &Kv) -> String {
     let map: BTreeMap<&str, serde_json::Value> = kv
         .iter()
         .map(|(k, v)| {
-            let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+            let v =
+                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
             (k.as_str(), v)
         })
         .collect();

@@ -98,9 +98,17 @@ impl Etcd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-                bail!("etcd exited with {status}: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                bail!(
+                    "etcd exited with {status}: {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
             }
             if let Ok(mut c) = self.client().await {
                 if c.status().await.is_ok() {
@@ -149,12 +157,19 @@ impl Etcd {
 
     /// Delete `key` (relative to `/unitgate/`); returns the revision.
     pub async fn delete(&self, key: &str) -> Result<i64> {
-        let r = self.client().await?.delete(format!("/unitgate/{key}"), None).await?;
+        let r = self
+            .client()
+            .await?
+            .delete(format!("/unitgate/{key}"), None)
+            .await?;
         Ok(r.header().map_or(0, |h| h.revision()))
     }
 
     /// Put every pair of a key -> JSON map; returns the last revision.
-    pub async fn put_all<'a>(&self, kv: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<i64> {
+    pub async fn put_all<'a>(
+        &self,
+        kv: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<i64> {
         let mut rev = 0;
         for (k, v) in kv {
             rev = self.put(k, v).await?;
@@ -170,8 +185,11 @@ impl Etcd {
             .await?
             .header()
             .map_or(0, |h| h.revision());
-        c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical()))
-            .await?;
+        c.compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await?;
         Ok(rev)
     }
 }

@@ -13,7 +13,13 @@ fn bench(c: &mut Criterion) {
     let keys = Keyring::new("k1", [("k1".to_owned(), vec![9; 32])].into()).unwrap();
     let f = Facts {
         header_user: Some("user-829341"),
-        ..Facts::new(Listener::Public, "API17.example.com:443", "/v1/api13/orders/77", "GET", NOW)
+        ..Facts::new(
+            Listener::Public,
+            "API17.example.com:443",
+            "/v1/api13/orders/77",
+            "GET",
+            NOW,
+        )
     };
     let sick = Unhealthy(vec![t.shard_owner(t.shard_of("user-829341")).unwrap()]);
     c.bench_function("decide/shard_by_header", |b| {
@@ -27,8 +33,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| RouteToken::decode(black_box(&tok), &keys, NOW).unwrap())
     });
     // Baseline in the same run: one HashMap lookup of the host alone.
-    let hosts: std::collections::HashMap<String, u32> =
-        (0..25).map(|h| (format!("api{h}.example.com"), h)).collect();
+    let hosts: std::collections::HashMap<String, u32> = (0..25)
+        .map(|h| (format!("api{h}.example.com"), h))
+        .collect();
     c.bench_function("baseline/host_hashmap_lookup", |b| {
         b.iter(|| hosts.get(black_box("api17.example.com")).copied())
     });

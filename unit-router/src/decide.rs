@@ -55,7 +55,13 @@ pub struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     /// Facts with only the request line; everything else empty.
-    pub fn new(listener: Listener, host: &'a str, path: &'a str, method: &'a str, now: i64) -> Self {
+    pub fn new(
+        listener: Listener,
+        host: &'a str,
+        path: &'a str,
+        method: &'a str,
+        now: i64,
+    ) -> Self {
         Facts {
             listener,
             host,
@@ -190,7 +196,9 @@ impl<H: HealthView + ?Sized> Ctx<'_, H> {
     /// avoidable), chosen by `spread` for a stable spread.
     fn region_unit(&self, region: RegionId, spread: u32) -> Option<UnitId> {
         let topo = self.topo;
-        let runs = |u: &&crate::topology::Unit| u.region == region && u.kind == UnitKind::Shard && u.runs(self.service);
+        let runs = |u: &&crate::topology::Unit| {
+            u.region == region && u.kind == UnitKind::Shard && u.runs(self.service)
+        };
         let count = topo.units.iter().filter(runs).count();
         if count == 0 {
             return None;
@@ -240,14 +248,25 @@ impl<H: HealthView + ?Sized> Ctx<'_, H> {
         centers
             .iter()
             .copied()
-            .find(|&c| !self.topo.is_drained(c, self.facts.now) && self.topo.unit(c).runs(self.service))
-            .or_else(|| centers.iter().copied().find(|&c| self.topo.unit(c).runs(self.service)))
+            .find(|&c| {
+                !self.topo.is_drained(c, self.facts.now) && self.topo.unit(c).runs(self.service)
+            })
+            .or_else(|| {
+                centers
+                    .iter()
+                    .copied()
+                    .find(|&c| self.topo.unit(c).runs(self.service))
+            })
             .or_else(|| centers.first().copied())
     }
 }
 
 /// Route one request. No IO, no allocation on the common path.
-pub fn decide<H: HealthView + ?Sized>(topo: &Topology, facts: &Facts<'_>, health: &H) -> Result<Decision, RouteError> {
+pub fn decide<H: HealthView + ?Sized>(
+    topo: &Topology,
+    facts: &Facts<'_>,
+    health: &H,
+) -> Result<Decision, RouteError> {
     let route_id = topo
         .routes
         .find(facts.host, facts.path, facts.method, facts.listener)
@@ -262,17 +281,18 @@ pub fn decide<H: HealthView + ?Sized>(topo: &Topology, facts: &Facts<'_>, health
     let shards = topo.cluster.shards;
 
     // Step 2: the user key.
-    let (shard, key_source) = if let Some(d) = facts.dye.filter(|d| d.shard.is_some_and(|s| s < shards)) {
-        (d.shard, KeySource::Dye)
-    } else if let Some(k) = facts.claim_user {
-        (Some(topo.shard_of(k)), KeySource::Claim)
-    } else if let Some(s) = facts.token.and_then(|t| t.shard).filter(|&s| s < shards) {
-        (Some(s), KeySource::Token)
-    } else if let Some(k) = facts.header_user.filter(|k| !k.is_empty()) {
-        (Some(topo.shard_of(k)), KeySource::Header)
-    } else {
-        (None, KeySource::None)
-    };
+    let (shard, key_source) =
+        if let Some(d) = facts.dye.filter(|d| d.shard.is_some_and(|s| s < shards)) {
+            (d.shard, KeySource::Dye)
+        } else if let Some(k) = facts.claim_user {
+            (Some(topo.shard_of(k)), KeySource::Claim)
+        } else if let Some(s) = facts.token.and_then(|t| t.shard).filter(|&s| s < shards) {
+            (Some(s), KeySource::Token)
+        } else if let Some(k) = facts.header_user.filter(|k| !k.is_empty()) {
+            (Some(topo.shard_of(k)), KeySource::Header)
+        } else {
+            (None, KeySource::None)
+        };
 
     // Step 3: the home unit by policy.
     let (home, home_reason) = match route.policy {
@@ -332,7 +352,10 @@ pub fn decide<H: HealthView + ?Sized>(topo: &Topology, facts: &Facts<'_>, health
         return Ok(decision(target, reason, 0));
     }
     // A shuttled request whose home cannot serve stays where it is, if it can.
-    let local = facts.dye.and_then(|_| cx.local_unit()).filter(|&u| cx.can_serve(u));
+    let local = facts
+        .dye
+        .and_then(|_| cx.local_unit())
+        .filter(|&u| cx.can_serve(u));
     if reason != Reason::Return {
         if let Some(local) = local {
             return Ok(decision(local, reason, hops_in));
@@ -342,7 +365,10 @@ pub fn decide<H: HealthView + ?Sized>(topo: &Topology, facts: &Facts<'_>, health
         // No further move: serve in this gateway's own unit, or give up.
         return match local.or_else(|| cx.local_unit().filter(|&u| cx.can_serve(u))) {
             Some(local) => Ok(decision(local, Reason::Local, hops_in)),
-            None => Err(RouteError::HopLimit { route: route_id, home }),
+            None => Err(RouteError::HopLimit {
+                route: route_id,
+                home,
+            }),
         };
     }
     Ok(decision(target, reason, hops_in + 1))

@@ -60,7 +60,13 @@ impl std::fmt::Display for Stranded {
         let mut parts: Vec<String> = self
             .shards
             .iter()
-            .map(|&(a, b)| if a == b { format!("{a}") } else { format!("{a}-{b}") })
+            .map(|&(a, b)| {
+                if a == b {
+                    format!("{a}")
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
             .collect();
         if !parts.is_empty() {
             parts[0] = format!("shards {}", parts[0]);
@@ -89,7 +95,8 @@ pub fn units_of(topo: &Topology, target: &DrainTarget) -> Vec<UnitId> {
 /// What is stranded when exactly the units with `drained[i] == true` are drained.
 pub fn stranded(topo: &Topology, drained: &[bool]) -> Stranded {
     let alive = |u: UnitId| !drained[u.index()];
-    let can_serve = |home: UnitId| alive(home) || topo.unit(home).fallback.iter().any(|&f| alive(f));
+    let can_serve =
+        |home: UnitId| alive(home) || topo.unit(home).fallback.iter().any(|&f| alive(f));
     let mut out = Stranded::default();
     for (s, &home) in topo.shard_owners().iter().enumerate() {
         if !can_serve(home) {

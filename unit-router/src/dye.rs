@@ -93,7 +93,10 @@ impl Dye {
         debug_assert!(plain(&self.home) && plain(&self.via));
         let kid = keys.active_kid();
         let tag = B64.encode(keys.sign(&[DOMAIN, self.mac_input(kid).as_bytes()]));
-        let shard = self.shard.map(|s| format!("ug.shard={s},")).unwrap_or_default();
+        let shard = self
+            .shard
+            .map(|s| format!("ug.shard={s},"))
+            .unwrap_or_default();
         format!(
             "{shard}ug.home={},ug.via={},ug.reason={},ug.hops={},ug.sig={kid}.{}.{tag}",
             self.home,
@@ -122,14 +125,24 @@ impl Dye {
             return Err(M("baggage too long"));
         }
         let mut f: [Option<&str>; 6] = [None; 6];
-        const NAMES: [&str; 6] = ["ug.shard", "ug.home", "ug.via", "ug.reason", "ug.hops", "ug.sig"];
+        const NAMES: [&str; 6] = [
+            "ug.shard",
+            "ug.home",
+            "ug.via",
+            "ug.reason",
+            "ug.hops",
+            "ug.sig",
+        ];
         let mut any = false;
         for (k, v) in members(baggage) {
             if !is_ug_key(k) {
                 continue;
             }
             any = true;
-            let i = NAMES.iter().position(|n| *n == k).ok_or(M("unknown ug.* entry"))?;
+            let i = NAMES
+                .iter()
+                .position(|n| *n == k)
+                .ok_or(M("unknown ug.* entry"))?;
             if f[i].replace(v).is_some() {
                 return Err(M("duplicate ug.* entry"));
             }
@@ -143,8 +156,11 @@ impl Dye {
         }
         let home = need(home, "ug.home missing or invalid")?;
         let via = need(via, "ug.via missing or invalid")?;
-        let reason = Reason::parse(need(reason, "ug.reason missing")?).ok_or(M("ug.reason unknown"))?;
-        let hops = need(hops, "ug.hops missing")?.parse().map_err(|_| M("ug.hops not a number"))?;
+        let reason =
+            Reason::parse(need(reason, "ug.reason missing")?).ok_or(M("ug.reason unknown"))?;
+        let hops = need(hops, "ug.hops missing")?
+            .parse()
+            .map_err(|_| M("ug.hops not a number"))?;
         let shard = match shard {
             None => None,
             Some(s) => Some(s.parse().map_err(|_| M("ug.shard not a number"))?),
@@ -199,7 +215,10 @@ mod tests {
     fn round_trip_keeps_foreign_baggage() {
         let k = test_keyring("k1");
         let d = dye(Some(12), 1);
-        let b = d.merge_into(Some("userId=alice, ug.home=evil;p=1,ug.hops=0,tenant=t1"), &k);
+        let b = d.merge_into(
+            Some("userId=alice, ug.home=evil;p=1,ug.hops=0,tenant=t1"),
+            &k,
+        );
         assert!(b.starts_with("userId=alice,tenant=t1,ug.shard=12,"), "{b}");
         assert_eq!(Dye::decode(&b, &k, 999), Ok(Some(d)));
         assert_eq!(Dye::decode("userId=alice", &k, 0), Ok(None));
@@ -214,10 +233,22 @@ mod tests {
         let edited = b.replace("ug.hops=1", "ug.hops=0");
         assert_eq!(Dye::decode(&edited, &k, 0), Err(DyeError::BadSignature));
         let only_k3 = Keyring::new("k3", [("k3".to_owned(), vec![3; 32])].into()).unwrap();
-        assert_eq!(Dye::decode(&b, &only_k3, 0), Err(DyeError::UnknownKid("k1".into())));
-        assert!(matches!(Dye::decode("ug.home=bj-1", &k, 0), Err(DyeError::Malformed(_))));
-        assert!(matches!(Dye::decode(&format!("{b},ug.hops=3"), &k, 0), Err(DyeError::Malformed(_))));
-        assert!(matches!(Dye::decode("ug.bogus=1", &k, 0), Err(DyeError::Malformed(_))));
+        assert_eq!(
+            Dye::decode(&b, &only_k3, 0),
+            Err(DyeError::UnknownKid("k1".into()))
+        );
+        assert!(matches!(
+            Dye::decode("ug.home=bj-1", &k, 0),
+            Err(DyeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Dye::decode(&format!("{b},ug.hops=3"), &k, 0),
+            Err(DyeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Dye::decode("ug.bogus=1", &k, 0),
+            Err(DyeError::Malformed(_))
+        ));
     }
 
     #[test]

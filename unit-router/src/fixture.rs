@@ -9,15 +9,29 @@ use serde_json::json;
 pub fn large_kv() -> BTreeMap<String, String> {
     let mut kv = BTreeMap::new();
     let mut put = |k: String, v: serde_json::Value| kv.insert(k, v.to_string());
-    put("cluster".into(), json!({"shards": 1000, "shard_hash": "xxh3"}));
+    put(
+        "cluster".into(),
+        json!({"shards": 1000, "shard_hash": "xxh3"}),
+    );
     for r in 0..5 {
-        put(format!("regions/r{r}"), json!({"entries":[format!("api-r{r}.example.com")]}));
+        put(
+            format!("regions/r{r}"),
+            json!({"entries":[format!("api-r{r}.example.com")]}),
+        );
         for d in 0..2 {
-            put(format!("datacenters/dc{}", r * 2 + d), json!({"region": format!("r{r}")}));
+            put(
+                format!("datacenters/dc{}", r * 2 + d),
+                json!({"region": format!("r{r}")}),
+            );
         }
     }
     let services: serde_json::Map<_, _> = (0..20)
-        .map(|s| (format!("svc{s}"), json!({"endpoints":["127.0.0.1:9000","127.0.0.1:9001"]})))
+        .map(|s| {
+            (
+                format!("svc{s}"),
+                json!({"endpoints":["127.0.0.1:9000","127.0.0.1:9001"]}),
+            )
+        })
         .collect();
     for u in 0..100 {
         put(

@@ -141,7 +141,13 @@ impl RouteTable {
     }
 
     /// The route for a request. `host` may carry a port and any case.
-    pub fn find(&self, host: &str, path: &str, method: &str, listener: Listener) -> Option<RouteId> {
+    pub fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &str,
+        listener: Listener,
+    ) -> Option<RouteId> {
         let mut buf = [0u8; 256];
         let host = normalize_host(host, &mut buf);
         let pick = |ids: &[RouteId]| {
@@ -186,7 +192,13 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
 mod tests {
     use super::*;
 
-    fn route(name: &str, hosts: &[&str], prefix: &str, methods: Option<&[&str]>, l: ListenerScope) -> Route {
+    fn route(
+        name: &str,
+        hosts: &[&str],
+        prefix: &str,
+        methods: Option<&[&str]>,
+        l: ListenerScope,
+    ) -> Route {
         Route {
             name: name.into(),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
@@ -203,49 +215,114 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::new(vec![
-            route("root", &["api.example.com"], "/", None, ListenerScope::Public),
-            route("orders", &["api.example.com"], "/orders", None, ListenerScope::Public),
-            route("orders-post", &["api.example.com"], "/orders", Some(&["POST"]), ListenerScope::Public),
-            route("orders-items", &["api.example.com"], "/orders/items", None, ListenerScope::Both),
+            route(
+                "root",
+                &["api.example.com"],
+                "/",
+                None,
+                ListenerScope::Public,
+            ),
+            route(
+                "orders",
+                &["api.example.com"],
+                "/orders",
+                None,
+                ListenerScope::Public,
+            ),
+            route(
+                "orders-post",
+                &["api.example.com"],
+                "/orders",
+                Some(&["POST"]),
+                ListenerScope::Public,
+            ),
+            route(
+                "orders-items",
+                &["api.example.com"],
+                "/orders/items",
+                None,
+                ListenerScope::Both,
+            ),
             route("wild", &["*.example.com"], "/", None, ListenerScope::Public),
             route("internal", &[], "/internal", None, ListenerScope::Internal),
         ])
     }
 
     fn name(t: &RouteTable, host: &str, path: &str, method: &str, l: Listener) -> Option<String> {
-        t.find(host, path, method, l).map(|id| t.get(id).name.clone())
+        t.find(host, path, method, l)
+            .map(|id| t.get(id).name.clone())
     }
 
     #[test]
     fn longest_prefix_on_segment_boundary() {
         let t = table();
         let p = Listener::Public;
-        assert_eq!(name(&t, "api.example.com", "/orders/items/3", "GET", p).unwrap(), "orders-items");
-        assert_eq!(name(&t, "api.example.com", "/orders/3", "GET", p).unwrap(), "orders");
-        assert_eq!(name(&t, "api.example.com", "/ordersx", "GET", p).unwrap(), "root");
-        assert_eq!(name(&t, "api.example.com", "/orders?x=1", "GET", p).unwrap(), "orders");
+        assert_eq!(
+            name(&t, "api.example.com", "/orders/items/3", "GET", p).unwrap(),
+            "orders-items"
+        );
+        assert_eq!(
+            name(&t, "api.example.com", "/orders/3", "GET", p).unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            name(&t, "api.example.com", "/ordersx", "GET", p).unwrap(),
+            "root"
+        );
+        assert_eq!(
+            name(&t, "api.example.com", "/orders?x=1", "GET", p).unwrap(),
+            "orders"
+        );
     }
 
     #[test]
     fn method_and_listener_filter() {
         let t = table();
-        assert_eq!(name(&t, "api.example.com", "/orders", "post", Listener::Public).unwrap(), "orders-post");
-        assert_eq!(name(&t, "api.example.com", "/orders", "GET", Listener::Internal), None);
         assert_eq!(
-            name(&t, "api.example.com", "/orders/items", "GET", Listener::Internal).unwrap(),
+            name(&t, "api.example.com", "/orders", "post", Listener::Public).unwrap(),
+            "orders-post"
+        );
+        assert_eq!(
+            name(&t, "api.example.com", "/orders", "GET", Listener::Internal),
+            None
+        );
+        assert_eq!(
+            name(
+                &t,
+                "api.example.com",
+                "/orders/items",
+                "GET",
+                Listener::Internal
+            )
+            .unwrap(),
             "orders-items"
         );
-        assert_eq!(name(&t, "svc.local", "/internal/x", "GET", Listener::Internal).unwrap(), "internal");
-        assert_eq!(name(&t, "svc.local", "/internal/x", "GET", Listener::Public), None);
+        assert_eq!(
+            name(&t, "svc.local", "/internal/x", "GET", Listener::Internal).unwrap(),
+            "internal"
+        );
+        assert_eq!(
+            name(&t, "svc.local", "/internal/x", "GET", Listener::Public),
+            None
+        );
     }
 
     #[test]
     fn host_case_port_and_wildcards() {
         let t = table();
         let p = Listener::Public;
-        assert_eq!(name(&t, "API.Example.COM:8443", "/orders", "GET", p).unwrap(), "orders");
-        assert_eq!(name(&t, "api.example.com.", "/orders", "GET", p).unwrap(), "orders");
-        assert_eq!(name(&t, "m.example.com", "/orders", "GET", p).unwrap(), "wild");
+        assert_eq!(
+            name(&t, "API.Example.COM:8443", "/orders", "GET", p).unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            name(&t, "api.example.com.", "/orders", "GET", p).unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            name(&t, "m.example.com", "/orders", "GET", p).unwrap(),
+            "wild"
+        );
         assert_eq!(name(&t, "example.com", "/orders", "GET", p), None);
         assert_eq!(name(&t, "other.org", "/", "GET", p), None);
         assert_eq!(name(&t, "", "/", "GET", p), None);

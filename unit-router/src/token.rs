@@ -117,8 +117,14 @@ mod tests {
         let s = tok(Some(7), "bj-1", 42, 2_000).encode(&k);
         assert_eq!(RouteToken::decode(&s, &k, 2_000), Err(TokenError::Expired));
         assert_eq!(RouteToken::decode("", &k, 0), Err(TokenError::Malformed));
-        assert_eq!(RouteToken::decode("a.b.c", &k, 0), Err(TokenError::Malformed));
-        assert_eq!(RouteToken::decode(&"x".repeat(5000), &k, 0), Err(TokenError::Malformed));
+        assert_eq!(
+            RouteToken::decode("a.b.c", &k, 0),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            RouteToken::decode(&"x".repeat(5000), &k, 0),
+            Err(TokenError::Malformed)
+        );
         let only_k3 = Keyring::new("k3", [("k3".to_owned(), vec![3; 32])].into()).unwrap();
         assert_eq!(
             RouteToken::decode(&s, &only_k3, 0),
@@ -127,12 +133,22 @@ mod tests {
         // Same payload, signature from another key.
         let (payload, _) = s.split_once('.').unwrap();
         let forged = format!("{payload}.{}", B64.encode([0u8; 32]));
-        assert_eq!(RouteToken::decode(&forged, &k, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            RouteToken::decode(&forged, &k, 0),
+            Err(TokenError::BadSignature)
+        );
         // A payload edited by the client.
         let mut t = tok(Some(7), "bj-1", 42, 2_000);
         t.unit = "sh-1".into();
-        let edited = format!("{}.{}", B64.encode(serde_json::to_vec(&t).unwrap()), s.split_once('.').unwrap().1);
-        assert_eq!(RouteToken::decode(&edited, &k, 0), Err(TokenError::BadSignature));
+        let edited = format!(
+            "{}.{}",
+            B64.encode(serde_json::to_vec(&t).unwrap()),
+            s.split_once('.').unwrap().1
+        );
+        assert_eq!(
+            RouteToken::decode(&edited, &k, 0),
+            Err(TokenError::BadSignature)
+        );
     }
 
     proptest! {

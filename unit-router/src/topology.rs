@@ -116,8 +116,9 @@ struct Raw {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &str, errs: &mut Vec<E>) -> Option<T> {
@@ -133,13 +134,8 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &str, errs: &mut Vec
     }
 }
 
-fn named<T>(
-    key: &str,
-    name: &str,
-    value: &str,
-    errs: &mut Vec<E>,
-    into: &mut BTreeMap<String, T>,
-) where
+fn named<T>(key: &str, name: &str, value: &str, errs: &mut Vec<E>, into: &mut BTreeMap<String, T>)
+where
     T: serde::de::DeserializeOwned,
 {
     if !valid_name(name) {
@@ -225,7 +221,11 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
 impl Topology {
     /// Build and validate a snapshot of the keys under the prefix (keys are
     /// relative to it) as of revision `epoch`, at unix time `now`.
-    pub fn build(epoch: i64, kv: &BTreeMap<String, String>, now: i64) -> Result<Self, ValidationErrors> {
+    pub fn build(
+        epoch: i64,
+        kv: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<Self, ValidationErrors> {
         let mut errs = Vec::new();
         let raw = decode_all(kv, &mut errs);
         let topo = Self::check(epoch, raw, now, &mut errs);
@@ -240,8 +240,13 @@ impl Topology {
         let cluster = match raw.cluster.clone() {
             Some(c) => c,
             None => {
-                if !errs.iter().any(|e| matches!(e, E::InvalidJson { key, .. } if key == "cluster")) {
-                    errs.push(E::MissingKey { key: "cluster".into() });
+                if !errs
+                    .iter()
+                    .any(|e| matches!(e, E::InvalidJson { key, .. } if key == "cluster"))
+                {
+                    errs.push(E::MissingKey {
+                        key: "cluster".into(),
+                    });
                 }
                 ClusterSpec {
                     shards: 1,
@@ -265,16 +270,28 @@ impl Topology {
             let key = format!("regions/{name}");
             let id = RegionId(regions.len() as u16);
             if r.entries.is_empty() {
-                errs.push(invalid(&key, "entries", "at least one entry host is required"));
+                errs.push(invalid(
+                    &key,
+                    "entries",
+                    "at least one entry host is required",
+                ));
             }
             for e in &r.entries {
                 if e.is_empty() || e.contains(['/', ' ', ':']) {
-                    errs.push(invalid(&key, "entries", format!("{e:?} is not a host name")));
+                    errs.push(invalid(
+                        &key,
+                        "entries",
+                        format!("{e:?} is not a host name"),
+                    ));
                 }
             }
             for c in &r.countries {
                 if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                    errs.push(invalid(&key, "countries", format!("{c:?} is not an ISO 3166-1 alpha-2 code")));
+                    errs.push(invalid(
+                        &key,
+                        "countries",
+                        format!("{c:?} is not an ISO 3166-1 alpha-2 code"),
+                    ));
                 } else if let Some(&other) = region_by_country.get(c) {
                     errs.push(E::DuplicateCountry {
                         key: key.clone(),
@@ -287,7 +304,11 @@ impl Topology {
             }
             for s in &r.subdivisions {
                 if !s.contains('-') || s.len() < 4 {
-                    errs.push(invalid(&key, "subdivisions", format!("{s:?} is not an ISO 3166-2 code like CN-BJ")));
+                    errs.push(invalid(
+                        &key,
+                        "subdivisions",
+                        format!("{s:?} is not an ISO 3166-2 code like CN-BJ"),
+                    ));
                 } else if let Some(&other) = region_by_subdivision.get(s) {
                     errs.push(E::DuplicateCountry {
                         key: key.clone(),
@@ -425,7 +446,13 @@ impl Topology {
             });
         }
         let mut notices = Vec::new();
-        merge_instances(&raw.instances, &unit_index, &service_ids, &mut units, &mut notices);
+        merge_instances(
+            &raw.instances,
+            &unit_index,
+            &service_ids,
+            &mut units,
+            &mut notices,
+        );
         compute_fallbacks(&mut units);
         let centers: Vec<UnitId> = (0..units.len())
             .filter(|&i| units[i].kind == UnitKind::Center)
@@ -437,8 +464,13 @@ impl Topology {
             Some(_) if !cluster_ok => Vec::new(),
             Some(m) => check_shardmap(m, cluster.shards, &unit_index, &units, &raw.broken, errs),
             None => {
-                if !errs.iter().any(|e| matches!(e, E::InvalidJson { key, .. } if key == "shardmap")) {
-                    errs.push(E::MissingKey { key: "shardmap".into() });
+                if !errs
+                    .iter()
+                    .any(|e| matches!(e, E::InvalidJson { key, .. } if key == "shardmap"))
+                {
+                    errs.push(E::MissingKey {
+                        key: "shardmap".into(),
+                    });
                 }
                 Vec::new()
             }
@@ -611,7 +643,9 @@ impl Topology {
                 }
             }
         }
-        any || self.drains.iter().any(|d| d.target == DrainTarget::Dc(self.dcs[dc.index()].name.clone()) && d.in_force(now))
+        any || self.drains.iter().any(|d| {
+            d.target == DrainTarget::Dc(self.dcs[dc.index()].name.clone()) && d.in_force(now)
+        })
     }
 
     /// When drain state next changes by itself (an `until` passing), if ever:
@@ -645,7 +679,11 @@ fn regions_name(regions: &[Region], id: RegionId) -> &str {
 fn check_cluster(c: &ClusterSpec, errs: &mut Vec<E>) {
     let key = "cluster";
     if c.shards == 0 || c.shards > 65_536 {
-        errs.push(invalid(key, "shards", format!("{} is not within 1..=65536", c.shards)));
+        errs.push(invalid(
+            key,
+            "shards",
+            format!("{} is not within 1..=65536", c.shards),
+        ));
     }
     if c.user_header.is_empty()
         || !c
@@ -653,13 +691,21 @@ fn check_cluster(c: &ClusterSpec, errs: &mut Vec<E>) {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
-        errs.push(invalid(key, "user_header", format!("{:?} is not a lower-case header name", c.user_header)));
+        errs.push(invalid(
+            key,
+            "user_header",
+            format!("{:?} is not a lower-case header name", c.user_header),
+        ));
     }
     if c.token_ttl_s == 0 {
         errs.push(invalid(key, "token_ttl_s", "must be at least 1"));
     }
     if c.max_hops > 8 {
-        errs.push(invalid(key, "max_hops", format!("{} is above 8", c.max_hops)));
+        errs.push(invalid(
+            key,
+            "max_hops",
+            format!("{} is above 8", c.max_hops),
+        ));
     }
 }
 
@@ -672,7 +718,9 @@ fn merge_instances(
 ) {
     for (key, unit, service, addr) in instances {
         let (Some(u), Some(s)) = (unit_index.get(unit), service_ids.get(service)) else {
-            notices.push(format!("{key}: ignored: unit or service is not in the topology"));
+            notices.push(format!(
+                "{key}: ignored: unit or service is not in the topology"
+            ));
             continue;
         };
         let Ok(a) = addr.parse::<SocketAddr>() else {
@@ -682,7 +730,9 @@ fn merge_instances(
         match &mut units[u.index()].services[s.index()] {
             Some(eps) if !eps.contains(&a) => eps.push(a),
             Some(_) => {}
-            None => notices.push(format!("{key}: ignored: unit {unit} does not declare service {service}")),
+            None => notices.push(format!(
+                "{key}: ignored: unit {unit} does not declare service {service}"
+            )),
         }
     }
 }
@@ -697,7 +747,8 @@ fn compute_fallbacks(units: &mut [Unit]) {
             for (j, u) in units.iter().enumerate() {
                 let id = UnitId(j as u16);
                 let same_region = u.region == region;
-                if id != me && u.kind == kind && (pass == 1 || same_region) && !order.contains(&id) {
+                if id != me && u.kind == kind && (pass == 1 || same_region) && !order.contains(&id)
+                {
                     order.push(id);
                 }
             }
@@ -718,7 +769,10 @@ fn check_shardmap(
     let mut owner: Vec<Vec<&str>> = vec![Vec::new(); shards as usize];
     for r in &m.ranges {
         if r.from > r.to {
-            errs.push(E::ReversedRange { from: r.from, to: r.to });
+            errs.push(E::ReversedRange {
+                from: r.from,
+                to: r.to,
+            });
             continue;
         }
         if r.to > last {
@@ -739,7 +793,11 @@ fn check_shardmap(
                     unit: r.unit.clone(),
                 },
             ),
-            Some(id) if units.get(id.index()).is_some_and(|u| u.kind != UnitKind::Shard) => {
+            Some(id)
+                if units
+                    .get(id.index())
+                    .is_some_and(|u| u.kind != UnitKind::Shard) =>
+            {
                 errs.push(E::NotShardUnit {
                     unit: r.unit.clone(),
                     from: r.from,
@@ -777,7 +835,12 @@ fn check_shardmap(
     }
     owner
         .iter()
-        .map(|o| o.first().and_then(|u| unit_index.get(*u)).copied().unwrap_or(UnitId(0)))
+        .map(|o| {
+            o.first()
+                .and_then(|u| unit_index.get(*u))
+                .copied()
+                .unwrap_or(UnitId(0))
+        })
         .collect()
 }
 
@@ -793,7 +856,11 @@ fn check_issuer(key: &str, i: &IssuerSpec, errs: &mut Vec<E>) {
     }
     for a in &i.algs {
         if !ALGS.contains(&a.as_str()) {
-            errs.push(invalid(key, "algs", format!("{a:?} is not one of {}", ALGS.join(", "))));
+            errs.push(invalid(
+                key,
+                "algs",
+                format!("{a:?} is not one of {}", ALGS.join(", ")),
+            ));
         }
     }
     if !i.jwks.get("keys").is_some_and(serde_json::Value::is_array) {
@@ -815,13 +882,21 @@ fn check_route(
 ) -> Option<Route> {
     let before = errs.len();
     if !r.path_prefix.starts_with('/') {
-        errs.push(invalid(key, "path_prefix", format!("{:?} must start with '/'", r.path_prefix)));
+        errs.push(invalid(
+            key,
+            "path_prefix",
+            format!("{:?} must start with '/'", r.path_prefix),
+        ));
     }
     let mut hosts = Vec::new();
     for h in &r.hosts {
         let bare = h.strip_prefix("*.").unwrap_or(h);
         if bare.is_empty() || bare.contains(['*', '/', ' ', ':']) {
-            errs.push(invalid(key, "hosts", format!("{h:?} is not a host or *.suffix")));
+            errs.push(invalid(
+                key,
+                "hosts",
+                format!("{h:?} is not a host or *.suffix"),
+            ));
         }
         hosts.push(h.to_ascii_lowercase());
     }
@@ -829,17 +904,27 @@ fn check_route(
         ms.iter()
             .map(|m| {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    errs.push(invalid(key, "methods", format!("{m:?} is not an HTTP method")));
+                    errs.push(invalid(
+                        key,
+                        "methods",
+                        format!("{m:?} is not an HTTP method"),
+                    ));
                 }
                 m.to_ascii_uppercase()
             })
             .collect::<Vec<_>>()
     });
     if methods.as_ref().is_some_and(Vec::is_empty) {
-        errs.push(invalid(key, "methods", "an empty list matches nothing; use null for any"));
+        errs.push(invalid(
+            key,
+            "methods",
+            "an empty list matches nothing; use null for any",
+        ));
     }
     let service = if r.service.is_empty() {
-        errs.push(E::RouteWithoutService { key: key.to_owned() });
+        errs.push(E::RouteWithoutService {
+            key: key.to_owned(),
+        });
         None
     } else if let Some(&s) = service_ids.get(&r.service) {
         Some(s)
@@ -851,7 +936,9 @@ fn check_route(
         None
     };
     if r.policy == Policy::Center && centers.is_empty() {
-        errs.push(E::CenterWithoutUnit { key: key.to_owned() });
+        errs.push(E::CenterWithoutUnit {
+            key: key.to_owned(),
+        });
     }
     if let Some(q) = &r.quota {
         if !raw.quotas.contains_key(q) {
@@ -901,7 +988,8 @@ fn check_route_conflicts(routes: &[Route], errs: &mut Vec<E>) {
             let bucket = seen.entry((h, r.path_prefix.as_str())).or_default();
             for &j in bucket.iter() {
                 let o = &routes[j];
-                let listeners = r.listener == L::Both || o.listener == L::Both || r.listener == o.listener;
+                let listeners =
+                    r.listener == L::Both || o.listener == L::Both || r.listener == o.listener;
                 let methods = match (&r.methods, &o.methods) {
                     (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
                     (None, None) => true,

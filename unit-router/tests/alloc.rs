@@ -27,7 +27,13 @@ fn decide_does_not_allocate() {
     let t = Topology::build(1, &large_kv(), 0).unwrap();
     let f = Facts {
         header_user: Some("user-829341"),
-        ..Facts::new(Listener::Public, "API17.example.com:443", "/v1/api13/orders/77", "GET", 0)
+        ..Facts::new(
+            Listener::Public,
+            "API17.example.com:443",
+            "/v1/api13/orders/77",
+            "GET",
+            0,
+        )
     };
     let sick = Unhealthy(vec![t.shard_owner(t.shard_of("user-829341")).unwrap()]);
     let before = ALLOCS.load(Ordering::SeqCst);

@@ -20,7 +20,10 @@ fn shard_policy_follows_the_shard_map() {
     let t = sample();
     for user in 0..1000u32 {
         let key = user.to_string();
-        let f = Facts { header_user: Some(&key), ..facts("/orders/1") };
+        let f = Facts {
+            header_user: Some(&key),
+            ..facts("/orders/1")
+        };
         let d = decide(&t, &f, &AllHealthy).unwrap();
         assert_eq!(d.shard, Some(user % 100));
         assert_eq!(Some(d.home), t.shard_owner(user % 100));
@@ -33,9 +36,16 @@ fn key_precedence_claim_token_header() {
     let t = sample();
     let keys = unit_router::Keyring::new("k", [("k".to_owned(), vec![7; 32])].into()).unwrap();
     let tok = RouteToken::new(Some(60), "sh-1", 1, NOW + 10, &keys);
-    let f = Facts { header_user: Some("5"), token: Some(&tok), ..facts("/orders") };
+    let f = Facts {
+        header_user: Some("5"),
+        token: Some(&tok),
+        ..facts("/orders")
+    };
     assert_eq!(decide(&t, &f, &AllHealthy).unwrap().shard, Some(60));
-    let f = Facts { claim_user: Some("80"), ..f };
+    let f = Facts {
+        claim_user: Some("80"),
+        ..f
+    };
     let d = decide(&t, &f, &AllHealthy).unwrap();
     assert_eq!((d.shard, d.key_source), (Some(80), KeySource::Claim));
 }
@@ -43,11 +53,18 @@ fn key_precedence_claim_token_header() {
 #[test]
 fn no_key_falls_back_to_region_then_here() {
     let t = sample();
-    let f = Facts { country: Some("CN"), subdivision: Some("CN-SH"), ..facts("/orders") };
+    let f = Facts {
+        country: Some("CN"),
+        subdivision: Some("CN-SH"),
+        ..facts("/orders")
+    };
     let d = decide(&t, &f, &AllHealthy).unwrap();
     assert_eq!((name(&t, d.home), d.reason), ("sh-1", Reason::Region));
     let here = Here::resolve(&t, None, Some("bj-b"));
-    let f = Facts { here, ..facts("/profile") };
+    let f = Facts {
+        here,
+        ..facts("/profile")
+    };
     assert_eq!(name(&t, decide(&t, &f, &AllHealthy).unwrap().home), "bj-1");
 }
 
@@ -56,7 +73,11 @@ fn region_policy_is_sticky_through_the_token() {
     let t = sample();
     let keys = unit_router::Keyring::new("k", [("k".to_owned(), vec![7; 32])].into()).unwrap();
     let tok = RouteToken::new(None, "bj-2", 1, NOW + 10, &keys);
-    let f = Facts { token: Some(&tok), country: Some("JP"), ..facts("/profile") };
+    let f = Facts {
+        token: Some(&tok),
+        country: Some("JP"),
+        ..facts("/profile")
+    };
     assert_eq!(name(&t, decide(&t, &f, &AllHealthy).unwrap().home), "bj-2");
 }
 
@@ -65,10 +86,23 @@ fn center_and_local_policies() {
     let t = sample();
     let d = decide(&t, &facts("/config"), &AllHealthy).unwrap();
     assert_eq!((name(&t, d.target), d.reason), ("ct-1", Reason::Center));
-    let f = Facts { here: Here::resolve(&t, None, Some("sh-a")), ..facts("/nearby") };
+    let f = Facts {
+        here: Here::resolve(&t, None, Some("sh-a")),
+        ..facts("/nearby")
+    };
     let d = decide(&t, &f, &AllHealthy).unwrap();
     assert_eq!((name(&t, d.target), d.reason), ("sh-1", Reason::Local));
-    assert_eq!(decide(&t, &Facts { method: "POST", ..facts("/config") }, &AllHealthy), Err(RouteError::NoRoute));
+    assert_eq!(
+        decide(
+            &t,
+            &Facts {
+                method: "POST",
+                ..facts("/config")
+            },
+            &AllHealthy
+        ),
+        Err(RouteError::NoRoute)
+    );
 }
 
 #[test]
@@ -76,11 +110,25 @@ fn failover_follows_the_failover_list() {
     let t = sample();
     let bj1 = t.unit_id("bj-1").unwrap();
     let bj2 = t.unit_id("bj-2").unwrap();
-    let f = Facts { header_user: Some("3"), ..facts("/orders") };
+    let f = Facts {
+        header_user: Some("3"),
+        ..facts("/orders")
+    };
     let d = decide(&t, &f, &Unhealthy(vec![bj1])).unwrap();
-    assert_eq!((d.home, d.target, d.reason, d.hops), (bj1, bj2, Reason::Failover, 1));
+    assert_eq!(
+        (d.home, d.target, d.reason, d.hops),
+        (bj1, bj2, Reason::Failover, 1)
+    );
     // Excluding the units already tried moves on down the list.
-    let d = decide(&t, &Facts { exclude: &[bj2], ..f }, &Unhealthy(vec![bj1])).unwrap();
+    let d = decide(
+        &t,
+        &Facts {
+            exclude: &[bj2],
+            ..f
+        },
+        &Unhealthy(vec![bj1]),
+    )
+    .unwrap();
     assert_eq!(name(&t, d.target), "sh-1");
 }
 
@@ -92,22 +140,42 @@ fn drained_dc_moves_its_shards_to_the_failover_unit() {
     let t = Topology::build(2, &kv, NOW).unwrap();
     for user in [50u32, 74, 75, 99] {
         let key = user.to_string();
-        let d = decide(&t, &Facts { header_user: Some(&key), ..facts("/orders") }, &AllHealthy).unwrap();
+        let d = decide(
+            &t,
+            &Facts {
+                header_user: Some(&key),
+                ..facts("/orders")
+            },
+            &AllHealthy,
+        )
+        .unwrap();
         let want = if user < 75 { "bj-1" } else { "bj-2" };
-        assert_eq!((name(&t, d.target), d.reason), (want, Reason::Drain), "user {user}");
+        assert_eq!(
+            (name(&t, d.target), d.reason),
+            (want, Reason::Drain),
+            "user {user}"
+        );
     }
 }
 
 #[test]
 fn drain_until_expires() {
-    let kv = with(sample_kv(), "drain/unit/bj-1", json!({"until": "2027-01-15T09:00:00Z"}));
+    let kv = with(
+        sample_kv(),
+        "drain/unit/bj-1",
+        json!({"until": "2027-01-15T09:00:00Z"}),
+    );
     let t = Topology::build(2, &kv, NOW).unwrap();
     let until = NOW + 3600; // NOW is 2027-01-15T08:00:00Z
     assert_eq!(t.next_drain_change(), Some(until));
     let bj1 = t.unit_id("bj-1").unwrap();
     assert!(t.is_drained(bj1, until - 1));
     assert!(!t.is_drained(bj1, until));
-    let f = Facts { header_user: Some("1"), now: until, ..facts("/orders") };
+    let f = Facts {
+        header_user: Some("1"),
+        now: until,
+        ..facts("/orders")
+    };
     assert_eq!(decide(&t, &f, &AllHealthy).unwrap().reason, Reason::Shard);
 }
 
@@ -123,10 +191,22 @@ fn a_drain_that_strands_a_shard_is_applied_only_where_it_leaves_a_unit() {
     assert!(!t.is_drained(t.unit_id("bj-2").unwrap(), NOW));
     assert!(t.is_drained(t.unit_id("sh-2").unwrap(), NOW));
     assert_eq!(t.notices.len(), 1, "{:?}", t.notices);
-    assert!(t.notices[0].contains("drain/unit/bj-2: unit bj-2 stays active"), "{:?}", t.notices);
+    assert!(
+        t.notices[0].contains("drain/unit/bj-2: unit bj-2 stays active"),
+        "{:?}",
+        t.notices
+    );
     for user in 0..100u32 {
         let key = user.to_string();
-        let d = decide(&t, &Facts { header_user: Some(&key), ..facts("/orders") }, &AllHealthy).unwrap();
+        let d = decide(
+            &t,
+            &Facts {
+                header_user: Some(&key),
+                ..facts("/orders")
+            },
+            &AllHealthy,
+        )
+        .unwrap();
         assert_eq!(name(&t, d.target), "bj-2");
     }
 }
@@ -158,19 +238,49 @@ fn a_dye_goes_back_home_and_respects_the_hop_limit() {
     let sh1 = t.unit_id("sh-1").unwrap();
     let bj1 = t.unit_id("bj-1").unwrap();
     let here = Here::resolve(&t, None, Some("sh-a"));
-    let dye = Dye { shard: Some(3), home: "bj-1".into(), via: "sh-1".into(), reason: Reason::Failover, hops: 1, exp: NOW + 30 };
-    let base = Facts { listener: Listener::Internal, dye: Some(&dye), here, ..facts("/orders") };
+    let dye = Dye {
+        shard: Some(3),
+        home: "bj-1".into(),
+        via: "sh-1".into(),
+        reason: Reason::Failover,
+        hops: 1,
+        exp: NOW + 30,
+    };
+    let base = Facts {
+        listener: Listener::Internal,
+        dye: Some(&dye),
+        here,
+        ..facts("/orders")
+    };
     let d = decide(&t, &base, &AllHealthy).unwrap();
     assert_eq!((d.target, d.reason, d.hops), (bj1, Reason::Return, 2));
     // Home still down: stays where it is, no new hop.
     let d = decide(&t, &base, &Unhealthy(vec![bj1])).unwrap();
     assert_eq!((d.target, d.reason, d.hops), (sh1, Reason::Failover, 1));
     // At the hop cap the request is served locally, never moved again.
-    let capped = Dye { hops: 2, ..dye.clone() };
-    let d = decide(&t, &Facts { dye: Some(&capped), ..base }, &AllHealthy).unwrap();
+    let capped = Dye {
+        hops: 2,
+        ..dye.clone()
+    };
+    let d = decide(
+        &t,
+        &Facts {
+            dye: Some(&capped),
+            ..base
+        },
+        &AllHealthy,
+    )
+    .unwrap();
     assert_eq!((d.target, d.reason, d.hops), (sh1, Reason::Local, 2));
     // ...and refused when the local unit cannot serve either.
-    let r = decide(&t, &Facts { dye: Some(&capped), ..base }, &Unhealthy(vec![sh1]));
+    let r = decide(
+        &t,
+        &Facts {
+            dye: Some(&capped),
+            ..base
+        },
+        &Unhealthy(vec![sh1]),
+    );
     assert!(matches!(r, Err(RouteError::HopLimit { .. })), "{r:?}");
 }
 
@@ -178,6 +288,13 @@ fn a_dye_goes_back_home_and_respects_the_hop_limit() {
 fn no_unit_when_nothing_can_serve() {
     let t = sample();
     let all: Vec<UnitId> = (0..t.units.len() as u16).map(UnitId).collect();
-    let r = decide(&t, &Facts { header_user: Some("1"), ..facts("/orders") }, &Unhealthy(all));
+    let r = decide(
+        &t,
+        &Facts {
+            header_user: Some("1"),
+            ..facts("/orders")
+        },
+        &Unhealthy(all),
+    );
     assert!(matches!(r, Err(RouteError::NoUnit { home: Some(_), .. })));
 }

@@ -25,13 +25,23 @@ fn topology() -> impl Strategy<Value = (BTreeMap<String, String>, Vec<bool>)> {
             let mut kv = BTreeMap::new();
             let mut put = |k: &str, v: serde_json::Value| kv.insert(k.to_owned(), v.to_string());
             put("cluster", json!({"shards": shards}));
-            put("regions/r0", json!({"entries":["a.example.com"],"countries":["CN"]}));
-            put("regions/r1", json!({"entries":["b.example.com"],"countries":["JP"]}));
+            put(
+                "regions/r0",
+                json!({"entries":["a.example.com"],"countries":["CN"]}),
+            );
+            put(
+                "regions/r1",
+                json!({"entries":["b.example.com"],"countries":["JP"]}),
+            );
             put("datacenters/d0", json!({"region":"r0"}));
             put("datacenters/d1", json!({"region":"r0"}));
             put("datacenters/d2", json!({"region":"r1"}));
             for (i, f) in failovers.iter().enumerate() {
-                let fo: Vec<String> = f.iter().filter(|&&j| j != i).map(|j| format!("u{j}")).collect();
+                let fo: Vec<String> = f
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|j| format!("u{j}"))
+                    .collect();
                 put(
                     &format!("units/u{i}"),
                     json!({"dc": format!("d{}", i % 3), "kind":"shard", "failover": fo,
@@ -50,7 +60,10 @@ fn topology() -> impl Strategy<Value = (BTreeMap<String, String>, Vec<bool>)> {
                 .map(|(i, w)| json!({"from": w[0], "to": w[1] - 1, "unit": format!("u{i}")}))
                 .collect();
             put("shardmap", json!({ "ranges": ranges }));
-            put("routes/r", json!({"hosts":["a.example.com"],"path_prefix":"/","service":"s","policy":"shard"}));
+            put(
+                "routes/r",
+                json!({"hosts":["a.example.com"],"path_prefix":"/","service":"s","policy":"shard"}),
+            );
             for (i, d) in drains.iter().enumerate() {
                 if *d {
                     put(&format!("drain/unit/u{i}"), json!({}));

@@ -23,7 +23,10 @@ fn sample_is_valid_and_indexed() {
     assert_eq!(t.services, ["config", "orders", "profile"]);
     assert_eq!(t.shard_owner(0), t.unit_id("bj-1"));
     assert_eq!(t.shard_owner(99), t.unit_id("sh-2"));
-    assert_eq!(t.region_for(Some("CN"), Some("CN-SH")), t.region_id("cn-east"));
+    assert_eq!(
+        t.region_for(Some("CN"), Some("CN-SH")),
+        t.region_id("cn-east")
+    );
     assert_eq!(t.region_for(Some("CN"), None), t.region_id("cn-north"));
     assert_eq!(t.region_for(Some("FR"), None), None);
     assert!(t.notices.is_empty());
@@ -31,21 +34,50 @@ fn sample_is_valid_and_indexed() {
 
 #[test]
 fn shardmap_gap_and_overlap_are_named() {
-    let kv = with(sample_kv(), "shardmap", json!({"ranges":[
-        {"from":0,"to":24,"unit":"bj-1"},{"from":30,"to":74,"unit":"sh-1"},{"from":70,"to":99,"unit":"sh-2"}]}));
+    let kv = with(
+        sample_kv(),
+        "shardmap",
+        json!({"ranges":[
+        {"from":0,"to":24,"unit":"bj-1"},{"from":30,"to":74,"unit":"sh-1"},{"from":70,"to":99,"unit":"sh-2"}]}),
+    );
     let errs = errors(&kv);
     assert!(errs.contains(&E::ShardGap { from: 25, to: 29 }), "{errs:?}");
-    assert!(errs.contains(&E::ShardOverlap { from: 70, to: 74, units: "sh-1, sh-2".into() }), "{errs:?}");
+    assert!(
+        errs.contains(&E::ShardOverlap {
+            from: 70,
+            to: 74,
+            units: "sh-1, sh-2".into()
+        }),
+        "{errs:?}"
+    );
     assert!(errs[0].to_string().contains("shards 25-29 have no unit"));
 }
 
 #[test]
 fn shardmap_bounds_kinds_and_units() {
     let m = |r: serde_json::Value| with(sample_kv(), "shardmap", json!({"ranges": r}));
-    assert!(errors(&m(json!([{"from":0,"to":100,"unit":"bj-1"}]))).contains(&E::RangeOutOfBounds { from: 0, to: 100, last: 99 }));
-    assert!(errors(&m(json!([{"from":9,"to":0,"unit":"bj-1"}]))).contains(&E::ReversedRange { from: 9, to: 0 }));
-    assert!(errors(&m(json!([{"from":0,"to":99,"unit":"ct-1"}]))).contains(&E::NotShardUnit { unit: "ct-1".into(), from: 0, to: 99 }));
-    assert!(errors(&m(json!([{"from":0,"to":99,"unit":"nope"}]))).contains(&E::UnknownUnit { key: "shardmap".into(), unit: "nope".into() }));
+    assert!(
+        errors(&m(json!([{"from":0,"to":100,"unit":"bj-1"}]))).contains(&E::RangeOutOfBounds {
+            from: 0,
+            to: 100,
+            last: 99
+        })
+    );
+    assert!(errors(&m(json!([{"from":9,"to":0,"unit":"bj-1"}])))
+        .contains(&E::ReversedRange { from: 9, to: 0 }));
+    assert!(
+        errors(&m(json!([{"from":0,"to":99,"unit":"ct-1"}]))).contains(&E::NotShardUnit {
+            unit: "ct-1".into(),
+            from: 0,
+            to: 99
+        })
+    );
+    assert!(
+        errors(&m(json!([{"from":0,"to":99,"unit":"nope"}]))).contains(&E::UnknownUnit {
+            key: "shardmap".into(),
+            unit: "nope".into()
+        })
+    );
 }
 
 #[test]
@@ -53,89 +85,206 @@ fn unit_rules() {
     let unit = |v| with(sample_kv(), "units/bj-1", v);
     let base = |extra: serde_json::Value| {
         let mut u = json!({"dc":"bj-a","kind":"shard","services":{"orders":{"endpoints":["127.0.0.1:1"]},"profile":{}}});
-        u.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        u.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         u
     };
-    assert_eq!(one(unit(base(json!({"failover":["bj-1"]})))), E::FailoverToSelf { key: "units/bj-1".into() });
-    assert_eq!(one(unit(base(json!({"failover":["zz"]})))), E::UnknownFailover { key: "units/bj-1".into(), unit: "zz".into() });
-    assert_eq!(one(unit(base(json!({"dc":"mars"})))), E::UnknownDatacenter { key: "units/bj-1".into(), dc: "mars".into() });
     assert_eq!(
-        one(unit(base(json!({"services":{"orders":{"endpoints":["localhost"]},"profile":{}}})))),
-        E::InvalidEndpoint { key: "units/bj-1".into(), service: "orders".into(), endpoint: "localhost".into() }
+        one(unit(base(json!({"failover":["bj-1"]})))),
+        E::FailoverToSelf {
+            key: "units/bj-1".into()
+        }
     );
-    assert!(matches!(one(unit(base(json!({"kind":"edge"})))), E::InvalidJson { key, .. } if key == "units/bj-1"));
-    assert!(matches!(one(unit(base(json!({"extra":1})))), E::InvalidJson { key, .. } if key == "units/bj-1"));
+    assert_eq!(
+        one(unit(base(json!({"failover":["zz"]})))),
+        E::UnknownFailover {
+            key: "units/bj-1".into(),
+            unit: "zz".into()
+        }
+    );
+    assert_eq!(
+        one(unit(base(json!({"dc":"mars"})))),
+        E::UnknownDatacenter {
+            key: "units/bj-1".into(),
+            dc: "mars".into()
+        }
+    );
+    assert_eq!(
+        one(unit(base(
+            json!({"services":{"orders":{"endpoints":["localhost"]},"profile":{}}})
+        ))),
+        E::InvalidEndpoint {
+            key: "units/bj-1".into(),
+            service: "orders".into(),
+            endpoint: "localhost".into()
+        }
+    );
+    assert!(
+        matches!(one(unit(base(json!({"kind":"edge"})))), E::InvalidJson { key, .. } if key == "units/bj-1")
+    );
+    assert!(
+        matches!(one(unit(base(json!({"extra":1})))), E::InvalidJson { key, .. } if key == "units/bj-1")
+    );
 }
 
 #[test]
 fn region_and_dc_rules() {
     assert_eq!(
-        one(with(sample_kv(), "datacenters/bj-a", json!({"region":"eu"}))),
-        E::UnknownRegion { key: "datacenters/bj-a".into(), region: "eu".into() }
+        one(with(
+            sample_kv(),
+            "datacenters/bj-a",
+            json!({"region":"eu"})
+        )),
+        E::UnknownRegion {
+            key: "datacenters/bj-a".into(),
+            region: "eu".into()
+        }
     );
-    let e = one(with(sample_kv(), "regions/cn-east", json!({"entries":["api-sh.example.com"],"countries":["CN"]})));
+    let e = one(with(
+        sample_kv(),
+        "regions/cn-east",
+        json!({"entries":["api-sh.example.com"],"countries":["CN"]}),
+    ));
     // Regions are checked in name order: the later one is named.
     assert_eq!(
         e,
-        E::DuplicateCountry { key: "regions/cn-north".into(), country: "CN".into(), other: "regions/cn-east".into() }
+        E::DuplicateCountry {
+            key: "regions/cn-north".into(),
+            country: "CN".into(),
+            other: "regions/cn-east".into()
+        }
     );
     let e = one(with(sample_kv(), "regions/cn-east", json!({"entries":[]})));
-    assert!(matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "entries"), "{e:?}");
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "entries"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn route_rules() {
     let route = |v| with(sample_kv(), "routes/x", v);
-    assert_eq!(one(route(json!({"service":"","policy":"shard","path_prefix":"/x"}))), E::RouteWithoutService { key: "routes/x".into() });
     assert_eq!(
-        one(route(json!({"service":"billing","policy":"shard","path_prefix":"/x"}))),
-        E::UnknownService { key: "routes/x".into(), service: "billing".into() }
+        one(route(
+            json!({"service":"","policy":"shard","path_prefix":"/x"})
+        )),
+        E::RouteWithoutService {
+            key: "routes/x".into()
+        }
     );
     assert_eq!(
-        one(route(json!({"service":"orders","policy":"shard","path_prefix":"/x","quota":"nope"}))),
-        E::UnknownQuota { key: "routes/x".into(), quota: "nope".into() }
+        one(route(
+            json!({"service":"billing","policy":"shard","path_prefix":"/x"})
+        )),
+        E::UnknownService {
+            key: "routes/x".into(),
+            service: "billing".into()
+        }
     );
     assert_eq!(
-        one(route(json!({"service":"orders","policy":"shard","path_prefix":"/x","auth":"required"}))),
-        E::AuthWithoutIssuer { key: "routes/x".into(), mode: "required".into() }
+        one(route(
+            json!({"service":"orders","policy":"shard","path_prefix":"/x","quota":"nope"})
+        )),
+        E::UnknownQuota {
+            key: "routes/x".into(),
+            quota: "nope".into()
+        }
     );
-    let e = one(route(json!({"service":"orders","policy":"shard","path_prefix":"x"})));
+    assert_eq!(
+        one(route(
+            json!({"service":"orders","policy":"shard","path_prefix":"/x","auth":"required"})
+        )),
+        E::AuthWithoutIssuer {
+            key: "routes/x".into(),
+            mode: "required".into()
+        }
+    );
+    let e = one(route(
+        json!({"service":"orders","policy":"shard","path_prefix":"x"}),
+    ));
     assert!(matches!(e, E::InvalidValue { ref field, .. } if field == "path_prefix"));
-    let e = one(route(json!({"hosts":["localhost"],"service":"orders","policy":"shard","path_prefix":"/orders"})));
-    assert_eq!(e, E::ConflictingRoute { key: "routes/x".into(), other: "routes/orders".into() });
+    let e = one(route(
+        json!({"hosts":["localhost"],"service":"orders","policy":"shard","path_prefix":"/orders"}),
+    ));
+    assert_eq!(
+        e,
+        E::ConflictingRoute {
+            key: "routes/x".into(),
+            other: "routes/orders".into()
+        }
+    );
     // Different methods on the same prefix do not conflict.
-    let kv = route(json!({"hosts":["localhost"],"service":"orders","policy":"shard","path_prefix":"/config","methods":["POST"]}));
+    let kv = route(
+        json!({"hosts":["localhost"],"service":"orders","policy":"shard","path_prefix":"/config","methods":["POST"]}),
+    );
     assert!(Topology::build(1, &kv, NOW).is_ok());
 }
 
 #[test]
 fn center_policy_needs_a_center_unit() {
     let mut kv = sample_kv();
-    kv.insert("units/ct-1".into(), json!({"dc":"bj-b","kind":"shard","services":{"config":{}}}).to_string());
+    kv.insert(
+        "units/ct-1".into(),
+        json!({"dc":"bj-b","kind":"shard","services":{"config":{}}}).to_string(),
+    );
     let errs = errors(&kv);
-    assert!(errs.contains(&E::CenterWithoutUnit { key: "routes/config".into() }), "{errs:?}");
+    assert!(
+        errs.contains(&E::CenterWithoutUnit {
+            key: "routes/config".into()
+        }),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn missing_unknown_and_drain_keys() {
     let mut kv = sample_kv();
     kv.remove("cluster");
-    assert_eq!(one(kv), E::MissingKey { key: "cluster".into() });
-    assert_eq!(one(with(sample_kv(), "routez/x", json!({}))), E::UnknownKey { key: "routez/x".into() });
+    assert_eq!(
+        one(kv),
+        E::MissingKey {
+            key: "cluster".into()
+        }
+    );
+    assert_eq!(
+        one(with(sample_kv(), "routez/x", json!({}))),
+        E::UnknownKey {
+            key: "routez/x".into()
+        }
+    );
     assert_eq!(
         one(with(sample_kv(), "drain/dc/mars", json!({}))),
-        E::UnknownDatacenter { key: "drain/dc/mars".into(), dc: "mars".into() }
+        E::UnknownDatacenter {
+            key: "drain/dc/mars".into(),
+            dc: "mars".into()
+        }
     );
-    let e = one(with(sample_kv(), "drain/unit/bj-1", json!({"until":"tomorrow"})));
-    assert!(matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "drain/unit/bj-1" && field == "until"));
-    assert!(matches!(one(with(sample_kv(), "cluster", json!({"shards":0}))), E::InvalidValue { ref field, .. } if field == "shards"));
-    assert!(matches!(one(with(sample_kv(), "units/Bad", json!({}))), E::InvalidName { .. }));
+    let e = one(with(
+        sample_kv(),
+        "drain/unit/bj-1",
+        json!({"until":"tomorrow"}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "drain/unit/bj-1" && field == "until")
+    );
+    assert!(
+        matches!(one(with(sample_kv(), "cluster", json!({"shards":0}))), E::InvalidValue { ref field, .. } if field == "shards")
+    );
+    assert!(matches!(
+        one(with(sample_kv(), "units/Bad", json!({}))),
+        E::InvalidName { .. }
+    ));
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
     let mut kv = with(sample_kv(), "datacenters/bj-a", json!({"region":"eu"}));
-    kv = with(kv, "routes/x", json!({"service":"billing","policy":"shard"}));
+    kv = with(
+        kv,
+        "routes/x",
+        json!({"service":"billing","policy":"shard"}),
+    );
     kv = with(kv, "quotas/q", json!({"key":"user","rate":0,"burst":1}));
     // The dc, the route and the quota; bj-1 (in the broken dc) is not reported again.
     assert_eq!(errors(&kv).len(), 3, "{:#?}", errors(&kv));

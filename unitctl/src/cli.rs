@@ -18,7 +18,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Target {
     /// etcd endpoint(s), comma-separated.
-    #[arg(long, global = true, env = "UNITGATE_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "UNITGATE_ETCD",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     pub etcd: Vec<String>,
     /// Key prefix of the topology in etcd.
     #[arg(long, global = true, default_value = "/unitgate")]

@@ -41,7 +41,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
 fn build(epoch: i64, kv: &Kv) -> Result<Topology> {
     Topology::build(epoch, kv, now()).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-        anyhow!("{} problem(s) in the topology:\n{}", errs.0.len(), lines.join("\n"))
+        anyhow!(
+            "{} problem(s) in the topology:\n{}",
+            errs.0.len(),
+            lines.join("\n")
+        )
     })
 }
 
@@ -79,7 +83,10 @@ fn validate(file: &std::path::Path) -> Result<i32> {
 }
 
 fn same_json(a: &str, b: &str) -> bool {
-    match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
@@ -87,7 +94,10 @@ fn same_json(a: &str, b: &str) -> bool {
 
 async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
     let wanted = read_file(file)?;
-    if let Some(k) = wanted.keys().find(|k| RUNTIME.iter().any(|r| k.starts_with(r))) {
+    if let Some(k) = wanted
+        .keys()
+        .find(|k| RUNTIME.iter().any(|r| k.starts_with(r)))
+    {
         bail!("{}: key {k} is written at run time (drain with `unitctl drain`); remove it from the file", file.display());
     }
     // The file alone must be valid before anything is read from etcd.
@@ -115,7 +125,11 @@ async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
         // What etcd will hold (file + drains + registrations) must be valid too.
         build(rev + 1, &result)?;
         if puts.is_empty() && deletes.is_empty() {
-            println!("no changes: etcd {} already matches {} (revision {rev})", store.prefix, file.display());
+            println!(
+                "no changes: etcd {} already matches {} (revision {rev})",
+                store.prefix,
+                file.display()
+            );
             return Ok(0);
         }
         match store.commit(rev, &puts, &deletes).await {
@@ -155,7 +169,11 @@ fn check_exists(topo: &Topology, kind: Kind, name: &str) -> Result<()> {
         ),
     };
     if !exists {
-        let what = if kind == Kind::Dc { "datacenter" } else { "unit" };
+        let what = if kind == Kind::Dc {
+            "datacenter"
+        } else {
+            "unit"
+        };
         bail!("unknown {what} {name:?} (known: {})", known.join(", "));
     }
     Ok(())
@@ -163,7 +181,9 @@ fn check_exists(topo: &Topology, kind: Kind, name: &str) -> Result<()> {
 
 fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
     if host.is_empty() {
         user
     } else {
@@ -171,13 +191,21 @@ fn whoami() -> String {
     }
 }
 
-async fn drain(t: &Target, kind: Kind, name: &str, reason: String, ttl: Option<std::time::Duration>, force: bool) -> Result<i32> {
+async fn drain(
+    t: &Target,
+    kind: Kind,
+    name: &str,
+    reason: String,
+    ttl: Option<std::time::Duration>,
+    force: bool,
+) -> Result<i32> {
     let target = target_of(kind, name);
     let key = target.key();
     let mut store = Store::open(t).await?;
     for attempt in 1..=ATTEMPTS {
         let (rev, kv) = store.list().await?;
-        let topo = build(rev, &kv).map_err(|e| anyhow!("the topology in etcd is invalid, fix it first: {e}"))?;
+        let topo = build(rev, &kv)
+            .map_err(|e| anyhow!("the topology in etcd is invalid, fix it first: {e}"))?;
         check_exists(&topo, kind, name)?;
         let now = now();
         let lost = would_strand(&topo, &target, now);
@@ -189,7 +217,9 @@ async fn drain(t: &Target, kind: Kind, name: &str, reason: String, ttl: Option<s
                 );
                 return Ok(1);
             }
-            eprintln!("warning: {key} leaves {lost} without a unit; gateways keep the last unit active");
+            eprintln!(
+                "warning: {key} leaves {lost} without a unit; gateways keep the last unit active"
+            );
         }
         let until = ttl
             .map(|d| {
@@ -205,7 +235,10 @@ async fn drain(t: &Target, kind: Kind, name: &str, reason: String, ttl: Option<s
         let value = serde_json::to_string(&spec)?;
         match store.commit(rev, &[(key.clone(), value)], &[]).await {
             Ok(new_rev) => {
-                let names: Vec<&str> = units_of(&topo, &target).iter().map(|&u| topo.unit(u).name.as_str()).collect();
+                let names: Vec<&str> = units_of(&topo, &target)
+                    .iter()
+                    .map(|&u| topo.unit(u).name.as_str())
+                    .collect();
                 println!(
                     "drained {} {name} (units: {}) at revision {new_rev}{}",
                     if kind == Kind::Dc { "dc" } else { "unit" },
@@ -244,7 +277,13 @@ async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<i32> {
 
 fn ranges_text(r: &[(u32, u32)]) -> String {
     r.iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -258,31 +297,71 @@ async fn status(t: &Target) -> Result<i32> {
     println!("summary   {}", summary(&topo));
     let ranges = topo.shard_ranges();
     for (ri, region) in topo.regions.iter().enumerate() {
-        println!("region {}  entries: {}", region.name, region.entries.join(", "));
-        for (di, dc) in topo.dcs.iter().enumerate().filter(|(_, d)| d.region.index() == ri) {
+        println!(
+            "region {}  entries: {}",
+            region.name,
+            region.entries.join(", ")
+        );
+        for (di, dc) in topo
+            .dcs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.region.index() == ri)
+        {
             let dc_id = unit_router::DcId(di as u16);
-            let dc_drain = topo.drains.iter().find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
+            let dc_drain = topo
+                .drains
+                .iter()
+                .find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
             let state = match dc_drain {
-                Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => format!("DRAINED{}", drain_note(d)),
+                Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => {
+                    format!("DRAINED{}", drain_note(d))
+                }
                 Some(d) if d.in_force(now) => format!("DRAIN PARTLY APPLIED{}", drain_note(d)),
                 Some(_) => "active (drain expired)".into(),
                 None => "active".into(),
             };
             println!("  dc {}  {state}", dc.name);
-            for (ui, u) in topo.units.iter().enumerate().filter(|(_, u)| u.dc.index() == di) {
+            for (ui, u) in topo
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.dc.index() == di)
+            {
                 let id = unit_router::UnitId(ui as u16);
-                let owned: Vec<(u32, u32)> = ranges.iter().filter(|r| r.2 == id).map(|r| (r.0, r.1)).collect();
+                let owned: Vec<(u32, u32)> = ranges
+                    .iter()
+                    .filter(|r| r.2 == id)
+                    .map(|r| (r.0, r.1))
+                    .collect();
                 let count: u32 = owned.iter().map(|(a, b)| b - a + 1).sum();
                 let kind = match u.kind {
-                    UnitKind::Shard => format!("shard  shards {} ({count})", if owned.is_empty() { "-".into() } else { ranges_text(&owned) }),
+                    UnitKind::Shard => format!(
+                        "shard  shards {} ({count})",
+                        if owned.is_empty() {
+                            "-".into()
+                        } else {
+                            ranges_text(&owned)
+                        }
+                    ),
                     UnitKind::Center => "center".into(),
                 };
                 let state = match &u.drain {
                     Some(d) if d.in_force(now) => format!("DRAINED by {}", d.key),
                     _ => "active".into(),
                 };
-                let services: Vec<&str> = topo.services.iter().enumerate().filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16))).map(|(_, n)| n.as_str()).collect();
-                println!("    unit {:<8} {kind}  services {}  {state}", u.name, services.join(","));
+                let services: Vec<&str> = topo
+                    .services
+                    .iter()
+                    .enumerate()
+                    .filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16)))
+                    .map(|(_, n)| n.as_str())
+                    .collect();
+                println!(
+                    "    unit {:<8} {kind}  services {}  {state}",
+                    u.name,
+                    services.join(",")
+                );
             }
         }
     }
@@ -293,7 +372,11 @@ async fn status(t: &Target) -> Result<i32> {
     if !topo.drains.is_empty() {
         println!("drains");
         for d in &topo.drains {
-            let state = if d.in_force(now) { "in force" } else { "expired" };
+            let state = if d.in_force(now) {
+                "in force"
+            } else {
+                "expired"
+            };
             println!("  {}  {state}{}", d.key, drain_note(d));
         }
     }
@@ -305,8 +388,15 @@ async fn status(t: &Target) -> Result<i32> {
     } else {
         println!("gateways");
         for (id, g) in &topo.gateways {
-            let lag = if g.applied_epoch >= rev { "up to date".to_owned() } else { format!("behind (epoch {rev})") };
-            println!("  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}", g.region, g.dc, g.applied_epoch, g.version, g.started_at);
+            let lag = if g.applied_epoch >= rev {
+                "up to date".to_owned()
+            } else {
+                format!("behind (epoch {rev})")
+            };
+            println!(
+                "  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}",
+                g.region, g.dc, g.applied_epoch, g.version, g.started_at
+            );
         }
     }
     Ok(0)
@@ -321,7 +411,10 @@ fn drain_note(d: &unit_router::Drain) -> String {
         parts.push(format!("by {}", d.by));
     }
     if let Some(u) = d.until {
-        let at = OffsetDateTime::from_unix_timestamp(u).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default();
+        let at = OffsetDateTime::from_unix_timestamp(u)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
         parts.push(format!("until {at}"));
     }
     if parts.is_empty() {
@@ -351,7 +444,12 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     let place = |u: unit_router::UnitId| {
         let unit = topo.unit(u);
         let dc = &topo.dcs[unit.dc.index()];
-        format!("{} (dc {}, region {})", unit.name, dc.name, topo.regions[dc.region.index()].name)
+        format!(
+            "{} (dc {}, region {})",
+            unit.name,
+            dc.name,
+            topo.regions[dc.region.index()].name
+        )
     };
     println!("topology  {from}, epoch {rev}");
     match decide(&topo, &facts, &AllHealthy) {
@@ -377,7 +475,13 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
             Ok(0)
         }
         Err(RouteError::NoRoute) => {
-            println!("no route matches {} {}{} on the {} listener (the gateway answers 404)", a.method, a.host, a.path, format!("{:?}", a.listener).to_lowercase());
+            println!(
+                "no route matches {} {}{} on the {} listener (the gateway answers 404)",
+                a.method,
+                a.host,
+                a.path,
+                format!("{:?}", a.listener).to_lowercase()
+            );
             Ok(2)
         }
         Err(e) => {

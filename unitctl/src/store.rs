@@ -54,7 +54,12 @@ impl Store {
 
     /// Write `puts` and `deletes` in one transaction, only if nothing under
     /// the prefix changed since `read_rev`. Returns the new revision.
-    pub async fn commit(&mut self, read_rev: i64, puts: &[(String, String)], deletes: &[String]) -> Result<i64> {
+    pub async fn commit(
+        &mut self,
+        read_rev: i64,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<i64> {
         let mut ops: Vec<TxnOp> = puts
             .iter()
             .map(|(k, v)| TxnOp::put(self.full(k), v.as_str(), None))
@@ -63,14 +68,17 @@ impl Store {
         // Guard: no key under the prefix was modified after our read.
         let dir = format!("{}/", self.prefix);
         let end = prefix_end(dir.as_bytes());
-        let guard = Compare::mod_revision(dir.as_str(), CompareOp::Less, read_rev + 1).with_range(end);
+        let guard =
+            Compare::mod_revision(dir.as_str(), CompareOp::Less, read_rev + 1).with_range(end);
         let txn = Txn::new().when([guard]).and_then(ops);
         let resp = self.client.txn(txn).await.map_err(|e| match e {
-            etcd_client::Error::GRpcStatus(s) if s.message().contains("too many operations") => anyhow!(
-                "etcd refused the transaction: {} (raise etcd's --max-txn-ops above {})",
-                s.message(),
-                puts.len() + deletes.len()
-            ),
+            etcd_client::Error::GRpcStatus(s) if s.message().contains("too many operations") => {
+                anyhow!(
+                    "etcd refused the transaction: {} (raise etcd's --max-txn-ops above {})",
+                    s.message(),
+                    puts.len() + deletes.len()
+                )
+            }
             e => unreachable(&self.endpoints, e),
         })?;
         if !resp.succeeded() {

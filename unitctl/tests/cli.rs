@@ -33,7 +33,8 @@ fn validate_reports_a_summary_or_every_problem() {
     let ok = unitctl(None, &["validate", &sample()]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert!(
-        ok.stdout.contains("valid: 2 regions, 3 datacenters, 5 units, 3 services, 100 shards, 4 routes"),
+        ok.stdout
+            .contains("valid: 2 regions, 3 datacenters, 5 units, 3 services, 100 shards, 4 routes"),
         "{}",
         ok.stdout
     );
@@ -42,23 +43,48 @@ fn validate_reports_a_summary_or_every_problem() {
     let bad = dir.path().join("gap.yaml");
     let text = std::fs::read_to_string(sample_path())
         .unwrap()
-        .replace("{from: 25, to: 49, unit: bj-2}", "{from: 30, to: 49, unit: bj-2}")
+        .replace(
+            "{from: 25, to: 49, unit: bj-2}",
+            "{from: 30, to: 49, unit: bj-2}",
+        )
         .replace("failover: [bj-1, sh-2]", "failover: [bj-2, sh-2]");
     std::fs::write(&bad, text).unwrap();
     let out = unitctl(None, &["validate", bad.to_str().unwrap()]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("2 problem(s)"), "{}", out.stderr);
-    assert!(out.stderr.contains("shardmap: shards 25-29 have no unit (gap)"), "{}", out.stderr);
-    assert!(out.stderr.contains("units/bj-2: failover to itself"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("shardmap: shards 25-29 have no unit (gap)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("units/bj-2: failover to itself"),
+        "{}",
+        out.stderr
+    );
 
     let missing = unitctl(None, &["validate", "/nonexistent/t.yaml"]);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.starts_with("unitctl: "), "{}", missing.stderr);
-    assert_eq!(missing.stderr.trim().lines().count(), 1, "{}", missing.stderr);
+    assert!(
+        missing.stderr.starts_with("unitctl: "),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(
+        missing.stderr.trim().lines().count(),
+        1,
+        "{}",
+        missing.stderr
+    );
 
     let bad_arg = unitctl(None, &["drain", "region", "x"]);
     assert_eq!(bad_arg.code, 2);
-    assert!(bad_arg.stderr.contains("invalid value 'region'"), "{}", bad_arg.stderr);
+    assert!(
+        bad_arg.stderr.contains("invalid value 'region'"),
+        "{}",
+        bad_arg.stderr
+    );
 }
 
 #[test]
@@ -66,24 +92,58 @@ fn unreachable_etcd_is_said_as_such() {
     let port = unitgate_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let file = sample();
-    for args in [vec!["status"], vec!["drain", "dc", "bj-a"], vec!["apply", file.as_str()]] {
+    for args in [
+        vec!["status"],
+        vec!["drain", "dc", "bj-a"],
+        vec!["apply", file.as_str()],
+    ] {
         let mut a = vec!["--etcd", url.as_str()];
         a.extend(args.iter().copied());
         let out = unitctl(None, &a);
         assert_eq!(out.code, 1);
-        assert!(out.stderr.contains(&format!("cannot reach etcd at {url}")), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("cannot reach etcd at {url}")),
+            "{}",
+            out.stderr
+        );
     }
 }
 
 #[test]
 fn explain_reads_a_file_without_etcd() {
     let file = sample();
-    let args = ["--file", &file, "explain", "--host", "api.example.com", "--path", "/orders/9", "--user", "60"];
+    let args = [
+        "--file",
+        &file,
+        "explain",
+        "--host",
+        "api.example.com",
+        "--path",
+        "/orders/9",
+        "--user",
+        "60",
+    ];
     let out = unitctl(None, &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("home      sh-1 (dc sh-a, region cn-east)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("home      sh-1 (dc sh-a, region cn-east)"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("reason    shard"), "{}", out.stdout);
-    let none = unitctl(None, &["--file", &file, "explain", "--host", "other.org", "--path", "/"]);
+    let none = unitctl(
+        None,
+        &[
+            "--file",
+            &file,
+            "explain",
+            "--host",
+            "other.org",
+            "--path",
+            "/",
+        ],
+    );
     assert_eq!(none.code, 2);
     assert!(none.stdout.contains("no route"), "{}", none.stdout);
 }
@@ -99,7 +159,15 @@ async fn apply_drain_status_explain_undrain() {
     assert!(unitctl(e, &["apply", &file]).stdout.contains("no changes"));
 
     // Before: shard 60 is served at home.
-    let explain = ["explain", "--host", "api.example.com", "--path", "/orders/1", "--user", "60"];
+    let explain = [
+        "explain",
+        "--host",
+        "api.example.com",
+        "--path",
+        "/orders/1",
+        "--user",
+        "60",
+    ];
     let before = unitctl(e, &explain);
     assert!(
         before.stdout.contains("target    sh-1") && before.stdout.contains("reason    shard"),
@@ -107,47 +175,111 @@ async fn apply_drain_status_explain_undrain() {
         before.stdout
     );
 
-    let out = unitctl(e, &["drain", "dc", "sh-a", "--reason", "power work", "--ttl", "2h"]);
+    let out = unitctl(
+        e,
+        &[
+            "drain",
+            "dc",
+            "sh-a",
+            "--reason",
+            "power work",
+            "--ttl",
+            "2h",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("drained dc sh-a (units: sh-1, sh-2)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("drained dc sh-a (units: sh-1, sh-2)"),
+        "{}",
+        out.stdout
+    );
 
     let st = unitctl(e, &["status"]);
     assert_eq!(st.code, 0, "{}", st.stderr);
-    assert!(st.stdout.contains("dc sh-a  DRAINED (reason \"power work\""), "{}", st.stdout);
-    assert!(st.stdout.contains("unit sh-1     shard  shards 50-74 (25)"), "{}", st.stdout);
-    assert!(st.stdout.contains("DRAINED by drain/dc/sh-a"), "{}", st.stdout);
+    assert!(
+        st.stdout
+            .contains("dc sh-a  DRAINED (reason \"power work\""),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("unit sh-1     shard  shards 50-74 (25)"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("DRAINED by drain/dc/sh-a"),
+        "{}",
+        st.stdout
+    );
     assert!(st.stdout.contains("dc bj-a  active"), "{}", st.stdout);
 
     // Traffic for sh-a's shards moves to the failover units.
     let after = unitctl(e, &explain);
     assert!(after.stdout.contains("home      sh-1"), "{}", after.stdout);
-    assert!(after.stdout.contains("target    bj-1 (dc bj-a, region cn-north)"), "{}", after.stdout);
+    assert!(
+        after
+            .stdout
+            .contains("target    bj-1 (dc bj-a, region cn-north)"),
+        "{}",
+        after.stdout
+    );
     assert!(after.stdout.contains("reason    drain"), "{}", after.stdout);
-    let after99 = unitctl(e, &["explain", "--host", "api.example.com", "--path", "/orders", "--user", "99"]);
-    assert!(after99.stdout.contains("target    bj-2"), "{}", after99.stdout);
+    let after99 = unitctl(
+        e,
+        &[
+            "explain",
+            "--host",
+            "api.example.com",
+            "--path",
+            "/orders",
+            "--user",
+            "99",
+        ],
+    );
+    assert!(
+        after99.stdout.contains("target    bj-2"),
+        "{}",
+        after99.stdout
+    );
 
     // A drain that strands shards is refused, naming them, and nothing is written.
     assert_eq!(unitctl(e, &["drain", "unit", "bj-1"]).code, 0);
     let refused = unitctl(e, &["drain", "unit", "bj-2"]);
     assert_eq!(refused.code, 1);
     assert!(
-        refused.stderr.contains("refusing to write drain/unit/bj-2: it would leave shards 0-99 without a unit"),
+        refused.stderr.contains(
+            "refusing to write drain/unit/bj-2: it would leave shards 0-99 without a unit"
+        ),
         "{}",
         refused.stderr
     );
-    let keys = etcd.client().await.unwrap().get("/unitgate/drain/unit/bj-2", None).await.unwrap();
+    let keys = etcd
+        .client()
+        .await
+        .unwrap()
+        .get("/unitgate/drain/unit/bj-2", None)
+        .await
+        .unwrap();
     assert!(keys.kvs().is_empty());
     // --force writes it; gateways keep the last unit active.
     let forced = unitctl(e, &["drain", "unit", "bj-2", "--force"]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     let st = unitctl(e, &["status"]);
-    assert!(st.stdout.contains("notice  drain/unit/bj-2: unit bj-2 stays active"), "{}", st.stdout);
+    assert!(
+        st.stdout
+            .contains("notice  drain/unit/bj-2: unit bj-2 stays active"),
+        "{}",
+        st.stdout
+    );
 
     // Unknown names are said as such.
     let unknown = unitctl(e, &["drain", "dc", "mars"]);
     assert_eq!(unknown.code, 1);
     assert!(
-        unknown.stderr.contains("unknown datacenter \"mars\" (known: bj-a, bj-b, sh-a)"),
+        unknown
+            .stderr
+            .contains("unknown datacenter \"mars\" (known: bj-a, bj-b, sh-a)"),
         "{}",
         unknown.stderr
     );
@@ -155,9 +287,15 @@ async fn apply_drain_status_explain_undrain() {
     for (k, n) in [("unit", "bj-2"), ("unit", "bj-1"), ("dc", "sh-a")] {
         let out = unitctl(e, &["undrain", k, n]);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        assert!(out.stdout.contains(&format!("undrained {n}")), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!("undrained {n}")),
+            "{}",
+            out.stdout
+        );
     }
-    assert!(unitctl(e, &["undrain", "dc", "sh-a"]).stdout.contains("is not drained"));
+    assert!(unitctl(e, &["undrain", "dc", "sh-a"])
+        .stdout
+        .contains("is not drained"));
     let back = unitctl(e, &explain);
     assert!(
         back.stdout.contains("target    sh-1") && back.stdout.contains("reason    shard"),
@@ -185,16 +323,42 @@ async fn apply_prune_keeps_runtime_keys_and_refuses_invalid_files() {
     let out = unitctl(e, &["apply", &file, "--prune"]);
     assert!(out.stdout.contains("0 put, 1 deleted"), "{}", out.stdout);
     let c = &mut etcd.client().await.unwrap();
-    assert!(c.get("/unitgate/routes/old", None).await.unwrap().kvs().is_empty());
-    assert_eq!(c.get("/unitgate/drain/dc/sh-a", None).await.unwrap().kvs().len(), 1);
+    assert!(c
+        .get("/unitgate/routes/old", None)
+        .await
+        .unwrap()
+        .kvs()
+        .is_empty());
+    assert_eq!(
+        c.get("/unitgate/drain/dc/sh-a", None)
+            .await
+            .unwrap()
+            .kvs()
+            .len(),
+        1
+    );
 
     // An invalid file writes nothing.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(sample_path()).unwrap().replace("service: config", "service: nope");
+    let text = std::fs::read_to_string(sample_path())
+        .unwrap()
+        .replace("service: config", "service: nope");
     std::fs::write(&bad, text).unwrap();
     let out = unitctl(e, &["apply", bad.to_str().unwrap()]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("routes/config: unknown service \"nope\""), "{}", out.stderr);
-    assert_eq!(c.get("/unitgate/routes/config", None).await.unwrap().kvs().len(), 1);
+    assert!(
+        out.stderr
+            .contains("routes/config: unknown service \"nope\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        c.get("/unitgate/routes/config", None)
+            .await
+            .unwrap()
+            .kvs()
+            .len(),
+        1
+    );
 }

@@ -24,5 +24,8 @@ pub fn with(mut kv: BTreeMap<String, String>, key: &str, v: Value) -> BTreeMap<S
 }
 
 pub fn drained(key: &str) -> (String, String) {
-    (key.to_owned(), json!({"reason": "test", "by": "test"}).to_string())
+    (
+        key.to_owned(),
+        json!({"reason": "test", "by": "test"}).to_string(),
+    )
 }
