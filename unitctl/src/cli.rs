@@ -87,6 +87,12 @@ pub struct ExplainArgs {
     /// The user key (as sent in the cluster's user header).
     #[arg(long)]
     pub user: Option<String>,
+    /// The client's IP address, located with --geo-db.
+    #[arg(long, conflicts_with_all = ["country", "subdivision"])]
+    pub ip: Option<std::net::IpAddr>,
+    /// GeoIP database (GeoIP2/GeoLite2 or ip-location-db mmdb) for --ip.
+    #[arg(long, env = "UNITGATE_GEO_DB")]
+    pub geo_db: Option<PathBuf>,
     /// The client's ISO country code (as GeoIP would give it).
     #[arg(long)]
     pub country: Option<String>,

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use unit_router::drain::{units_of, would_strand};
 use unit_router::spec::{DrainSpec, UnitKind};
 use unit_router::{decide, AllHealthy, DrainTarget, Facts, Here, Listener, RouteError, Topology};
+use unitgate_geo::{GeoLookup, MmdbGeo};
 
 use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Target};
 use crate::store::{read_file, read_topology, Store};
@@ -434,10 +435,37 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     if let Some(dc) = &a.dc {
         check_exists(&topo, Kind::Dc, dc)?;
     }
+    let located = match a.ip {
+        None => None,
+        Some(ip) => {
+            let path = a.geo_db.as_ref().ok_or_else(|| {
+                anyhow!("--ip needs --geo-db PATH (a GeoIP2/GeoLite2 or ip-location-db mmdb file)")
+            })?;
+            let geo = MmdbGeo::open(path)?;
+            let loc = geo.locate(ip);
+            match loc.and_then(|l| l.country().map(str::to_owned)) {
+                Some(c) => println!(
+                    "client    {ip}: country {c}{}",
+                    loc.and_then(|l| l.subdivision().map(|s| format!(", subdivision {s}")))
+                        .unwrap_or_default()
+                ),
+                None => println!("client    {ip}: not in {}", path.display()),
+            }
+            loc
+        }
+    };
+    let country = located
+        .as_ref()
+        .and_then(|l| l.country())
+        .or(a.country.as_deref());
+    let subdivision = located
+        .as_ref()
+        .and_then(|l| l.subdivision())
+        .or(a.subdivision.as_deref());
     let facts = Facts {
         header_user: a.user.as_deref(),
-        country: a.country.as_deref(),
-        subdivision: a.subdivision.as_deref(),
+        country,
+        subdivision,
         here: Here::resolve(&topo, a.region.as_deref(), a.dc.as_deref()),
         ..Facts::new(listener, &a.host, &a.path, &a.method, now())
     };

@@ -132,6 +132,60 @@ fn explain_reads_a_file_without_etcd() {
         out.stdout
     );
     assert!(out.stdout.contains("reason    shard"), "{}", out.stdout);
+
+    // --ip is located with a real mmdb (GeoIP2 schema).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("city.mmdb");
+    unitgate_tests::geo::write_geoip2(
+        &db,
+        &[
+            ("10.1.0.0/16", "CN", Some("SH")),
+            ("10.2.0.0/16", "CN", Some("BJ")),
+        ],
+    );
+    let db = db.to_str().unwrap();
+    for (ip, home) in [("10.1.0.9", "sh-1"), ("10.2.0.9", "bj-1")] {
+        let args = [
+            "--file",
+            &file,
+            "explain",
+            "--host",
+            "api.example.com",
+            "--path",
+            "/profile",
+            "--ip",
+            ip,
+            "--geo-db",
+            db,
+        ];
+        let out = unitctl(None, &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("home      {home}")),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("reason    region"), "{}", out.stdout);
+    }
+    let args = [
+        "--file",
+        &file,
+        "explain",
+        "--host",
+        "api.example.com",
+        "--path",
+        "/",
+        "--ip",
+        "10.1.0.9",
+    ];
+    let no_db = unitctl(None, &args);
+    assert_eq!(no_db.code, 1);
+    assert!(
+        no_db.stderr.contains("--ip needs --geo-db"),
+        "{}",
+        no_db.stderr
+    );
+
     let none = unitctl(
         None,
         &[
