@@ -213,6 +213,14 @@ impl EtcdSource {
                     if resp.events().is_empty() {
                         continue; // created or progress notification
                     }
+                    // Gateway registrations (written under leases by every
+                    // gateway) are recorded but do not make a new snapshot:
+                    // otherwise gateways would chase each other's writes.
+                    let only_registrations = resp.events().iter().all(|ev| {
+                        ev.kv()
+                            .and_then(|p| p.key_str().ok())
+                            .is_some_and(|k| k.strip_prefix(&dir).is_some_and(|r| r.starts_with("gateways/")))
+                    });
                     for ev in resp.events() {
                         let Some(p) = ev.kv() else { continue };
                         let (Ok(k), Ok(v)) = (p.key_str(), p.value_str()) else { continue };
@@ -221,6 +229,11 @@ impl EtcdSource {
                             EventType::Put => kv.insert(rel.to_owned(), v.to_owned()),
                             EventType::Delete => kv.remove(rel),
                         };
+                    }
+                    if only_registrations {
+                        // Keep the revision of the snapshot in force.
+                        *state = Some((rev, kv.clone()));
+                        continue;
                     }
                     rev = resp.header().map_or(rev, |h| h.revision());
                     *state = Some((rev, kv.clone()));

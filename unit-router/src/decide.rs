@@ -373,3 +373,59 @@ pub fn decide<H: HealthView + ?Sized>(
     }
     Ok(decision(target, reason, hops_in + 1))
 }
+
+/// Where a user's traffic lives, independent of any route and service:
+/// what `/_unitgate/locate` reports and what a routing token records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub shard: Option<u32>,
+    /// The user's home unit.
+    pub home: UnitId,
+    /// The unit now serving the home's traffic (differs while home is drained).
+    pub serving: UnitId,
+}
+
+/// Locate the user of `facts` (route, method, dye and health are ignored).
+pub fn locate(topo: &Topology, facts: &Facts<'_>) -> Option<Located> {
+    let shards = topo.cluster.shards;
+    let shard = if let Some(k) = facts.claim_user {
+        Some(topo.shard_of(k))
+    } else if let Some(s) = facts.token.and_then(|t| t.shard).filter(|&s| s < shards) {
+        Some(s)
+    } else {
+        facts
+            .header_user
+            .filter(|k| !k.is_empty())
+            .map(|k| topo.shard_of(k))
+    };
+    let in_region = |r: RegionId| {
+        topo.units
+            .iter()
+            .position(|u| u.region == r && u.kind == UnitKind::Shard)
+            .map(|i| UnitId(i as u16))
+    };
+    let home = shard
+        .and_then(|s| topo.shard_owner(s))
+        .or_else(|| facts.token.and_then(|t| topo.unit_id(&t.unit)))
+        .or_else(|| {
+            topo.region_for(facts.country, facts.subdivision)
+                .and_then(in_region)
+        })
+        .or_else(|| facts.here.region.and_then(in_region))
+        .or_else(|| topo.shard_owner(0))?;
+    let serving = if topo.is_drained(home, facts.now) {
+        topo.unit(home)
+            .fallback
+            .iter()
+            .copied()
+            .find(|&u| !topo.is_drained(u, facts.now))
+            .unwrap_or(home)
+    } else {
+        home
+    };
+    Some(Located {
+        shard,
+        home,
+        serving,
+    })
+}

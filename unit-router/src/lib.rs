@@ -22,7 +22,7 @@ pub mod spec;
 pub mod token;
 pub mod topology;
 
-pub use decide::{decide, Decision, Facts, Here, KeySource, Reason, RouteError};
+pub use decide::{decide, locate, Decision, Facts, Here, KeySource, Located, Reason, RouteError};
 pub use drain::{Drain, DrainTarget, Stranded};
 pub use dye::{Dye, DyeError};
 pub use error::{TopologyError, ValidationErrors};

@@ -92,6 +92,34 @@ pub struct ServiceSpec {
     /// `ip:port` of each endpoint.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Path of the active health check (`GET`); none: passive health only.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// Interval of the active health check.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+    /// TCP connect timeout per attempt.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Timeout of each read from the upstream.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+    /// Timeout of the whole connection set-up (connect and handshake).
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout_ms: u64,
+}
+
+fn default_health_interval() -> u64 {
+    2_000
+}
+fn default_connect_timeout() -> u64 {
+    1_000
+}
+fn default_read_timeout() -> u64 {
+    10_000
+}
+fn default_total_timeout() -> u64 {
+    3_000
 }
 
 /// `shardmap`

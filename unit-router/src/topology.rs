@@ -36,6 +36,17 @@ pub struct Datacenter {
     pub region: RegionId,
 }
 
+/// A service as run by one unit: endpoints (static and registered) and settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitService {
+    pub endpoints: Vec<SocketAddr>,
+    pub health_path: Option<String>,
+    pub health_interval_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub total_timeout_ms: u64,
+}
+
 /// A unit with its services resolved to ids.
 #[derive(Debug, Clone)]
 pub struct Unit {
@@ -45,7 +56,7 @@ pub struct Unit {
     pub kind: UnitKind,
     pub failover: Vec<UnitId>,
     /// Indexed by [`ServiceId`]; `None` where the unit does not run it.
-    pub services: Vec<Option<Vec<SocketAddr>>>,
+    pub services: Vec<Option<UnitService>>,
     /// Target order when this unit cannot serve: its failover list, then
     /// same-kind units of its region, then any same-kind unit.
     pub fallback: Vec<UnitId>,
@@ -63,10 +74,12 @@ impl Unit {
 
     /// Endpoints of `service` in this unit (empty if it does not run it).
     pub fn endpoints(&self, service: ServiceId) -> &[SocketAddr] {
-        self.services
-            .get(service.index())
-            .and_then(Option::as_deref)
-            .unwrap_or(&[])
+        self.service(service).map_or(&[], |s| &s.endpoints)
+    }
+
+    /// `service` as run by this unit.
+    pub fn service(&self, service: ServiceId) -> Option<&UnitService> {
+        self.services.get(service.index()).and_then(Option::as_ref)
     }
 }
 
@@ -432,7 +445,37 @@ impl Topology {
                         }),
                     }
                 }
-                svcs[service_ids[s].index()] = Some(eps);
+                if let Some(p) = &spec.health_path {
+                    if !p.starts_with('/') {
+                        errs.push(invalid(
+                            &key,
+                            "health_path",
+                            format!("{s}: {p:?} must start with '/'"),
+                        ));
+                    }
+                }
+                for (field, v) in [
+                    ("health_interval_ms", spec.health_interval_ms),
+                    ("connect_timeout_ms", spec.connect_timeout_ms),
+                    ("read_timeout_ms", spec.read_timeout_ms),
+                    ("total_timeout_ms", spec.total_timeout_ms),
+                ] {
+                    if !(10..=600_000).contains(&v) {
+                        errs.push(invalid(
+                            &key,
+                            field,
+                            format!("{s}: {v} is not within 10..=600000"),
+                        ));
+                    }
+                }
+                svcs[service_ids[s].index()] = Some(UnitService {
+                    endpoints: eps,
+                    health_path: spec.health_path.clone(),
+                    health_interval_ms: spec.health_interval_ms,
+                    connect_timeout_ms: spec.connect_timeout_ms,
+                    read_timeout_ms: spec.read_timeout_ms,
+                    total_timeout_ms: spec.total_timeout_ms,
+                });
             }
             units.push(Unit {
                 name: name.clone(),
@@ -697,6 +740,19 @@ fn check_cluster(c: &ClusterSpec, errs: &mut Vec<E>) {
             format!("{:?} is not a lower-case header name", c.user_header),
         ));
     }
+    if c.user_header.starts_with("x-unit-")
+        || c.user_header.starts_with("x-forwarded-")
+        || c.user_header == "baggage"
+    {
+        errs.push(invalid(
+            key,
+            "user_header",
+            format!(
+                "{:?} is stripped at the edge; choose another header",
+                c.user_header
+            ),
+        ));
+    }
     if c.token_ttl_s == 0 {
         errs.push(invalid(key, "token_ttl_s", "must be at least 1"));
     }
@@ -728,7 +784,7 @@ fn merge_instances(
             continue;
         };
         match &mut units[u.index()].services[s.index()] {
-            Some(eps) if !eps.contains(&a) => eps.push(a),
+            Some(svc) if !svc.endpoints.contains(&a) => svc.endpoints.push(a),
             Some(_) => {}
             None => notices.push(format!(
                 "{key}: ignored: unit {unit} does not declare service {service}"
@@ -928,6 +984,9 @@ fn check_route(
         None
     } else if let Some(&s) = service_ids.get(&r.service) {
         Some(s)
+    } else if raw.broken.iter().any(|k| k.starts_with("units/")) {
+        // A broken unit may be the one that runs it: already reported.
+        None
     } else {
         errs.push(E::UnknownService {
             key: key.to_owned(),
@@ -935,7 +994,10 @@ fn check_route(
         });
         None
     };
-    if r.policy == Policy::Center && centers.is_empty() {
+    if r.policy == Policy::Center
+        && centers.is_empty()
+        && !raw.broken.iter().any(|k| k.starts_with("units/"))
+    {
         errs.push(E::CenterWithoutUnit {
             key: key.to_owned(),
         });

@@ -298,3 +298,28 @@ fn no_unit_when_nothing_can_serve() {
     );
     assert!(matches!(r, Err(RouteError::NoUnit { home: Some(_), .. })));
 }
+
+#[test]
+fn locate_reports_home_and_the_unit_now_serving() {
+    let t = sample();
+    let f = Facts {
+        header_user: Some("60"),
+        ..facts("/anything")
+    };
+    let l = locate(&t, &f).unwrap();
+    assert_eq!(
+        (l.shard, name(&t, l.home), name(&t, l.serving)),
+        (Some(60), "sh-1", "sh-1")
+    );
+    let mut kv = sample_kv();
+    let (k, v) = drained("drain/dc/sh-a");
+    kv.insert(k, v);
+    let t = Topology::build(2, &kv, NOW).unwrap();
+    let l = locate(&t, &f).unwrap();
+    assert_eq!((name(&t, l.home), name(&t, l.serving)), ("sh-1", "bj-1"));
+    let f = Facts {
+        country: Some("JP"),
+        ..facts("/")
+    };
+    assert_eq!(name(&t, locate(&t, &f).unwrap().home), "sh-1");
+}

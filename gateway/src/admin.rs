@@ -1,0 +1,144 @@
+//! The admin listener: `/healthz`, `/readyz` (ready once a valid snapshot is
+//! in force), `/status` (JSON), `/metrics` (Prometheus) and `/gslb/dc/<dc>`
+//! (200 when the dc takes traffic, 503 when drained) for DNS GSLB checks.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use unit_router::{ServiceId, UnitId};
+
+use crate::state::Shared;
+
+/// The admin HTTP app.
+pub struct Admin {
+    pub shared: Arc<Shared>,
+}
+
+fn reply(status: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .expect("valid response")
+}
+
+fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", v.to_string().into_bytes())
+}
+
+impl Admin {
+    fn status(&self) -> Value {
+        let s = &self.shared;
+        let cfg = &s.cfg;
+        let center = s.center.status();
+        let mut units = Vec::new();
+        let mut dcs = serde_json::Map::new();
+        if let Some(plane) = s.plane.load_full() {
+            let t = &plane.snap.topology;
+            let now = s.center.now();
+            for (i, u) in t.units.iter().enumerate() {
+                let id = UnitId(i as u16);
+                let mut services = serde_json::Map::new();
+                for (si, name) in t.services.iter().enumerate() {
+                    let Some(pool) = plane.pools.get(id, ServiceId(si as u16)) else {
+                        continue;
+                    };
+                    let eps: Vec<Value> = pool
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            json!({"addr": e.addr.to_string(), "healthy": e.is_healthy(), "ejected": e.is_ejected(),
+                                   "inflight": e.inflight(), "ewma_us": e.ewma_us()})
+                        })
+                        .collect();
+                    services.insert(
+                        name.clone(),
+                        json!({"healthy": pool.any_healthy(), "endpoints": eps}),
+                    );
+                }
+                units.push(json!({
+                    "name": u.name,
+                    "dc": t.dcs[u.dc.index()].name,
+                    "region": t.regions[u.region.index()].name,
+                    "kind": format!("{:?}", u.kind).to_lowercase(),
+                    "drained": t.is_drained(id, now),
+                    "drain": u.drain.as_ref().map(|d| json!({"key": d.key, "reason": d.reason, "by": d.by, "until": d.until})),
+                    "services": services,
+                }));
+            }
+            for (i, d) in t.dcs.iter().enumerate() {
+                let drained = t.is_dc_drained(unit_router::DcId(i as u16), now);
+                dcs.insert(
+                    d.name.clone(),
+                    json!(if drained { "drained" } else { "active" }),
+                );
+            }
+        }
+        json!({
+            "id": cfg.id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "region": cfg.region,
+            "dc": cfg.dc,
+            "started_at": s.started_at,
+            "ready": s.plane.load().is_some(),
+            "epoch": s.plane.load().as_ref().map(|p| p.snap.epoch()),
+            "config_center": center,
+            "dcs": dcs,
+            "units": units,
+        })
+    }
+
+    fn gslb(&self, dc: &str) -> Response<Vec<u8>> {
+        let Some(plane) = self.shared.plane.load_full() else {
+            return json_reply(503, &json!({"dc": dc, "state": "not_ready"}));
+        };
+        let t = &plane.snap.topology;
+        match t.dc_id(dc) {
+            None => json_reply(
+                404,
+                &json!({"error": "unknown_dc", "message": format!("no datacenter {dc:?}")}),
+            ),
+            Some(id) if t.is_dc_drained(id, self.shared.center.now()) => json_reply(
+                503,
+                &json!({"dc": dc, "state": "drained", "epoch": t.epoch}),
+            ),
+            Some(_) => json_reply(200, &json!({"dc": dc, "state": "active", "epoch": t.epoch})),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/healthz" => json_reply(200, &json!({"status": "ok"})),
+            "/readyz" => {
+                if self.shared.plane.load().is_some() {
+                    json_reply(200, &json!({"status": "ready"}))
+                } else {
+                    json_reply(503, &json!({"status": "not_ready"}))
+                }
+            }
+            "/status" => json_reply(200, &self.status()),
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4",
+                self.shared.metrics.render(),
+            ),
+            p => match p.strip_prefix("/gslb/dc/") {
+                Some(dc) if !dc.is_empty() && !dc.contains('/') => self.gslb(dc),
+                _ => json_reply(
+                    404,
+                    &json!({"error": "not_found", "message": format!("no admin endpoint {p}")}),
+                ),
+            },
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Request facts gathered at the edge: the client IP (socket or trusted
+//! proxy chain), the routing token (cookie or header), and the stripping of
+//! every internal header an untrusted client could forge.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use unit_router::dye;
+
+/// Cookie carrying the routing token.
+pub const COOKIE: &str = "ug_route";
+/// Header carrying the routing token (mobile apps).
+pub const ROUTE_HEADER: &str = "x-unit-route";
+
+fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Whether the direct peer is a trusted proxy.
+pub fn peer_trusted(peer: Option<IpAddr>, nets: &[IpNet]) -> bool {
+    peer.is_some_and(|p| trusted(p, nets))
+}
+
+/// The client IP: the socket peer, or, when the peer is a trusted proxy,
+/// the right-most `X-Forwarded-For` address that is not itself trusted.
+pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, nets: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted(peer, nets) {
+        return Some(peer);
+    }
+    let mut last = peer;
+    for hop in xff.unwrap_or("").rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            return Some(last);
+        };
+        if !trusted(ip, nets) {
+            return Some(ip);
+        }
+        last = ip;
+    }
+    Some(last)
+}
+
+/// Value of cookie `name` in any `Cookie` header.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+/// The routing token the client echoed (cookie first, then header).
+pub fn token(req: &RequestHeader) -> Option<&str> {
+    cookie(req, COOKIE).or_else(|| req.headers.get(ROUTE_HEADER).and_then(|v| v.to_str().ok()))
+}
+
+/// Remove every `x-unit-*` header, every `ug.*` baggage entry, and, unless
+/// the peer is a trusted proxy, every `x-forwarded-*` and `forwarded` header.
+pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
+    let names: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-unit-")
+                || (!peer_trusted && (k.starts_with("x-forwarded-") || k == "forwarded"))
+        })
+        .cloned()
+        .collect();
+    for n in names {
+        req.remove_header(&n);
+    }
+    strip_baggage(req);
+}
+
+/// Remove every `ug.*` entry from `baggage` (the header goes if nothing is left).
+pub fn strip_baggage(req: &mut RequestHeader) {
+    let values: Vec<String> = req
+        .headers
+        .get_all("baggage")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    let kept: Vec<String> = values
+        .iter()
+        .map(|v| dye::strip(v))
+        .filter(|v| !v.is_empty())
+        .collect();
+    req.remove_header("baggage");
+    if !kept.is_empty() {
+        let _ = req.insert_header("baggage", kept.join(","));
+    }
+}
+
+/// The whole `baggage` value (several headers joined).
+pub fn baggage(req: &RequestHeader) -> Option<String> {
+    let v: Vec<&str> = req
+        .headers
+        .get_all("baggage")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!v.is_empty()).then(|| v.join(","))
+}
+
+/// Size of the request head in bytes (name + value of every header, and the URI).
+pub fn head_size(req: &RequestHeader) -> usize {
+    req.uri.to_string().len()
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
+/// The request host: the `Host` header, else the URI authority (HTTP/2).
+pub fn host(req: &RequestHeader) -> &str {
+    req.headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap()]
+    }
+
+    #[test]
+    fn client_ip_walks_only_trusted_hops() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        // Untrusted peer: its forwarded-for is ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &nets()),
+            ip("203.0.113.9")
+        );
+        // Trusted peer: right-most untrusted hop.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.1"),
+                Some("1.2.3.4, 198.51.100.7, 10.0.0.2"),
+                &nets()
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), None, &nets()), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("garbage, 10.0.0.3"), &nets()),
+            ip("10.0.0.3")
+        );
+    }
+
+    #[test]
+    fn strip_removes_internal_headers() {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        r.insert_header("x-unit-served-by", "evil").unwrap();
+        r.insert_header("X-Unit-Hint", "evil").unwrap();
+        r.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
+        r.insert_header("forwarded", "for=1.1.1.1").unwrap();
+        r.insert_header("baggage", "ug.home=bj-1,tenant=t1,ug.hops=0")
+            .unwrap();
+        r.insert_header("x-user-id", "42").unwrap();
+        r.insert_header("cookie", "a=1; ug_route=tok; b=2").unwrap();
+        assert_eq!(token(&r), Some("tok"));
+        strip(&mut r, false);
+        let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(r.headers.get("baggage").unwrap(), "tenant=t1");
+        let mut t = RequestHeader::build("GET", b"/x", None).unwrap();
+        t.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
+        t.insert_header("baggage", "ug.home=x").unwrap();
+        strip(&mut t, true);
+        assert!(t.headers.get("x-forwarded-for").is_some());
+        assert!(t.headers.get("baggage").is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! The `unitgate` binary.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use unitgate::config::{read_file, Config, FileConfig, Overrides};
+
+/// unitgate: edge API gateway for unit-based multi-active deployments.
+///
+/// Routes each request to the user's home unit (by shard or region), keeps
+/// users there with a signed routing cookie, hints clients at their regional
+/// entry, fails over between units with a signed dye, and follows drains
+/// written to etcd. Flags override the --config file.
+#[derive(Debug, Parser)]
+#[command(name = "unitgate", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML configuration file (every key optional; flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Topology from a YAML/JSON file (hot-reloaded), no etcd needed.
+    #[arg(long, conflicts_with = "etcd")]
+    topology_file: Option<PathBuf>,
+    /// Topology from etcd (comma-separated endpoints, http://host:port).
+    #[arg(long, value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// Key prefix of the topology in etcd [default: /unitgate].
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Public listener, for untrusted clients [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Internal listener, for services inside units [default: 127.0.0.1:8081].
+    #[arg(long)]
+    internal_listen: Option<String>,
+    /// Admin listener: /healthz /readyz /status /metrics /gslb/dc/<dc> [default: 127.0.0.1:8082].
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Region this gateway serves (GSLB hints, policy region fallback).
+    #[arg(long)]
+    region: Option<String>,
+    /// Datacenter this gateway runs in (policy local, hop-limit fallback).
+    #[arg(long)]
+    dc: Option<String>,
+    /// Gateway id for registration [default: <hostname>-<pid>].
+    #[arg(long)]
+    id: Option<String>,
+    /// TOML file with the routing-token and dye HMAC keys by kid
+    /// (else UNITGATE_KEYS / UNITGATE_ACTIVE_KID).
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// GeoIP database: GeoIP2/GeoLite2 City/Country or ip-location-db mmdb (hot-reloaded).
+    #[arg(long)]
+    geo_db: Option<PathBuf>,
+    /// Directory for the last-known-good topology snapshot.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Peers whose X-Forwarded-For is believed (comma-separated CIDRs or IPs).
+    #[arg(long, value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve demo unit services for every endpoint of a topology file.
+    DemoUnits {
+        #[arg(long)]
+        topology: PathBuf,
+        /// Units to leave down (comma-separated), to show failover.
+        #[arg(long, value_delimiter = ',')]
+        down: Vec<String>,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("unitgate: {e}");
+    std::process::exit(2);
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::DemoUnits { topology, down }) = cli.command {
+        if let Err(e) = unitgate::demo::run(&topology, &down) {
+            fail(format!("{e:#}"));
+        }
+        return;
+    }
+    let file = match &cli.config {
+        Some(p) => read_file(p).unwrap_or_else(|e| fail(e)),
+        None => FileConfig::default(),
+    };
+    let o = Overrides {
+        id: cli.id,
+        region: cli.region,
+        dc: cli.dc,
+        listen: cli.listen,
+        internal_listen: cli.internal_listen,
+        admin_listen: cli.admin_listen,
+        topology_file: cli.topology_file,
+        etcd: cli.etcd,
+        prefix: cli.prefix,
+        secrets: cli.secrets,
+        geo_db: cli.geo_db,
+        state_dir: cli.state_dir,
+        trusted_proxies: cli.trusted_proxies,
+    };
+    let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
+    let shared = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
+    unitgate::server::run(shared)
+}

@@ -1,0 +1,94 @@
+//! Assemble and run the gateway: check the configuration, load keys, geo and
+//! the first topology, start the control plane, bind the three listeners.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use config_center::file::FileSource;
+use config_center::ConfigCenter;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use unit_router::Listener;
+use unitgate_geo::MmdbGeo;
+
+use crate::admin::Admin;
+use crate::config::{Config, TopologySource};
+use crate::proxy::UnitProxy;
+use crate::state::Shared;
+
+/// Everything that can fail before serving, with a clear message.
+pub fn prepare(cfg: Config) -> Result<Arc<Shared>> {
+    for (flag, addr) in [
+        ("--listen", cfg.listen),
+        ("--internal-listen", cfg.internal_listen),
+        ("--admin-listen", cfg.admin_listen),
+    ] {
+        std::net::TcpListener::bind(addr).map_err(|e| anyhow!("{flag} {addr}: {e}"))?;
+    }
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let keys = crate::secrets::load(cfg.secrets.as_deref(), &env).map_err(|e| anyhow!(e))?;
+    let geo = match &cfg.geo_db {
+        Some(p) => Some(Arc::new(MmdbGeo::open(p).context("--geo-db")?)),
+        None => None,
+    };
+    let center = ConfigCenter::new(cfg.state_dir.clone());
+    match center.load_last_known_good() {
+        Ok(Some(epoch)) => tracing::info!(epoch, "started from the last-known-good snapshot"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "last-known-good snapshot not loaded"),
+    }
+    if let TopologySource::File(path) = &cfg.topology {
+        if let Err(e) = FileSource::new(path, std::time::Duration::from_secs(1)).load(&center) {
+            if center.current().is_none() {
+                return Err(anyhow!("--topology-file: {e}"));
+            }
+            tracing::warn!(error = %e, "topology file not applied; serving the last-known-good snapshot");
+        }
+    }
+    let shared = Shared::new(cfg, center, keys, geo);
+    shared.refresh_plane();
+    Ok(shared)
+}
+
+/// Serve forever.
+pub fn run(shared: Arc<Shared>) -> ! {
+    let cfg = shared.cfg.clone();
+    crate::control::start(shared.clone()).expect("start the control thread");
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        max_retries: usize::from(cfg.max_attempts),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+    for (name, listener, addr) in [
+        ("public", Listener::Public, cfg.listen),
+        ("internal", Listener::Internal, cfg.internal_listen),
+    ] {
+        let proxy = UnitProxy {
+            shared: shared.clone(),
+            listener,
+        };
+        let mut svc = http_proxy_service_with_name(&conf, proxy, name);
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
+    let mut admin = Service::new(
+        "admin".to_owned(),
+        Admin {
+            shared: shared.clone(),
+        },
+    );
+    admin.add_tcp(&cfg.admin_listen.to_string());
+    server.add_service(admin);
+    tracing::info!(
+        public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
+        id = %cfg.id, "unitgate serving"
+    );
+    server.run_forever()
+}
