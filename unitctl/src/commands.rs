@@ -388,11 +388,18 @@ async fn status(t: &Target) -> Result<i32> {
         println!("gateways  none registered");
     } else {
         println!("gateways");
+        // Registrations bump the revision too: compare with the newest
+        // revision that changed a topology key.
+        let topo_rev = if t.file.is_none() {
+            Store::open(t).await?.topology_revision().await?
+        } else {
+            rev
+        };
         for (id, g) in &topo.gateways {
-            let lag = if g.applied_epoch >= rev {
+            let lag = if g.applied_epoch >= topo_rev {
                 "up to date".to_owned()
             } else {
-                format!("behind (epoch {rev})")
+                format!("behind (topology changed at {topo_rev})")
             };
             println!(
                 "  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}",

@@ -48,6 +48,35 @@ impl Store {
             .map_err(|e| unreachable(&self.endpoints, e))
     }
 
+    /// The newest revision that changed a topology key (gateway
+    /// registrations excluded): what an up-to-date gateway has applied.
+    /// Deletions leave no key behind, so a delete-only change is not seen.
+    pub async fn topology_revision(&mut self) -> Result<i64> {
+        let dir = format!("{}/", self.prefix);
+        let resp = self
+            .client
+            .get(
+                dir.as_str(),
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .map_err(|e| unreachable(&self.endpoints, e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter(|kv| {
+                kv.key_str()
+                    .is_ok_and(|k| !k[dir.len().min(k.len())..].starts_with("gateways/"))
+            })
+            .map(|kv| kv.mod_revision())
+            .max()
+            .unwrap_or(0))
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}/{key}", self.prefix)
     }
@@ -103,7 +132,7 @@ fn prefix_end(p: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// The topology pairs from `--file` or etcd: `(epoch, pairs, where)`.
+/// The topology pairs from `--file` or etcd: `(revision, pairs, where)`.
 pub async fn read_topology(t: &Target) -> Result<(i64, Kv, String)> {
     if let Some(path) = &t.file {
         let kv = read_document(path)?;
