@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, GetOptions, PutOptions};
 
+pub mod gateway;
 pub mod geo;
 
 /// Wait until `cond` holds, polling every 10 ms, failing after `timeout`.

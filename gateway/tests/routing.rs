@@ -1,0 +1,525 @@
+//! The gateway process against wiremock units: shard and region routing,
+//! routing tokens, header stripping, failover with dye, return home, hop cap,
+//! and never sending a POST twice.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use unit_router::{Dye, Keyring, Reason, RouteToken, Topology};
+use unitgate_tests::gateway::{client, secrets_path, Gateway, GatewayArgs, Units};
+
+const BIN: &str = env!("CARGO_BIN_EXE_unitgate");
+
+fn keys() -> Keyring {
+    let text = std::fs::read_to_string(secrets_path()).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    let keys = v["keys"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            use base64::Engine;
+            let b = v.as_str().unwrap().trim_start_matches("base64:");
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
+            )
+        })
+        .collect();
+    Keyring::new(v["active"].as_str().unwrap(), keys).unwrap()
+}
+
+fn write_topology(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("topology.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+async fn start(units: &Units, down: &[&str], dir: &Path, extra: GatewayArgs) -> Gateway {
+    let topo = write_topology(dir, &units.topology(down));
+    let args = GatewayArgs {
+        topology_file: Some(topo),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        ..extra
+    };
+    Gateway::start(Path::new(BIN), args).await.unwrap()
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut r = client().get(url).header("host", "api.example.com");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.unwrap()
+}
+
+fn served_by(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-unit-served-by")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn cookie_token(r: &reqwest::Response) -> Option<String> {
+    r.headers().get_all("set-cookie").iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        v.strip_prefix("ug_route=")
+            .map(|rest| rest.split(';').next().unwrap().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_routing_matches_the_shard_map_for_many_keys() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let kv = config_center::kv::parse_document(&units.topology(&[]), "t").unwrap();
+    let topo = Topology::build(1, &kv, 0).unwrap();
+    let mut per_unit = std::collections::BTreeMap::new();
+    for user in (0..400u32)
+        .map(|u| format!("user-{u}"))
+        .chain((0..100).map(|u| u.to_string()))
+    {
+        let r = get(&gw.url("/orders/1"), &[("x-user-id", &user)]).await;
+        assert_eq!(r.status(), 200);
+        let want = &topo
+            .unit(topo.shard_owner(topo.shard_of(&user)).unwrap())
+            .name;
+        assert_eq!(&served_by(&r), want, "user {user}");
+        assert_eq!(r.headers()["x-upstream-unit"], want.as_str());
+        *per_unit.entry(want.clone()).or_insert(0) += 1;
+    }
+    // Every shard unit got traffic; the upstreams saw exactly that.
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        assert_eq!(units.received(u, "orders").await.len(), per_unit[u], "{u}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_routing_by_geoip() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("city.mmdb");
+    unitgate_tests::geo::write_geoip2(
+        &db,
+        &[
+            ("203.0.113.0/24", "CN", Some("SH")),
+            ("198.51.100.0/24", "JP", None),
+            ("192.0.2.0/24", "CN", Some("BJ")),
+        ],
+    );
+    let extra = GatewayArgs {
+        geo_db: Some(db),
+        trusted_proxies: Some("127.0.0.1".into()),
+        ..GatewayArgs::default()
+    };
+    let gw = start(&units, &[], dir.path(), extra).await;
+    for (ip, unit) in [
+        ("203.0.113.7", "sh-1"),
+        ("198.51.100.7", "sh-1"),
+        ("192.0.2.7", "bj-1"),
+    ] {
+        let r = get(&gw.url("/profile"), &[("x-forwarded-for", ip)]).await;
+        assert_eq!(
+            (r.status().as_u16(), served_by(&r)),
+            (200, unit.to_owned()),
+            "{ip}"
+        );
+    }
+    // The cn-east client is told about its regional entry.
+    let r = get(&gw.url("/profile"), &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(
+        r.headers()["x-unit-hint"],
+        "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
+    );
+    // An address the database does not know falls back to this gateway's region.
+    let r = get(&gw.url("/profile"), &[("x-forwarded-for", "100.64.0.1")]).await;
+    assert_eq!(served_by(&r), "bj-1");
+    assert!(r.headers().get("x-unit-hint").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let r = get(&gw.url("/orders/1"), &[("x-user-id", "60")]).await;
+    assert_eq!(served_by(&r), "sh-1");
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .next()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let token = cookie_token(&r).unwrap();
+    let decoded = RouteToken::decode(&token, &keys(), 0).unwrap();
+    assert_eq!((decoded.shard, decoded.unit.as_str()), (Some(60), "sh-1"));
+
+    // Echoed by cookie or by header, without any user header: same home, no reissue.
+    let r = get(
+        &gw.url("/orders/2"),
+        &[("cookie", &format!("a=b; ug_route={token}"))],
+    )
+    .await;
+    assert_eq!(served_by(&r), "sh-1");
+    assert!(cookie_token(&r).is_none());
+    let r = get(&gw.url("/orders/2"), &[("x-unit-route", &token)]).await;
+    assert_eq!(served_by(&r), "sh-1");
+
+    // A forged token (payload edited, or signature broken) is ignored, never an error.
+    let mut forged = decoded.clone();
+    forged.shard = Some(3);
+    let other = Keyring::new("x", [("x".to_owned(), vec![9u8; 32])].into()).unwrap();
+    let forged = RouteToken {
+        kid: "x".into(),
+        ..forged
+    }
+    .encode(&other);
+    for bad in [forged.as_str(), &token[..token.len() - 2], "garbage"] {
+        let r = get(
+            &gw.url("/orders/2"),
+            &[("x-unit-route", bad), ("x-user-id", "99")],
+        )
+        .await;
+        assert_eq!(
+            (r.status().as_u16(), served_by(&r)),
+            (200, "sh-2".to_owned())
+        );
+        let fresh = RouteToken::decode(&cookie_token(&r).unwrap(), &keys(), 0).unwrap();
+        assert_eq!(fresh.shard, Some(99));
+    }
+
+    // The locate endpoint gives apps their home, entry and a token.
+    let r = get(&gw.url("/_unitgate/locate"), &[("x-user-id", "60")]).await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["home"], "sh-1");
+    assert_eq!(v["region"], "cn-east");
+    assert_eq!(v["entries"][0], "api-sh.example.com");
+    let t = RouteToken::decode(v["token"].as_str().unwrap(), &keys(), 0).unwrap();
+    assert_eq!(t.shard, Some(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_headers_are_stripped_on_the_public_listener() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let keys = keys();
+    let dye = Dye {
+        shard: Some(60),
+        home: "sh-1".into(),
+        via: "bj-1".into(),
+        reason: Reason::Failover,
+        hops: 0,
+        exp: i64::MAX,
+    };
+    let baggage = dye.merge_into(Some("tenant=t1"), &keys);
+    let r = get(
+        &gw.url("/orders/1"),
+        &[
+            ("x-user-id", "42"),
+            ("x-unit-served-by", "evil"),
+            ("x-unit-hint", "evil"),
+            ("x-unit-anything", "evil"),
+            ("baggage", &baggage),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+        ],
+    )
+    .await;
+    // A signed dye on the public listener is not honoured: shard 42 -> bj-2.
+    assert_eq!(served_by(&r), "bj-2");
+    // The upstream's own x-unit-* response headers are replaced.
+    assert_eq!(r.headers().get_all("x-unit-served-by").iter().count(), 1);
+    let seen = units.received("bj-2", "orders").await;
+    let req = seen.last().unwrap();
+    for (name, _) in req.headers.iter() {
+        let n = name.as_str();
+        assert!(!n.starts_with("x-unit-"), "{n} reached the upstream");
+        assert!(
+            n != "forwarded" && n != "x-forwarded-host",
+            "{n} reached the upstream"
+        );
+    }
+    assert_eq!(req.headers["baggage"], "tenant=t1");
+    assert_eq!(req.headers["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &["bj-1"], dir.path(), GatewayArgs::default()).await;
+    let keys = keys();
+    // Shard 3's home bj-1 is down: its failover list says bj-2.
+    for _ in 0..5 {
+        let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+        assert_eq!(
+            (r.status().as_u16(), served_by(&r)),
+            (200, "bj-2".to_owned())
+        );
+    }
+    let seen = units.received("bj-2", "orders").await;
+    let b = seen.last().unwrap().headers["baggage"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let dye = Dye::decode(&b, &keys, 0).unwrap().unwrap();
+    assert_eq!(
+        (
+            dye.shard,
+            dye.home.as_str(),
+            dye.via.as_str(),
+            dye.reason,
+            dye.hops
+        ),
+        (Some(3), "bj-1", "bj-2", Reason::Failover, 1)
+    );
+
+    // A service in bj-2 calls through the internal listener with the dye:
+    // home (bj-1) still down, so the call stays where it can be served.
+    let r = client()
+        .get(gw.internal_url("/orders/9"))
+        .header("host", "api.example.com")
+        .header("baggage", &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(served_by(&r), "bj-1");
+
+    // For a shard whose home is up, the dyed call goes back home and the
+    // dye is dropped there.
+    let dye60 = Dye {
+        shard: Some(60),
+        home: "sh-1".into(),
+        via: "bj-2".into(),
+        reason: Reason::Failover,
+        hops: 1,
+        exp: i64::MAX,
+    };
+    let before = units.received("sh-1", "orders").await.len();
+    let r = client()
+        .get(gw.internal_url("/orders/9"))
+        .header("host", "api.example.com")
+        .header("baggage", dye60.merge_into(Some("k=v"), &keys))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&r), "sh-1");
+    let seen = units.received("sh-1", "orders").await;
+    assert_eq!(seen.len(), before + 1);
+    assert_eq!(seen.last().unwrap().headers["baggage"], "k=v");
+
+    // An unverified dye is ignored: routed by the user header instead.
+    let forged = dye60.merge_into(
+        None,
+        &Keyring::new("x", [("x".to_owned(), vec![1; 32])].into()).unwrap(),
+    );
+    let r = client()
+        .get(gw.internal_url("/orders/9"))
+        .header("host", "api.example.com")
+        .header("baggage", forged)
+        .header("x-user-id", "42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&r), "bj-2");
+    assert!(units
+        .received("bj-2", "orders")
+        .await
+        .last()
+        .unwrap()
+        .headers
+        .get("baggage")
+        .is_none());
+
+    // At the hop cap the request is never moved again: served in this
+    // gateway's own unit (bj-a -> bj-1 is down, so it is refused).
+    let capped = Dye { hops: 2, ..dye60 };
+    let r = client()
+        .get(gw.internal_url("/orders/9"))
+        .header("host", "api.example.com")
+        .header("baggage", capped.merge_into(None, &keys))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "hop_limit");
+}
+
+/// A TCP server that reads a request and closes without answering; it
+/// counts the requests it swallowed.
+async fn black_hole() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                if let Ok(k) = s.read(&mut buf).await {
+                    if k > 0 {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (hole, swallowed) = black_hole().await;
+    let text = units
+        .topology(&[])
+        .replace(
+            &units.get("bj-1", "orders").address().to_string(),
+            &hole.to_string(),
+        )
+        .replace("health_path: /healthz, ", "");
+    let topo = write_topology(dir.path(), &text);
+    let args = GatewayArgs {
+        topology_file: Some(topo),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        ..GatewayArgs::default()
+    };
+    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+
+    let r = client()
+        .post(gw.url("/orders"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "3")
+        .body("{\"item\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "upstream_error");
+    assert_eq!(swallowed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let posts =
+        |reqs: Vec<wiremock::Request>| reqs.iter().filter(|r| r.method.as_str() == "POST").count();
+    for u in ["bj-2", "sh-1", "sh-2"] {
+        assert_eq!(
+            posts(units.received(u, "orders").await),
+            0,
+            "POST reached {u}"
+        );
+    }
+
+    // The same failure on a GET is retried on the failover unit, dyed.
+    let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+    assert_eq!(
+        (r.status().as_u16(), served_by(&r)),
+        (200, "bj-2".to_owned())
+    );
+    assert_eq!(swallowed.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let b = units
+        .received("bj-2", "orders")
+        .await
+        .last()
+        .unwrap()
+        .headers["baggage"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        b.contains("ug.home=bj-1") && b.contains("ug.reason=failover"),
+        "{b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_are_json_and_admin_endpoints_answer() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let r = client()
+        .get(gw.url("/nothing"))
+        .header("host", "unknown.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "no_route");
+    let big = "x".repeat(40 * 1024);
+    let r = get(&gw.url("/orders"), &[("x-big", &big)]).await;
+    assert_eq!(r.status(), 431);
+
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin_url("/gslb/dc/sh-a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin_url("/gslb/dc/mars"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let st = gw.status().await;
+    assert_eq!(st["epoch"], 1);
+    assert_eq!(st["config_center"]["connected"], true);
+    assert_eq!(st["units"].as_array().unwrap().len(), 5);
+    let m = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("unitgate_requests_total{listener=\"public\",reason=\"no_route\""),
+        "{m}"
+    );
+    assert!(m.contains("unitgate_config_epoch 1"), "{m}");
+}

@@ -1,0 +1,306 @@
+//! A real `unitgate` process for tests, and wiremock servers standing in for
+//! every (unit, service) endpoint of the sample topology.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{free_port, sample_path, workspace};
+
+/// Sample endpoints: (unit, service) -> address in `deploy/local/topology.yaml`.
+pub const SAMPLE_ENDPOINTS: [(&str, &str, &str); 9] = [
+    ("bj-1", "orders", "127.0.0.1:18101"),
+    ("bj-1", "profile", "127.0.0.1:18102"),
+    ("bj-2", "orders", "127.0.0.1:18201"),
+    ("bj-2", "profile", "127.0.0.1:18202"),
+    ("sh-1", "orders", "127.0.0.1:18301"),
+    ("sh-1", "profile", "127.0.0.1:18302"),
+    ("sh-2", "orders", "127.0.0.1:18401"),
+    ("sh-2", "profile", "127.0.0.1:18402"),
+    ("ct-1", "config", "127.0.0.1:18501"),
+];
+
+/// Wiremock upstreams for the sample topology, each answering 200 with its
+/// unit name in the body and in `x-upstream-unit`.
+pub struct Units {
+    pub servers: BTreeMap<(String, String), MockServer>,
+}
+
+impl Units {
+    /// Start one server per sample endpoint.
+    pub async fn start() -> Self {
+        let mut servers = BTreeMap::new();
+        for (unit, service, _) in SAMPLE_ENDPOINTS {
+            let s = MockServer::start().await;
+            Mock::given(any())
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .insert_header("x-upstream-unit", unit)
+                        .insert_header("x-unit-served-by", "upstream-must-not-set-this")
+                        .set_body_string(format!("{unit}/{service}")),
+                )
+                .mount(&s)
+                .await;
+            servers.insert((unit.to_owned(), service.to_owned()), s);
+        }
+        Units { servers }
+    }
+
+    /// The server of (unit, service).
+    pub fn get(&self, unit: &str, service: &str) -> &MockServer {
+        &self.servers[&(unit.to_owned(), service.to_owned())]
+    }
+
+    /// The sample topology with these servers as endpoints; `down` units get
+    /// a closed port instead.
+    pub fn topology(&self, down: &[&str]) -> String {
+        let mut text = std::fs::read_to_string(sample_path()).expect("sample topology");
+        for (unit, service, addr) in SAMPLE_ENDPOINTS {
+            let to = if down.contains(&unit) {
+                format!("127.0.0.1:{}", free_port())
+            } else {
+                self.get(unit, service).address().to_string()
+            };
+            text = text.replace(addr, &to);
+        }
+        text
+    }
+
+    /// Requests received by (unit, service), active health checks excluded.
+    pub async fn received(&self, unit: &str, service: &str) -> Vec<wiremock::Request> {
+        let all = self
+            .get(unit, service)
+            .received_requests()
+            .await
+            .unwrap_or_default();
+        all.into_iter()
+            .filter(|r| r.url.path() != "/healthz")
+            .collect()
+    }
+}
+
+/// A running gateway process (killed on drop).
+pub struct Gateway {
+    child: Option<Child>,
+    pub public: SocketAddr,
+    pub internal: SocketAddr,
+    pub admin: SocketAddr,
+    pub state_dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+/// What to start a gateway with (besides fresh loopback ports).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayArgs {
+    pub topology_file: Option<PathBuf>,
+    pub etcd: Option<String>,
+    pub region: Option<String>,
+    pub dc: Option<String>,
+    pub geo_db: Option<PathBuf>,
+    pub trusted_proxies: Option<String>,
+    pub extra: Vec<String>,
+}
+
+/// The demo keys (tests only).
+pub fn secrets_path() -> PathBuf {
+    workspace().join("deploy/local/secrets.toml")
+}
+
+impl Gateway {
+    /// Start `bin` and wait until `/readyz` answers 200.
+    pub async fn start(bin: &Path, a: GatewayArgs) -> Result<Self> {
+        Self::start_in(bin, a, tempfile::tempdir()?).await
+    }
+
+    /// Same, with a given state dir (to restart from its last-known-good file).
+    /// A port taken between picking and binding is retried with new ports.
+    pub async fn start_in(
+        bin: &Path,
+        a: GatewayArgs,
+        mut state_dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        for attempt in 1..=4 {
+            match Self::launch(bin, &a, state_dir).await {
+                Ok(g) => return Ok(g),
+                Err((e, dir))
+                    if attempt < 4 && e.to_string().contains("Address already in use") =>
+                {
+                    state_dir = dir
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn launch(
+        bin: &Path,
+        a: &GatewayArgs,
+        state_dir: tempfile::TempDir,
+    ) -> Result<Self, (anyhow::Error, tempfile::TempDir)> {
+        match Self::spawn(bin, a, &state_dir) {
+            Err(e) => Err((e, state_dir)),
+            Ok((child, public, internal, admin, log)) => {
+                let g = Gateway {
+                    child: Some(child),
+                    public,
+                    internal,
+                    admin,
+                    state_dir,
+                    log,
+                };
+                g.wait_ready().await
+            }
+        }
+    }
+
+    fn spawn(
+        bin: &Path,
+        a: &GatewayArgs,
+        state_dir: &tempfile::TempDir,
+    ) -> Result<(Child, SocketAddr, SocketAddr, SocketAddr, PathBuf)> {
+        let (public, internal, admin) = (free_port(), free_port(), free_port());
+        let log = state_dir.path().join("gateway.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", &format!("127.0.0.1:{public}")])
+            .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--secrets")
+            .arg(secrets_path())
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .args(["--id", &format!("test-gw-{public}")]);
+        if let Some(f) = &a.topology_file {
+            cmd.arg("--topology-file").arg(f);
+        }
+        if let Some(e) = &a.etcd {
+            cmd.args(["--etcd", e]);
+        }
+        for (flag, v) in [
+            ("--region", &a.region),
+            ("--dc", &a.dc),
+            ("--trusted-proxies", &a.trusted_proxies),
+        ] {
+            if let Some(v) = v {
+                cmd.args([flag, v]);
+            }
+        }
+        if let Some(g) = &a.geo_db {
+            cmd.arg("--geo-db").arg(g);
+        }
+        cmd.args(&a.extra);
+        cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let ip = [127, 0, 0, 1];
+        Ok((
+            child,
+            (ip, public).into(),
+            (ip, internal).into(),
+            (ip, admin).into(),
+            log,
+        ))
+    }
+
+    async fn wait_ready(mut self) -> Result<Self, (anyhow::Error, tempfile::TempDir)> {
+        match self.poll_ready().await {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                self.stop();
+                let dir =
+                    std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("tempdir"));
+                Err((e, dir))
+            }
+        }
+    }
+
+    async fn poll_ready(&mut self) -> Result<()> {
+        let g = self;
+        let http = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = g.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("gateway exited with {st}: {}", g.log_tail());
+            }
+            if let Ok(r) = http.get(format!("http://{}/readyz", g.admin)).send().await {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("gateway not ready within 30s: {}", g.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last lines of the gateway's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.internal)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let text = client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .expect("status")
+            .text()
+            .await
+            .expect("status body");
+        serde_json::from_str(&text).expect("status json")
+    }
+
+    /// Kill the process and keep its state dir.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.stop();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.state_dir, dir)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP client that never follows redirects or keeps cookies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
