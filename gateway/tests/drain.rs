@@ -51,6 +51,34 @@ async fn served(gw: &Gateway, user: &str) -> (u16, String) {
     (r.status().as_u16(), by)
 }
 
+/// Send `token` (no user header): who served, and the token set in return.
+async fn token_after(
+    gw: &Gateway,
+    keys: &unit_router::Keyring,
+    token: String,
+) -> (String, Option<unit_router::RouteToken>) {
+    let r = client()
+        .get(gw.url("/orders/1"))
+        .header("host", "api.example.com")
+        .header("x-unit-route", token)
+        .send()
+        .await
+        .unwrap();
+    let by = r.headers()["x-unit-served-by"].to_str().unwrap().to_owned();
+    let tok = r.headers().get("set-cookie").map(|c| {
+        let raw = c
+            .to_str()
+            .unwrap()
+            .strip_prefix("ug_route=")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        unit_router::RouteToken::decode(raw, keys, 0).unwrap()
+    });
+    (by, tok)
+}
+
 async fn epoch(gw: &Gateway) -> i64 {
     gw.status().await["epoch"].as_i64().unwrap_or(0)
 }
@@ -172,6 +200,15 @@ async fn drain_by_one_etcd_key_under_load_loses_nothing() {
         .unwrap();
     assert_eq!(gslb.status(), 503);
 
+    // A token issued toward sh-1 is reissued toward the unit now serving.
+    let keys = unitgate_tests::gateway::test_keyring();
+    let old =
+        unit_router::RouteToken::new(Some(60), "sh-1", first, i64::MAX / 2, &keys).encode(&keys);
+    let (by, tok) = token_after(&gw, &keys, old).await;
+    assert_eq!(by, "bj-1");
+    let tok = tok.expect("token reissued");
+    assert_eq!((tok.shard, tok.unit.as_str()), (Some(60), "bj-1"));
+
     // The gateway registered under gateways/<id> with the applied epoch.
     let mut c = etcd.client().await.unwrap();
     let reg = c
@@ -189,6 +226,14 @@ async fn drain_by_one_etcd_key_under_load_loses_nothing() {
         Duration::from_secs(5),
         served(&gw, "60").await.1 == "sh-1",
         "sh-1 serves again"
+    );
+    // ...and a token that pointed at bj-1 is reissued back home.
+    let drained_tok =
+        unit_router::RouteToken::new(Some(60), "bj-1", first, i64::MAX / 2, &keys).encode(&keys);
+    let (by, tok) = token_after(&gw, &keys, drained_tok).await;
+    assert_eq!(
+        (by.as_str(), tok.expect("reissued").unit.as_str()),
+        ("sh-1", "sh-1")
     );
     assert_eq!(
         client()

@@ -6,27 +6,12 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Keyring, Reason, RouteToken, Topology};
-use unitgate_tests::gateway::{client, secrets_path, Gateway, GatewayArgs, Units};
+use unitgate_tests::gateway::{client, Gateway, GatewayArgs, Units};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unitgate");
 
 fn keys() -> Keyring {
-    let text = std::fs::read_to_string(secrets_path()).unwrap();
-    let v: toml::Value = toml::from_str(&text).unwrap();
-    let keys = v["keys"]
-        .as_table()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            use base64::Engine;
-            let b = v.as_str().unwrap().trim_start_matches("base64:");
-            (
-                k.clone(),
-                base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
-            )
-        })
-        .collect();
-    Keyring::new(v["active"].as_str().unwrap(), keys).unwrap()
+    unitgate_tests::gateway::test_keyring()
 }
 
 fn write_topology(dir: &Path, text: &str) -> PathBuf {

@@ -112,6 +112,29 @@ pub fn secrets_path() -> PathBuf {
     workspace().join("deploy/local/secrets.toml")
 }
 
+/// The demo keyring, read from [`secrets_path`] (format: see gateway `secrets.rs`).
+pub fn test_keyring() -> unit_router::Keyring {
+    use base64::Engine;
+    let text = std::fs::read_to_string(secrets_path()).expect("secrets file");
+    let v: toml::Value = toml::from_str(&text).expect("secrets toml");
+    let keys = v["keys"]
+        .as_table()
+        .expect("[keys]")
+        .iter()
+        .map(|(k, v)| {
+            let b = v
+                .as_str()
+                .expect("key string")
+                .trim_start_matches("base64:");
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .expect("base64 key");
+            (k.clone(), key)
+        })
+        .collect();
+    unit_router::Keyring::new(v["active"].as_str().expect("active"), keys).expect("demo keyring")
+}
+
 impl Gateway {
     /// Start `bin` and wait until `/readyz` answers 200.
     pub async fn start(bin: &Path, a: GatewayArgs) -> Result<Self> {
