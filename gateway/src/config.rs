@@ -83,23 +83,9 @@ pub struct Config {
     pub eject_after_failures: u32,
 }
 
-/// Values given on the command line (they win over the file).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub id: Option<String>,
-    pub region: Option<String>,
-    pub dc: Option<String>,
-    pub listen: Option<String>,
-    pub internal_listen: Option<String>,
-    pub admin_listen: Option<String>,
-    pub topology_file: Option<PathBuf>,
-    pub etcd: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    pub secrets: Option<PathBuf>,
-    pub geo_db: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub trusted_proxies: Option<Vec<String>>,
-}
+/// Values given on the command line: a partial configuration that wins
+/// over the file, field by field.
+pub type Overrides = FileConfig;
 
 fn addr(name: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
     let v = v.unwrap_or_else(|| default.to_owned());

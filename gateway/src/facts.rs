@@ -115,12 +115,13 @@ pub fn baggage(req: &RequestHeader) -> Option<String> {
 
 /// Size of the request head in bytes (name + value of every header, and the URI).
 pub fn head_size(req: &RequestHeader) -> usize {
-    req.uri.to_string().len()
-        + req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>()
+    let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    uri + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
 }
 
 /// The request host: the `Host` header, else the URI authority (HTTP/2).

@@ -113,6 +113,7 @@ fn main() {
         geo_db: cli.geo_db,
         state_dir: cli.state_dir,
         trusted_proxies: cli.trusted_proxies,
+        ..Overrides::default()
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
     let shared = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
