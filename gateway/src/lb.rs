@@ -111,6 +111,14 @@ impl Endpoint {
         self.inflight.fetch_add(1, Relaxed);
     }
 
+    /// An attempt ended for a reason that says nothing about the endpoint
+    /// (the client went away): only the in-flight count changes.
+    pub fn cancel(&self) {
+        let _ = self
+            .inflight
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+
     /// An attempt ended; `ok` is false for connect/transport/5xx failures.
     pub fn end(&self, latency: Duration, ok: bool, policy: &EjectPolicy) {
         let _ = self

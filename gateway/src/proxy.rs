@@ -197,23 +197,34 @@ impl UnitProxy {
     }
 
     /// Close the current attempt's bookkeeping.
-    fn end_attempt(&self, ctx: &mut Ctx, ok: bool) {
-        if let Some((ep, t0)) = ctx.current.take() {
-            ep.end(t0.elapsed(), ok, &self.shared.policy);
-            if !ok {
-                ctx.tried_endpoints.push(ep.addr);
+    fn end_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+        let Some((ep, t0)) = ctx.current.take() else {
+            return;
+        };
+        let label = match outcome {
+            Outcome::Ok => {
+                ep.end(t0.elapsed(), true, &self.shared.policy);
+                "ok"
             }
-            let unit = ctx
-                .decision
-                .map(|d| self.unit_name(ctx, d.target).to_owned())
-                .unwrap_or_default();
-            let outcome = if ok { "ok" } else { "error" };
-            self.shared
-                .metrics
-                .attempts
-                .with_label_values(&[unit.as_str(), outcome])
-                .inc();
-        }
+            Outcome::Failed => {
+                ep.end(t0.elapsed(), false, &self.shared.policy);
+                ctx.tried_endpoints.push(ep.addr);
+                "error"
+            }
+            Outcome::ClientGone => {
+                ep.cancel();
+                "client_gone"
+            }
+        };
+        let unit = ctx
+            .decision
+            .map(|d| self.unit_name(ctx, d.target).to_owned())
+            .unwrap_or_default();
+        self.shared
+            .metrics
+            .attempts
+            .with_label_values(&[unit.as_str(), label])
+            .inc();
     }
 
     fn may_retry(&self, ctx: &Ctx, kind: &str) -> bool {
@@ -227,6 +238,16 @@ impl UnitProxy {
         self.shared.metrics.retries.with_label_values(&[kind]).inc();
         true
     }
+}
+
+/// How an upstream attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// The upstream failed (connect, transport, 5xx): counts against it.
+    Failed,
+    /// The client went away: says nothing about the upstream.
+    ClientGone,
 }
 
 fn now_s() -> i64 {
@@ -515,7 +536,7 @@ impl ProxyHttp for UnitProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the upstream: any method may be retried.
-        self.end_attempt(ctx, false);
+        self.end_attempt(ctx, Outcome::Failed);
         let retry = self.may_retry(ctx, "connect");
         e.set_retry(retry);
         e
@@ -530,7 +551,14 @@ impl ProxyHttp for UnitProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        self.end_attempt(ctx, false);
+        if *e.esource() == ErrorSource::Downstream {
+            // The client went away or sent garbage: not the upstream's fault,
+            // and nobody is left to answer.
+            self.end_attempt(ctx, Outcome::ClientGone);
+            e.set_retry(false);
+            return e;
+        }
+        self.end_attempt(ctx, Outcome::Failed);
         // Bytes may have reached the upstream: only idempotent methods are
         // sent again, and only with the whole body still buffered.
         let idempotent = session.req_header().method.is_idempotent();
@@ -575,10 +603,13 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let ok = e.is_none() && ctx.upstream_status.is_none_or(|s| s < 500);
-        if ctx.current.is_some() {
-            self.end_attempt(ctx, ok);
-        }
+        let outcome = match e {
+            Some(e) if *e.esource() == ErrorSource::Downstream => Outcome::ClientGone,
+            Some(_) => Outcome::Failed,
+            None if ctx.upstream_status.is_some_and(|s| s >= 500) => Outcome::Failed,
+            None => Outcome::Ok,
+        };
+        self.end_attempt(ctx, outcome);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

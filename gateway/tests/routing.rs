@@ -508,3 +508,60 @@ async fn gateway_errors_are_json_and_admin_endpoints_answer() {
     );
     assert!(m.contains("unitgate_config_epoch 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_giving_up_do_not_eject_endpoints_or_cause_retries() {
+    let units = Units::start().await;
+    // bj-2 answers slowly; clients give up first.
+    wiremock::Mock::given(wiremock::matchers::path("/orders/slow"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_delay(std::time::Duration::from_millis(800)),
+        )
+        .with_priority(1)
+        .mount(units.get("bj-2", "orders"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let r = impatient
+            .get(gw.url("/orders/slow"))
+            .header("host", "api.example.com")
+            .header("x-user-id", "42")
+            .send()
+            .await;
+        assert!(r.is_err(), "the client should have timed out");
+    }
+    // Let the gateway notice the closed connections.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let r = get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await;
+    assert_eq!(
+        (r.status().as_u16(), served_by(&r)),
+        (200, "bj-2".to_owned())
+    );
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !m.contains("unitgate_retries_total"),
+        "no retries expected: {m}"
+    );
+    assert!(
+        !m.contains("outcome=\"error\""),
+        "no upstream errors expected: {m}"
+    );
+    for u in ["bj-1", "sh-1", "sh-2"] {
+        assert!(
+            units.received(u, "orders").await.is_empty(),
+            "{u} got a retry"
+        );
+    }
+}
