@@ -81,15 +81,8 @@ fn fail(e: impl std::fmt::Display) -> ! {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     if let Some(Command::DemoUnits { topology, down }) = cli.command {
+        init_logging();
         if let Err(e) = unitgate::demo::run(&topology, &down) {
             fail(format!("{e:#}"));
         }
@@ -116,6 +109,22 @@ fn main() {
         ..Overrides::default()
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
-    let shared = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
+    let (shared, notes) = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
+    // Logging starts after the start-up checks: a bad start is one line.
+    init_logging();
+    for n in notes {
+        tracing::warn!("{n}");
+    }
     unitgate::server::run(shared)
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -18,8 +18,11 @@ use crate::config::{Config, TopologySource};
 use crate::proxy::UnitProxy;
 use crate::state::Shared;
 
-/// Everything that can fail before serving, with a clear message.
-pub fn prepare(cfg: Config) -> Result<Arc<Shared>> {
+/// Everything that can fail before serving, with a clear message. Returns
+/// the shared state and notes to log once logging is up (logging starts
+/// after these checks, so a bad start-up is exactly one line).
+pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
+    let mut notes = Vec::new();
     for (flag, addr) in [
         ("--listen", cfg.listen),
         ("--internal-listen", cfg.internal_listen),
@@ -35,21 +38,25 @@ pub fn prepare(cfg: Config) -> Result<Arc<Shared>> {
     };
     let center = ConfigCenter::new(cfg.state_dir.clone());
     match center.load_last_known_good() {
-        Ok(Some(epoch)) => tracing::info!(epoch, "started from the last-known-good snapshot"),
+        Ok(Some(epoch)) => notes.push(format!(
+            "loaded the last-known-good snapshot (epoch {epoch})"
+        )),
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "last-known-good snapshot not loaded"),
+        Err(e) => notes.push(format!("last-known-good snapshot not loaded: {e}")),
     }
     if let TopologySource::File(path) = &cfg.topology {
         if let Err(e) = FileSource::new(path, std::time::Duration::from_secs(1)).load(&center) {
             if center.current().is_none() {
                 return Err(anyhow!("--topology-file: {e}"));
             }
-            tracing::warn!(error = %e, "topology file not applied; serving the last-known-good snapshot");
+            notes.push(format!(
+                "topology file not applied, serving the last-known-good snapshot: {e}"
+            ));
         }
     }
     let shared = Shared::new(cfg, center, keys, geo);
     shared.refresh_plane();
-    Ok(shared)
+    Ok((shared, notes))
 }
 
 /// Serve forever.
