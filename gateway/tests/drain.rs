@@ -269,14 +269,7 @@ async fn etcd_stopped_keeps_routing_and_a_restart_uses_last_known_good() {
         gw.status().await["config_center"]["connected"] == false,
         "disconnection visible in /status"
     );
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.admin("/metrics").await.1;
     assert!(m.contains("unitgate_config_connected 0"), "{m}");
     for (user, unit) in [("60", "sh-1"), ("99", "bj-2"), ("3", "bj-1")] {
         assert_eq!(

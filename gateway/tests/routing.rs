@@ -457,51 +457,19 @@ async fn gateway_errors_are_json_and_admin_endpoints_answer() {
     let r = get(&gw.url("/orders"), &[("x-big", &big)]).await;
     assert_eq!(r.status(), 431);
 
-    let c = client();
-    assert_eq!(
-        c.get(gw.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gw.admin_url("/gslb/dc/sh-a"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gw.admin_url("/gslb/dc/mars"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    for (path, want) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/gslb/dc/sh-a", 200),
+        ("/gslb/dc/mars", 404),
+    ] {
+        assert_eq!(gw.admin(path).await.0, want, "{path}");
+    }
     let st = gw.status().await;
     assert_eq!(st["epoch"], 1);
     assert_eq!(st["config_center"]["connected"], true);
     assert_eq!(st["units"].as_array().unwrap().len(), 5);
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.admin("/metrics").await.1;
     assert!(
         m.contains("unitgate_requests_total{listener=\"public\",reason=\"no_route\""),
         "{m}"
@@ -542,14 +510,7 @@ async fn clients_giving_up_do_not_eject_endpoints_or_cause_retries() {
         (r.status().as_u16(), served_by(&r)),
         (200, "bj-2".to_owned())
     );
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.admin("/metrics").await.1;
     assert!(
         !m.contains("unitgate_retries_total"),
         "no retries expected: {m}"

@@ -285,6 +285,17 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// GET an admin path: `(status, body)`.
+    pub async fn admin(&self, path: &str) -> (u16, String) {
+        let r = client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("admin body"))
+    }
+
     /// `/status` as JSON.
     pub async fn status(&self) -> serde_json::Value {
         let text = client()
