@@ -132,14 +132,6 @@ impl RouteTable {
         &self.routes[id.index()]
     }
 
-    /// Route by name.
-    pub fn by_name(&self, name: &str) -> Option<RouteId> {
-        self.routes
-            .iter()
-            .position(|r| r.name == name)
-            .map(|i| RouteId(i as u16))
-    }
-
     /// The route for a request. `host` may carry a port and any case.
     pub fn find(
         &self,

@@ -104,7 +104,7 @@ async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
     // The file alone must be valid before anything is read from etcd.
     build(0, &wanted)?;
     let mut store = Store::open(t).await?;
-    for attempt in 1..=ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         let (rev, current) = store.list().await?;
         let mut result = current.clone();
         let mut deletes = Vec::new();
@@ -133,8 +133,8 @@ async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
             );
             return Ok(0);
         }
-        match store.commit(rev, &puts, &deletes).await {
-            Ok(new_rev) => {
+        match store.commit(rev, &puts, &deletes).await? {
+            Some(new_rev) => {
                 println!(
                     "applied {}: {} put, {} deleted under {} in one transaction (revision {new_rev})",
                     file.display(),
@@ -144,11 +144,11 @@ async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
                 );
                 return Ok(0);
             }
-            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
-            Err(e) => return Err(e),
+            // Something under the prefix changed since the read: read again.
+            None => continue,
         }
     }
-    unreachable!("the loop returns")
+    Err(store.conflict())
 }
 
 fn target_of(kind: Kind, name: &str) -> DrainTarget {
@@ -203,7 +203,7 @@ async fn drain(
     let target = target_of(kind, name);
     let key = target.key();
     let mut store = Store::open(t).await?;
-    for attempt in 1..=ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         let (rev, kv) = store.list().await?;
         let topo = build(rev, &kv)
             .map_err(|e| anyhow!("the topology in etcd is invalid, fix it first: {e}"))?;
@@ -234,8 +234,8 @@ async fn drain(
             until: until.clone(),
         };
         let value = serde_json::to_string(&spec)?;
-        match store.commit(rev, &[(key.clone(), value)], &[]).await {
-            Ok(new_rev) => {
+        match store.commit(rev, &[(key.clone(), value)], &[]).await? {
+            Some(new_rev) => {
                 let names: Vec<&str> = units_of(&topo, &target)
                     .iter()
                     .map(|&u| topo.unit(u).name.as_str())
@@ -248,32 +248,32 @@ async fn drain(
                 );
                 return Ok(0);
             }
-            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
-            Err(e) => return Err(e),
+            // Something under the prefix changed since the read: read again.
+            None => continue,
         }
     }
-    unreachable!("the loop returns")
+    Err(store.conflict())
 }
 
 async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<i32> {
     let key = target_of(kind, name).key();
     let mut store = Store::open(t).await?;
-    for attempt in 1..=ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         let (rev, kv) = store.list().await?;
         if !kv.contains_key(&key) {
             println!("{key} is not set: {name} is not drained");
             return Ok(0);
         }
-        match store.commit(rev, &[], std::slice::from_ref(&key)).await {
-            Ok(new_rev) => {
+        match store.commit(rev, &[], std::slice::from_ref(&key)).await? {
+            Some(new_rev) => {
                 println!("undrained {name}: deleted {key} at revision {new_rev}");
                 return Ok(0);
             }
-            Err(e) if attempt < ATTEMPTS && e.to_string().contains("changed while") => continue,
-            Err(e) => return Err(e),
+            // Something under the prefix changed since the read: read again.
+            None => continue,
         }
     }
-    unreachable!("the loop returns")
+    Err(store.conflict())
 }
 
 fn ranges_text(r: &[(u32, u32)]) -> String {

@@ -82,13 +82,14 @@ impl Store {
     }
 
     /// Write `puts` and `deletes` in one transaction, only if nothing under
-    /// the prefix changed since `read_rev`. Returns the new revision.
+    /// the prefix changed since `read_rev`. Returns the new revision, or
+    /// `None` when something changed meanwhile (nothing was written).
     pub async fn commit(
         &mut self,
         read_rev: i64,
         puts: &[(String, String)],
         deletes: &[String],
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let mut ops: Vec<TxnOp> = puts
             .iter()
             .map(|(k, v)| TxnOp::put(self.full(k), v.as_str(), None))
@@ -111,12 +112,17 @@ impl Store {
             e => unreachable(&self.endpoints, e),
         })?;
         if !resp.succeeded() {
-            return Err(anyhow!(
-                "the topology under {} changed while this command ran; nothing was written, run it again",
-                self.prefix
-            ));
+            return Ok(None);
         }
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        Ok(Some(resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// The error after every attempt found the topology changing underneath.
+    pub fn conflict(&self) -> anyhow::Error {
+        anyhow!(
+            "the topology under {} kept changing while this command ran; nothing was written, run it again",
+            self.prefix
+        )
     }
 }
 
