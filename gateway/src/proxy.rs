@@ -89,6 +89,18 @@ impl UnitProxy {
         }
     }
 
+    /// Ask the router, with the units already tried excluded.
+    fn route(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        plane: &Plane,
+        now: i64,
+    ) -> Result<Decision, RouteError> {
+        let f = self.facts(session, ctx, plane, now);
+        decide(&plane.snap.topology, &f, &plane.pools)
+    }
+
     /// The routing cookie to set and the GSLB hint (public listener).
     fn token_and_hint(
         &self,
@@ -216,14 +228,15 @@ impl UnitProxy {
                 "client_gone"
             }
         };
-        let unit = ctx
-            .decision
-            .map(|d| self.unit_name(ctx, d.target).to_owned())
-            .unwrap_or_default();
+        let plane = ctx.plane.clone();
+        let unit = match (&plane, ctx.decision) {
+            (Some(p), Some(d)) => p.snap.topology.unit(d.target).name.as_str(),
+            _ => "",
+        };
         self.shared
             .metrics
             .attempts
-            .with_label_values(&[unit.as_str(), label])
+            .with_label_values(&[unit, label])
             .inc();
     }
 
@@ -361,12 +374,7 @@ impl ProxyHttp for UnitProxy {
             return Ok(true);
         }
 
-        let topo = &plane.snap.topology;
-        let decided = {
-            let f = self.facts(session, ctx, &plane, now);
-            decide(topo, &f, &plane.pools)
-        };
-        match decided {
+        match self.route(session, ctx, &plane, now) {
             Ok(d) => ctx.decision = Some(d),
             Err(e) => {
                 let err = gw_error(e);
@@ -415,11 +423,7 @@ impl ProxyHttp for UnitProxy {
             }
             // No endpoint left in this unit: the next unit by the failover order.
             ctx.tried_units.push(d.target);
-            let next = {
-                let f = self.facts(session, ctx, &plane, now);
-                decide(topo, &f, &plane.pools)
-            };
-            match next {
+            match self.route(session, ctx, &plane, now) {
                 Ok(n) => ctx.decision = Some(n),
                 Err(e) => {
                     ctx.error = Some(gw_error(e));

@@ -526,3 +526,95 @@ async fn clients_giving_up_do_not_eject_endpoints_or_cause_retries() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let healthy = |st: serde_json::Value| {
+        st["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "bj-2")
+            .map(|u| u["services"]["orders"]["healthy"] == true)
+            .unwrap()
+    };
+    assert_eq!(
+        served_by(&get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await),
+        "bj-2"
+    );
+
+    // bj-2's health path fails while its service still answers: only the
+    // active check can tell, and traffic moves before any request fails.
+    let bj2 = units.get("bj-2", "orders");
+    wiremock::Mock::given(wiremock::matchers::path("/healthz"))
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .with_priority(1)
+        .named("unhealthy")
+        .mount(bj2)
+        .await;
+    unitgate_tests::eventually!(
+        std::time::Duration::from_secs(10),
+        !healthy(gw.status().await),
+        "bj-2 marked down by its active check"
+    );
+    let before = units.received("bj-2", "orders").await.len();
+    for _ in 0..5 {
+        let r = get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await;
+        assert_eq!(
+            (r.status().as_u16(), served_by(&r)),
+            (200, "bj-1".to_owned())
+        );
+    }
+    assert_eq!(units.received("bj-2", "orders").await.len(), before);
+
+    // The check passes again: bj-2 is back.
+    bj2.reset().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(bj2)
+        .await;
+    unitgate_tests::eventually!(
+        std::time::Duration::from_secs(10),
+        healthy(gw.status().await),
+        "bj-2 back after a passing check"
+    );
+    assert_eq!(
+        served_by(&get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await),
+        "bj-2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_per_request_are_capped() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every shard unit swallows requests; the failover chain is long enough
+    // that only the cap (max_attempts, default 3) stops the retries.
+    let mut text = units.topology(&[]).replace("health_path: /healthz, ", "");
+    let mut holes = Vec::new();
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        let (addr, n) = black_hole().await;
+        text = text.replace(
+            &units.get(u, "orders").address().to_string(),
+            &addr.to_string(),
+        );
+        holes.push(n);
+    }
+    let args = GatewayArgs {
+        topology_file: Some(write_topology(dir.path(), &text)),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        ..GatewayArgs::default()
+    };
+    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+    let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+    assert_eq!(r.status(), 502);
+    let sent: usize = holes
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert_eq!(sent, 3, "one request, three attempts");
+}
