@@ -2,8 +2,9 @@
 //! health view). DESIGN.md "Routing" steps 1-6.
 
 use crate::dye::Dye;
-use crate::health::HealthView;
+use crate::health::{AllHealthy, HealthView};
 use crate::ids::{DcId, RegionId, RouteId, ServiceId, UnitId};
+use crate::reason::Reason;
 use crate::routes::Listener;
 use crate::spec::{Policy, UnitKind};
 use crate::token::RouteToken;
@@ -80,52 +81,6 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// Why the request goes to its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Shard,
-    Region,
-    Center,
-    Local,
-    Failover,
-    Drain,
-    Return,
-}
-
-impl Reason {
-    /// The wire name (`ug.reason`, logs, metrics).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Shard => "shard",
-            Reason::Region => "region",
-            Reason::Center => "center",
-            Reason::Local => "local",
-            Reason::Failover => "failover",
-            Reason::Drain => "drain",
-            Reason::Return => "return",
-        }
-    }
-
-    /// Parse a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "shard" => Reason::Shard,
-            "region" => Reason::Region,
-            "center" => Reason::Center,
-            "local" => Reason::Local,
-            "failover" => Reason::Failover,
-            "drain" => Reason::Drain,
-            "return" => Reason::Return,
-            _ => return None,
-        })
-    }
-
-    /// Whether the request left (or is returning to) its home: it carries a dye.
-    pub fn is_shuttle(self) -> bool {
-        matches!(self, Reason::Failover | Reason::Drain | Reason::Return)
-    }
-}
-
 /// Where the user key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {
@@ -134,6 +89,26 @@ pub enum KeySource {
     Header,
     Dye,
     None,
+}
+
+/// What a public client keeps between requests: the routing token and the
+/// GSLB hint, both read off the decision (never recomputed).
+///
+/// Present for shard- and region-routed requests on the public listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Affinity {
+    /// The user's shard, when a user key is known.
+    pub shard: Option<u32>,
+    /// The unit serving the user's home traffic now: the home unit, or the
+    /// unit serving in its place while home is drained. A failover for
+    /// health does not move it (the client keeps its home).
+    pub unit: UnitId,
+    /// The client's token already records this shard and unit and is in the
+    /// first half of its life: keep it (no new cookie).
+    pub token_fresh: bool,
+    /// `unit` is in another region than this gateway and can serve now: the
+    /// client should enter through that region (`x-unit-hint`).
+    pub hint: bool,
 }
 
 /// The outcome of routing one request.
@@ -148,6 +123,55 @@ pub struct Decision {
     pub reason: Reason,
     /// Hops after this decision (0 when the request is served at home).
     pub hops: u8,
+    /// The token and hint for a public client (`None`: neither).
+    pub affinity: Option<Affinity>,
+}
+
+impl Decision {
+    /// The token to issue: `Some` when the client's token is missing, stale
+    /// or records another place.
+    pub fn token_to_issue(&self) -> Option<Affinity> {
+        self.affinity.filter(|a| !a.token_fresh)
+    }
+
+    /// The unit a GSLB hint names, if one is due.
+    pub fn hint(&self) -> Option<UnitId> {
+        self.affinity.filter(|a| a.hint).map(|a| a.unit)
+    }
+
+    /// The dye the upstream request carries: set when the request leaves its
+    /// home (failover, drain), kept while it is held at the hop limit, and
+    /// dropped once it is back home. `exp` is the new dye's expiry.
+    pub fn dye(&self, topo: &Topology, incoming: Option<&Dye>, exp: i64) -> Option<Dye> {
+        let via = || topo.unit(self.target).name.clone();
+        match (self.reason, incoming) {
+            (Reason::Failover | Reason::Drain, _) => Some(Dye {
+                shard: self.shard,
+                home: topo.unit(self.home).name.clone(),
+                via: via(),
+                reason: self.reason,
+                hops: self.hops,
+                exp,
+            }),
+            (Reason::Local, Some(din)) => Some(Dye {
+                via: via(),
+                exp,
+                ..din.clone()
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The GSLB hint value for `unit`: `unit=<u>; region=<r>; entry=<host>; ttl=<s>`.
+pub fn hint_value(topo: &Topology, unit: UnitId, ttl_s: u64) -> String {
+    let u = topo.unit(unit);
+    let region = &topo.regions[u.region.index()];
+    let entry = region.entries.first().map(String::as_str).unwrap_or("");
+    format!(
+        "unit={}; region={}; entry={entry}; ttl={ttl_s}",
+        u.name, region.name
+    )
 }
 
 /// Why no decision could be made.
@@ -164,19 +188,25 @@ pub enum RouteError {
     HopLimit { route: RouteId, home: UnitId },
 }
 
-struct Ctx<'a, H: ?Sized> {
+/// One decision's inputs. `service: None` asks about the user's place
+/// independent of any route ([`locate`]).
+struct Ask<'a, H: ?Sized> {
     topo: &'a Topology,
     health: &'a H,
-    service: ServiceId,
+    service: Option<ServiceId>,
     facts: &'a Facts<'a>,
 }
 
-impl<H: HealthView + ?Sized> Ctx<'_, H> {
+impl<H: HealthView + ?Sized> Ask<'_, H> {
+    fn runs(&self, u: UnitId) -> bool {
+        self.service.is_none_or(|s| self.topo.unit(u).runs(s))
+    }
+
     fn can_serve(&self, u: UnitId) -> bool {
-        self.topo.unit(u).runs(self.service)
+        self.runs(u)
             && !self.facts.exclude.contains(&u)
             && !self.topo.is_drained(u, self.facts.now)
-            && self.health.healthy(u, self.service)
+            && self.service.is_none_or(|s| self.health.healthy(u, s))
     }
 
     /// First unit that can serve, starting at `home` and then its fallback order.
@@ -192,47 +222,71 @@ impl<H: HealthView + ?Sized> Ctx<'_, H> {
             .find(|&u| self.can_serve(u))
     }
 
-    /// A unit of `region` (shard kind, running the service, not drained when
-    /// avoidable), chosen by `spread` for a stable spread.
+    /// The user key, in order: dye, claim, token, header (DESIGN step 2).
+    fn user_shard(&self) -> (Option<u32>, KeySource) {
+        let (f, topo) = (self.facts, self.topo);
+        let shards = topo.cluster.shards;
+        if let Some(d) = f.dye.filter(|d| d.shard.is_some_and(|s| s < shards)) {
+            (d.shard, KeySource::Dye)
+        } else if let Some(k) = f.claim_user {
+            (Some(topo.shard_of(k)), KeySource::Claim)
+        } else if let Some(s) = f.token.and_then(|t| t.shard).filter(|&s| s < shards) {
+            (Some(s), KeySource::Token)
+        } else if let Some(k) = f.header_user.filter(|k| !k.is_empty()) {
+            (Some(topo.shard_of(k)), KeySource::Header)
+        } else {
+            (None, KeySource::None)
+        }
+    }
+
+    /// The home unit by policy (DESIGN step 3).
+    fn home(&self, policy: Policy, shard: Option<u32>) -> (Option<UnitId>, Reason) {
+        match policy {
+            Policy::Shard => match shard.and_then(|s| self.topo.shard_owner(s)) {
+                Some(u) => (Some(u), Reason::Shard),
+                None => (self.region_home(shard), Reason::Region),
+            },
+            Policy::Region => (self.region_home(shard), Reason::Region),
+            Policy::Center => (self.center_home(), Reason::Center),
+            Policy::Local => match self.local_unit() {
+                Some(u) => (Some(u), Reason::Local),
+                None => (self.region_home(shard), Reason::Region),
+            },
+        }
+    }
+
+    /// A unit of `region` (shard kind, running the service), chosen by
+    /// `spread` for a stable spread.
     fn region_unit(&self, region: RegionId, spread: u32) -> Option<UnitId> {
         let topo = self.topo;
-        let runs = |u: &&crate::topology::Unit| {
-            u.region == region && u.kind == UnitKind::Shard && u.runs(self.service)
+        let fits = |u: UnitId| {
+            let unit = topo.unit(u);
+            unit.region == region && unit.kind == UnitKind::Shard && self.runs(u)
         };
-        let count = topo.units.iter().filter(runs).count();
+        let count = self.unit_ids().filter(|&u| fits(u)).count();
         if count == 0 {
             return None;
         }
-        let pick = spread as usize % count;
-        topo.units
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| runs(u))
-            .nth(pick)
-            .map(|(i, _)| UnitId(i as u16))
+        self.unit_ids()
+            .filter(|&u| fits(u))
+            .nth(spread as usize % count)
+    }
+
+    fn unit_ids(&self) -> impl Iterator<Item = UnitId> {
+        (0..self.topo.units.len()).map(|i| UnitId(i as u16))
     }
 
     fn local_unit(&self) -> Option<UnitId> {
-        let here = self.facts.here;
-        let dc = here.dc?;
-        (0..self.topo.units.len())
-            .map(|i| UnitId(i as u16))
-            .find(|&u| self.topo.unit(u).dc == dc && self.topo.unit(u).runs(self.service))
-    }
-
-    fn any_unit(&self) -> Option<UnitId> {
-        (0..self.topo.units.len())
-            .map(|i| UnitId(i as u16))
-            .find(|&u| self.topo.unit(u).runs(self.service))
+        let dc = self.facts.here.dc?;
+        self.unit_ids()
+            .find(|&u| self.topo.unit(u).dc == dc && self.runs(u))
     }
 
     fn region_home(&self, shard: Option<u32>) -> Option<UnitId> {
         let f = self.facts;
-        if let Some(t) = f.token {
-            if let Some(u) = self.topo.unit_id(&t.unit) {
-                if self.topo.unit(u).runs(self.service) {
-                    return Some(u);
-                }
+        if let Some(u) = f.token.and_then(|t| self.topo.unit_id(&t.unit)) {
+            if self.runs(u) {
+                return Some(u);
             }
         }
         let spread = shard.unwrap_or(0);
@@ -240,28 +294,46 @@ impl<H: HealthView + ?Sized> Ctx<'_, H> {
             .region_for(f.country, f.subdivision)
             .and_then(|r| self.region_unit(r, spread))
             .or_else(|| f.here.region.and_then(|r| self.region_unit(r, spread)))
-            .or_else(|| self.any_unit())
+            .or_else(|| self.unit_ids().find(|&u| self.runs(u)))
     }
 
     fn center_home(&self) -> Option<UnitId> {
         let centers = self.topo.centers();
+        let now = self.facts.now;
         centers
             .iter()
             .copied()
-            .find(|&c| {
-                !self.topo.is_drained(c, self.facts.now) && self.topo.unit(c).runs(self.service)
-            })
-            .or_else(|| {
-                centers
-                    .iter()
-                    .copied()
-                    .find(|&c| self.topo.unit(c).runs(self.service))
-            })
+            .find(|&c| !self.topo.is_drained(c, now) && self.runs(c))
+            .or_else(|| centers.iter().copied().find(|&c| self.runs(c)))
             .or_else(|| centers.first().copied())
+    }
+
+    /// The client's token and hint for a user at `home` served by `target`.
+    fn affinity(&self, shard: Option<u32>, home: UnitId, target: UnitId) -> Affinity {
+        let (topo, f) = (self.topo, self.facts);
+        // A drain moves the user; a failover for health does not.
+        let unit = if topo.is_drained(home, f.now) {
+            target
+        } else {
+            home
+        };
+        let name = topo.unit(unit).name.as_str();
+        let half_life = (topo.cluster.token_ttl_s / 2) as i64;
+        let token_fresh = f
+            .token
+            .is_some_and(|t| t.unit == name && t.shard == shard && t.exp - f.now > half_life);
+        let serves_now = unit == target || self.can_serve(unit);
+        let hint = serves_now && f.here.region.is_some_and(|r| r != topo.unit(unit).region);
+        Affinity {
+            shard,
+            unit,
+            token_fresh,
+            hint,
+        }
     }
 }
 
-/// Route one request. No IO, no allocation on the common path.
+/// Route one request. No IO, no allocation.
 pub fn decide<H: HealthView + ?Sized>(
     topo: &Topology,
     facts: &Facts<'_>,
@@ -272,61 +344,25 @@ pub fn decide<H: HealthView + ?Sized>(
         .find(facts.host, facts.path, facts.method, facts.listener)
         .ok_or(RouteError::NoRoute)?;
     let route = topo.routes.get(route_id);
-    let cx = Ctx {
+    let ask = Ask {
         topo,
         health,
-        service: route.service,
+        service: Some(route.service),
         facts,
     };
-    let shards = topo.cluster.shards;
-
-    // Step 2: the user key.
-    let (shard, key_source) =
-        if let Some(d) = facts.dye.filter(|d| d.shard.is_some_and(|s| s < shards)) {
-            (d.shard, KeySource::Dye)
-        } else if let Some(k) = facts.claim_user {
-            (Some(topo.shard_of(k)), KeySource::Claim)
-        } else if let Some(s) = facts.token.and_then(|t| t.shard).filter(|&s| s < shards) {
-            (Some(s), KeySource::Token)
-        } else if let Some(k) = facts.header_user.filter(|k| !k.is_empty()) {
-            (Some(topo.shard_of(k)), KeySource::Header)
-        } else {
-            (None, KeySource::None)
-        };
-
-    // Step 3: the home unit by policy.
-    let (home, home_reason) = match route.policy {
-        Policy::Shard => match shard.and_then(|s| topo.shard_owner(s)) {
-            Some(u) => (Some(u), Reason::Shard),
-            None => (cx.region_home(shard), Reason::Region),
-        },
-        Policy::Region => (cx.region_home(shard), Reason::Region),
-        Policy::Center => (cx.center_home(), Reason::Center),
-        Policy::Local => match cx.local_unit() {
-            Some(u) => (Some(u), Reason::Local),
-            None => (cx.region_home(shard), Reason::Region),
-        },
-    };
+    let (shard, key_source) = ask.user_shard();
+    let (home, home_reason) = ask.home(route.policy, shard);
     // A dye without a shard (region/center traffic) names its home directly.
     let home = match (facts.dye, key_source) {
         (Some(d), k) if k != KeySource::Dye => topo.unit_id(&d.home).or(home),
         _ => home,
     };
-    let Some(home) = home else {
-        return Err(RouteError::NoUnit {
-            route: route_id,
-            home: None,
-        });
+    let no_unit = |home| RouteError::NoUnit {
+        route: route_id,
+        home,
     };
-
-    // Steps 4-5: the target.
-    let hops_in = facts.dye.map_or(0, |d| d.hops);
-    let Some(target) = cx.target_for(home) else {
-        return Err(RouteError::NoUnit {
-            route: route_id,
-            home: Some(home),
-        });
-    };
+    let home = home.ok_or(no_unit(None))?;
+    let target = ask.target_for(home).ok_or(no_unit(Some(home)))?;
     let reason = if target != home {
         if topo.is_drained(home, facts.now) {
             Reason::Drain
@@ -338,6 +374,9 @@ pub fn decide<H: HealthView + ?Sized>(
     } else {
         home_reason
     };
+    let keeps_place = matches!(route.policy, Policy::Shard | Policy::Region);
+    let affinity = (keeps_place && facts.listener == Listener::Public)
+        .then(|| ask.affinity(shard, home, target));
     let decision = |target, reason, hops| Decision {
         route: route_id,
         service: route.service,
@@ -347,35 +386,46 @@ pub fn decide<H: HealthView + ?Sized>(
         target,
         reason,
         hops,
+        affinity,
     };
     if !reason.is_shuttle() {
         return Ok(decision(target, reason, 0));
     }
-    // A shuttled request whose home cannot serve stays where it is, if it can.
-    let local = facts
-        .dye
-        .and_then(|_| cx.local_unit())
-        .filter(|&u| cx.can_serve(u));
+    shuttle(&ask, decision, target, reason).ok_or(RouteError::HopLimit {
+        route: route_id,
+        home,
+    })
+}
+
+/// The target of a request that leaves or returns home (DESIGN steps 4-5):
+/// a shuttled request whose home cannot serve stays in this gateway's unit
+/// if it can; the hop limit stops ping-pong.
+fn shuttle<H: HealthView + ?Sized>(
+    ask: &Ask<'_, H>,
+    decision: impl Fn(UnitId, Reason, u8) -> Decision,
+    target: UnitId,
+    reason: Reason,
+) -> Option<Decision> {
+    let facts = ask.facts;
+    let hops_in = facts.dye.map_or(0, |d| d.hops);
+    let local = || ask.local_unit().filter(|&u| ask.can_serve(u));
+    let dyed_local = facts.dye.and_then(|_| local());
     if reason != Reason::Return {
-        if let Some(local) = local {
-            return Ok(decision(local, reason, hops_in));
+        if let Some(local) = dyed_local {
+            return Some(decision(local, reason, hops_in));
         }
     }
-    if hops_in >= topo.cluster.max_hops {
+    if hops_in >= ask.topo.cluster.max_hops {
         // No further move: serve in this gateway's own unit, or give up.
-        return match local.or_else(|| cx.local_unit().filter(|&u| cx.can_serve(u))) {
-            Some(local) => Ok(decision(local, Reason::Local, hops_in)),
-            None => Err(RouteError::HopLimit {
-                route: route_id,
-                home,
-            }),
-        };
+        return dyed_local
+            .or_else(local)
+            .map(|local| decision(local, Reason::Local, hops_in));
     }
-    Ok(decision(target, reason, hops_in + 1))
+    Some(decision(target, reason, hops_in + 1))
 }
 
 /// Where a user's traffic lives, independent of any route and service:
-/// what `/_unitgate/locate` reports and what a routing token records.
+/// what `/_unitgate/locate` reports and what its routing token records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
     pub shard: Option<u32>,
@@ -385,47 +435,22 @@ pub struct Located {
     pub serving: UnitId,
 }
 
-/// Locate the user of `facts` (route, method, dye and health are ignored).
+/// Locate the user of `facts` by the rules of a shard-policy route (user
+/// key, else region), ignoring route, method, dye and endpoint health: the
+/// same home and the same token unit that [`decide`] gives such a route.
 pub fn locate(topo: &Topology, facts: &Facts<'_>) -> Option<Located> {
-    let shards = topo.cluster.shards;
-    let shard = if let Some(k) = facts.claim_user {
-        Some(topo.shard_of(k))
-    } else if let Some(s) = facts.token.and_then(|t| t.shard).filter(|&s| s < shards) {
-        Some(s)
-    } else {
-        facts
-            .header_user
-            .filter(|k| !k.is_empty())
-            .map(|k| topo.shard_of(k))
+    let ask = Ask {
+        topo,
+        health: &AllHealthy,
+        service: None,
+        facts,
     };
-    let in_region = |r: RegionId| {
-        topo.units
-            .iter()
-            .position(|u| u.region == r && u.kind == UnitKind::Shard)
-            .map(|i| UnitId(i as u16))
-    };
-    let home = shard
-        .and_then(|s| topo.shard_owner(s))
-        .or_else(|| facts.token.and_then(|t| topo.unit_id(&t.unit)))
-        .or_else(|| {
-            topo.region_for(facts.country, facts.subdivision)
-                .and_then(in_region)
-        })
-        .or_else(|| facts.here.region.and_then(in_region))
-        .or_else(|| topo.shard_owner(0))?;
-    let serving = if topo.is_drained(home, facts.now) {
-        topo.unit(home)
-            .fallback
-            .iter()
-            .copied()
-            .find(|&u| !topo.is_drained(u, facts.now))
-            .unwrap_or(home)
-    } else {
-        home
-    };
+    let (shard, _) = ask.user_shard();
+    let home = ask.home(Policy::Shard, shard).0?;
+    let target = ask.target_for(home).unwrap_or(home);
     Some(Located {
         shard,
         home,
-        serving,
+        serving: ask.affinity(shard, home, target).unit,
     })
 }

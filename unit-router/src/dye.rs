@@ -8,8 +8,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 
-use crate::decide::Reason;
 use crate::keys::{valid_kid, Keyring};
+use crate::reason::Reason;
 
 const DOMAIN: &[u8] = b"unitgate dye v1\n";
 /// Longest baggage header value inspected; longer ones are malformed.

@@ -16,19 +16,23 @@ pub mod fixture;
 pub mod health;
 pub mod ids;
 pub mod keys;
+pub mod reason;
 pub mod routes;
 pub mod shard;
 pub mod spec;
 pub mod token;
 pub mod topology;
 
-pub use decide::{decide, locate, Decision, Facts, Here, KeySource, Located, Reason, RouteError};
+pub use decide::{
+    decide, hint_value, locate, Affinity, Decision, Facts, Here, KeySource, Located, RouteError,
+};
 pub use drain::{Drain, DrainTarget, Stranded};
 pub use dye::{Dye, DyeError};
 pub use error::{TopologyError, ValidationErrors};
 pub use health::{AllHealthy, HealthView, Unhealthy};
 pub use ids::{DcId, RegionId, RouteId, ServiceId, UnitId};
 pub use keys::{Keyring, KeyringError};
+pub use reason::Reason;
 pub use routes::Listener;
 pub use token::{RouteToken, TokenError};
 pub use topology::Topology;

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::keys::{valid_kid, Keyring};
 
 const DOMAIN: &[u8] = b"unitgate route token v1\n";
+/// Cookie carrying the routing token (browsers).
+pub const COOKIE: &str = "ug_route";
+/// Header carrying the routing token (mobile apps).
+pub const HEADER: &str = "x-unit-route";
 /// Longest token accepted; anything longer is malformed.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
@@ -19,7 +23,9 @@ pub struct RouteToken {
     pub v: u8,
     /// The user's shard (`None` for region-routed users).
     pub shard: Option<u32>,
-    /// The home unit when the token was issued.
+    /// The unit serving the user's home traffic when the token was issued:
+    /// the home unit, or the unit serving in its place while home is drained
+    /// ([`crate::Affinity`]).
     pub unit: String,
     /// Topology epoch the token was issued on.
     pub epoch: i64,
@@ -58,7 +64,8 @@ impl RouteToken {
 
     /// Serialize and sign with the key named by `self.kid` (must be the active one).
     pub fn encode(&self, keys: &Keyring) -> String {
-        let payload = B64.encode(serde_json::to_vec(self).expect("token serializes"));
+        // Plain fields: serialization cannot fail (an empty payload would not verify).
+        let payload = B64.encode(serde_json::to_vec(self).unwrap_or_default());
         let tag = B64.encode(keys.sign(&[DOMAIN, payload.as_bytes()]));
         format!("{payload}.{tag}")
     }
@@ -88,6 +95,11 @@ impl RouteToken {
         }
         Ok(tok)
     }
+}
+
+/// The `Set-Cookie` value that carries an encoded token for `ttl_s` seconds.
+pub fn set_cookie(encoded: &str, ttl_s: u64) -> String {
+    format!("{COOKIE}={encoded}; Path=/; Max-Age={ttl_s}; HttpOnly; Secure; SameSite=Lax")
 }
 
 #[cfg(test)]

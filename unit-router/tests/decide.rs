@@ -323,3 +323,161 @@ fn locate_reports_home_and_the_unit_now_serving() {
     };
     assert_eq!(name(&t, locate(&t, &f).unwrap().home), "sh-1");
 }
+
+fn keys() -> Keyring {
+    Keyring::new("k", [("k".to_owned(), vec![7; 32])].into()).unwrap()
+}
+
+/// The token a public client would get back from decision `d`.
+fn token_of(t: &Topology, d: &Decision) -> Option<RouteToken> {
+    d.token_to_issue()
+        .map(|a| RouteToken::new(a.shard, name(t, a.unit), t.epoch, NOW + 86_400, &keys()))
+}
+
+#[test]
+fn the_token_records_the_unit_the_decision_serves_so_the_user_stays() {
+    // A region route with a user key: served in this gateway's region. The
+    // token must name that unit (not the shard owner), so the next request
+    // with the token is served by the same unit, with no new cookie and no
+    // hint to another region.
+    let t = sample();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    let first = Facts {
+        header_user: Some("60"),
+        here,
+        ..facts("/profile/1")
+    };
+    let d1 = decide(&t, &first, &AllHealthy).unwrap();
+    let served = name(&t, d1.target);
+    assert_eq!(t.region_id("cn-north"), Some(t.unit(d1.target).region));
+    let tok = token_of(&t, &d1).expect("a first request gets a token");
+    assert_eq!((tok.shard, tok.unit.as_str()), (Some(60), served));
+    assert_eq!(d1.hint(), None);
+    let again = Facts {
+        token: Some(&tok),
+        here,
+        ..facts("/profile/1")
+    };
+    let d2 = decide(&t, &again, &AllHealthy).unwrap();
+    assert_eq!(name(&t, d2.target), served);
+    assert_eq!(d2.token_to_issue(), None, "the token is kept");
+    assert_eq!(d2.hint(), None);
+}
+
+#[test]
+fn shard_routes_hint_home_and_failover_for_health_keeps_the_token() {
+    let t = sample();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    let f = Facts {
+        header_user: Some("60"),
+        here,
+        ..facts("/orders/1")
+    };
+    let d = decide(&t, &f, &AllHealthy).unwrap();
+    assert_eq!(d.hint().map(|u| name(&t, u)), Some("sh-1"));
+    assert_eq!(
+        hint_value(&t, d.hint().unwrap(), 300),
+        "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
+    );
+    let tok = token_of(&t, &d).unwrap();
+    assert_eq!(tok.unit, "sh-1");
+    // Home down (health): served elsewhere, the token still names home and
+    // is kept, and no hint points at a unit that cannot serve.
+    let sh1 = t.unit_id("sh-1").unwrap();
+    let f = Facts {
+        token: Some(&tok),
+        ..f
+    };
+    let d = decide(&t, &f, &Unhealthy(vec![sh1])).unwrap();
+    assert_eq!((name(&t, d.target), d.reason), ("bj-1", Reason::Failover));
+    assert_eq!(d.token_to_issue(), None);
+    assert_eq!(d.hint(), None);
+    // Home drained: the token and the hint move to the unit now serving.
+    let mut kv = sample_kv();
+    let (k, v) = drained("drain/dc/sh-a");
+    kv.insert(k, v);
+    let t = Topology::build(2, &kv, NOW).unwrap();
+    let d = decide(&t, &f, &AllHealthy).unwrap();
+    assert_eq!((name(&t, d.target), d.reason), ("bj-1", Reason::Drain));
+    assert_eq!(token_of(&t, &d).map(|k| k.unit), Some("bj-1".into()));
+    assert_eq!(d.hint(), None, "bj-1 is in this gateway's region");
+}
+
+#[test]
+fn tokens_and_hints_are_for_public_shard_and_region_routes_only() {
+    let t = sample();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    for path in ["/config", "/nearby"] {
+        let f = Facts {
+            header_user: Some("60"),
+            here,
+            ..facts(path)
+        };
+        let d = decide(&t, &f, &AllHealthy).unwrap();
+        assert_eq!(d.affinity, None, "{path}");
+    }
+    let f = Facts {
+        header_user: Some("60"),
+        here,
+        listener: Listener::Internal,
+        ..facts("/orders/1")
+    };
+    assert_eq!(decide(&t, &f, &AllHealthy).unwrap().affinity, None);
+    // A token past half its life is renewed.
+    let old = RouteToken::new(Some(60), "sh-1", 1, NOW + 100, &keys());
+    let f = Facts {
+        token: Some(&old),
+        here,
+        ..facts("/orders/1")
+    };
+    let d = decide(&t, &f, &AllHealthy).unwrap();
+    assert!(d.token_to_issue().is_some());
+}
+
+#[test]
+fn locate_agrees_with_decide_on_shard_routes() {
+    let t = sample();
+    let mut kv = sample_kv();
+    let (k, v) = drained("drain/unit/sh-2");
+    kv.insert(k, v);
+    let drained_t = Topology::build(2, &kv, NOW).unwrap();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    for t in [&t, &drained_t] {
+        for user in 0..200u32 {
+            let key = user.to_string();
+            let f = Facts {
+                header_user: Some(&key),
+                here,
+                ..facts("/orders/1")
+            };
+            let d = decide(t, &f, &AllHealthy).unwrap();
+            let l = locate(t, &f).unwrap();
+            assert_eq!((l.shard, l.home), (d.shard, d.home), "user {user}");
+            assert_eq!(Some(l.serving), d.affinity.map(|a| a.unit), "user {user}");
+        }
+    }
+}
+
+#[test]
+fn the_dye_is_read_off_the_decision() {
+    let t = sample();
+    let sh2 = t.unit_id("sh-2").unwrap();
+    let f = Facts {
+        header_user: Some("99"),
+        ..facts("/orders/1")
+    };
+    let d = decide(&t, &f, &Unhealthy(vec![sh2])).unwrap();
+    let dye = d.dye(&t, None, NOW + 60).expect("dyed on failover");
+    assert_eq!(
+        (
+            dye.shard,
+            dye.home.as_str(),
+            dye.via.as_str(),
+            dye.reason,
+            dye.hops
+        ),
+        (Some(99), "sh-2", "bj-2", Reason::Failover, 1)
+    );
+    let home = decide(&t, &f, &AllHealthy).unwrap();
+    assert_eq!(home.dye(&t, None, NOW + 60), None);
+}
