@@ -10,10 +10,10 @@ use config_center::{ConfigCenter, Snapshot};
 use unit_router::{Here, Keyring};
 use unitgate_geo::MmdbGeo;
 
-use crate::budget::RetryBudget;
 use crate::config::Config;
-use crate::lb::{EjectPolicy, Pools};
 use crate::metrics::Metrics;
+use crate::upstream::budget::RetryBudget;
+use crate::upstream::pool::{EjectPolicy, Pools};
 
 /// A topology snapshot with the endpoint pools built for it: the one value
 /// the request path loads (one atomic load per request).

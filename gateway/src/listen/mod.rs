@@ -15,7 +15,7 @@ use unitgate_geo::MmdbGeo;
 
 use crate::admin::Admin;
 use crate::config::{Config, TopologySource};
-use crate::proxy::UnitProxy;
+use crate::request::proxy::UnitProxy;
 use crate::state::Shared;
 
 /// Everything that can fail before serving, with a clear message. Returns

@@ -1,17 +1,14 @@
-//! Request facts gathered at the edge: the client IP (socket or trusted
-//! proxy chain), the routing token (cookie or header), and the stripping of
-//! every internal header an untrusted client could forge.
+//! Reading and cleaning request headers at the edge: the client IP (socket
+//! or trusted proxy chain), the routing token (cookie or header), the
+//! baggage, and the stripping of every internal header an untrusted client
+//! could forge. Pure functions over a request header.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use unit_router::dye;
-
-/// Cookie carrying the routing token.
-pub const COOKIE: &str = "ug_route";
-/// Header carrying the routing token (mobile apps).
-pub const ROUTE_HEADER: &str = "x-unit-route";
+use unit_router::token::{COOKIE, HEADER as ROUTE_HEADER};
 
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
     nets.iter().any(|n| n.contains(&ip))

@@ -1,0 +1,76 @@
+//! The gateway's registration under `gateways/<id>` with a lease, carrying
+//! the epoch it applied: ops see which gateways applied a change, and the
+//! lease says which gateways are alive.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config_center::etcd::{self, EtcdOptions};
+use etcd_client::PutOptions;
+
+use crate::state::Shared;
+
+/// Keep `gateways/<id>` under a lease with this gateway's applied epoch.
+pub async fn register(shared: Arc<Shared>, endpoints: Vec<String>, prefix: String) {
+    loop {
+        if let Err(e) = register_once(&shared, &endpoints, &prefix).await {
+            tracing::warn!(error = %e, "gateway registration interrupted; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn register_once(
+    shared: &Shared,
+    endpoints: &[String],
+    prefix: &str,
+) -> Result<(), etcd_client::Error> {
+    let mut c = etcd::connect(endpoints, &EtcdOptions::default()).await?;
+    let lease = c.lease_grant(10, None).await?.id();
+    let (mut keeper, mut acks) = c.lease_keep_alive(lease).await?;
+    let key = format!("{prefix}/gateways/{}", shared.cfg.id);
+    let started = time::OffsetDateTime::from_unix_timestamp(shared.started_at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let mut rx = shared.center.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    let mut last = None;
+    loop {
+        let epoch = shared.applied_epoch.load(Ordering::SeqCst);
+        if last != Some(epoch) {
+            let value = serde_json::json!({
+                "region": shared.cfg.region.clone().unwrap_or_default(),
+                "dc": shared.cfg.dc.clone().unwrap_or_default(),
+                "applied_epoch": epoch,
+                "started_at": started,
+                "version": env!("CARGO_PKG_VERSION"),
+            });
+            c.put(
+                key.as_str(),
+                value.to_string(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+            last = Some(epoch);
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                keeper.keep_alive().await?;
+                match acks.message().await? {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into())),
+                }
+            }
+            // Let the plane refresh first, then publish the new epoch.
+            r = rx.changed() => {
+                if r.is_err() { return Ok(()) }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

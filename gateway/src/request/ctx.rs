@@ -1,0 +1,52 @@
+//! The per-request state carried through Pingora's phases.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use unit_router::{Decision, Listener};
+
+use crate::request::facts::RequestFacts;
+use crate::request::respond::GwError;
+use crate::state::Plane;
+use crate::upstream::attempt::Attempts;
+
+/// One request's state.
+#[derive(Debug)]
+pub struct Ctx {
+    pub started: Instant,
+    pub listener: Listener,
+    /// Gathered once in `request_filter`.
+    pub facts: RequestFacts,
+    /// The snapshot the request is routed on (one load per request).
+    pub plane: Option<Arc<Plane>>,
+    /// The decision in force: the first one, or the one after the last
+    /// failover to another unit. Response headers are read off it.
+    pub decision: Option<Decision>,
+    pub attempts: Attempts,
+    pub upstream_status: Option<u16>,
+    /// The error the gateway answers (or answered) itself.
+    pub error: Option<GwError>,
+}
+
+impl Ctx {
+    pub fn new(listener: Listener) -> Self {
+        Ctx {
+            started: Instant::now(),
+            listener,
+            facts: RequestFacts::default(),
+            plane: None,
+            decision: None,
+            attempts: Attempts::default(),
+            upstream_status: None,
+            error: None,
+        }
+    }
+
+    /// Name of the unit the current decision targets ("" before one).
+    pub fn target_name(&self) -> &str {
+        match (&self.plane, self.decision) {
+            (Some(p), Some(d)) => p.snap.topology.unit(d.target).name.as_str(),
+            _ => "",
+        }
+    }
+}

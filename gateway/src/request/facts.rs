@@ -1,0 +1,132 @@
+//! The request's facts, gathered once in `request_filter`: the time, the
+//! client IP, its location, the verified routing token (public listener) or
+//! the verified dye (internal listener), with their metrics. The request
+//! line and the user header are borrowed from the request header when the
+//! router asks ([`RequestFacts::for_router`]), never copied.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use unit_router::{Dye, Facts, Listener, RouteToken, UnitId};
+use unitgate_geo::{GeoLookup, Location};
+
+use crate::request::headers;
+use crate::state::{Plane, Shared};
+
+/// What the gateway knows about one request beyond its header.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    /// Unix seconds when the request arrived.
+    pub now: i64,
+    pub client_ip: Option<IpAddr>,
+    /// The socket peer is a trusted proxy (its `x-forwarded-*` are kept).
+    pub peer_trusted: bool,
+    pub location: Option<Location>,
+    /// A verified, unexpired routing token (public listener).
+    pub token: Option<RouteToken>,
+    /// A verified, unexpired dye (internal listener).
+    pub dye: Option<Dye>,
+}
+
+/// Unix seconds now.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl RequestFacts {
+    /// Gather the facts of the request in `session` (before stripping).
+    pub fn gather(shared: &Shared, listener: Listener, session: &Session) -> Self {
+        let now = now_s();
+        let req = session.req_header();
+        let nets = &shared.cfg.trusted_proxies;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let xff = req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let client_ip = headers::client_ip(peer, xff, nets);
+        let location = match (&shared.geo, client_ip) {
+            (Some(g), Some(ip)) => g.locate(ip),
+            _ => None,
+        };
+        let (token, dye) = match listener {
+            Listener::Public => (verified_token(shared, req, now), None),
+            Listener::Internal => (None, verified_dye(shared, req, now)),
+        };
+        RequestFacts {
+            now,
+            client_ip,
+            peer_trusted: headers::peer_trusted(peer, nets),
+            location,
+            token,
+            dye,
+        }
+    }
+
+    /// The router's view of the request: these facts plus the request line
+    /// and user header of `req`, with the units in `exclude` already tried.
+    pub fn for_router<'a>(
+        &'a self,
+        listener: Listener,
+        req: &'a RequestHeader,
+        plane: &'a Plane,
+        exclude: &'a [UnitId],
+    ) -> Facts<'a> {
+        let user_header = plane.snap.topology.cluster.user_header.as_str();
+        Facts {
+            listener,
+            host: headers::host(req),
+            path: req.uri.path(),
+            method: req.method.as_str(),
+            // The auth issue's seam: the verified JWT user claim goes here.
+            claim_user: None,
+            token: self.token.as_ref(),
+            header_user: req.headers.get(user_header).and_then(|v| v.to_str().ok()),
+            country: self.location.as_ref().and_then(|l| l.country()),
+            subdivision: self.location.as_ref().and_then(|l| l.subdivision()),
+            dye: self.dye.as_ref(),
+            exclude,
+            here: plane.here,
+            now: self.now,
+        }
+    }
+}
+
+fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<RouteToken> {
+    let raw = headers::token(req)?;
+    let tokens = &shared.metrics.tokens;
+    match RouteToken::decode(raw, &shared.keys, now) {
+        Ok(t) => {
+            tokens.with_label_values(&["valid"]).inc();
+            Some(t)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "routing token ignored");
+            tokens.with_label_values(&["rejected"]).inc();
+            None
+        }
+    }
+}
+
+fn verified_dye(shared: &Shared, req: &RequestHeader, now: i64) -> Option<Dye> {
+    let baggage = headers::baggage(req)?;
+    let dyes = &shared.metrics.dyes;
+    match Dye::decode(&baggage, &shared.keys, now) {
+        Ok(Some(d)) => {
+            dyes.with_label_values(&["verified"]).inc();
+            Some(d)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "dye ignored");
+            dyes.with_label_values(&["rejected"]).inc();
+            None
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `GET /_unitgate/locate` (public): where the user lives, for apps at
+//! start-up: home, the unit serving it now, its region and entry hosts, and
+//! a fresh routing token (also set as the cookie).
+
+use pingora::proxy::Session;
+use pingora::Result;
+use unit_router::{locate, token, RouteToken};
+
+use crate::request::ctx::Ctx;
+use crate::request::respond::{respond, respond_json, GwError};
+use crate::state::{Plane, Shared};
+
+/// The path of the endpoint.
+pub const PATH: &str = "/_unitgate/locate";
+
+/// Answer the locate request in `session`.
+pub async fn answer(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &Ctx,
+    plane: &Plane,
+) -> Result<()> {
+    let topo = &plane.snap.topology;
+    let now = ctx.facts.now;
+    let located = {
+        let f = ctx
+            .facts
+            .for_router(ctx.listener, session.req_header(), plane, &[]);
+        locate(topo, &f)
+    };
+    let Some(loc) = located else {
+        return respond(session, &GwError::NoUnit).await;
+    };
+    let home = topo.unit(loc.home);
+    let serving = topo.unit(loc.serving);
+    let region = &topo.regions[serving.region.index()];
+    let ttl = topo.cluster.token_ttl_s;
+    let exp = now + ttl as i64;
+    let tok = RouteToken::new(loc.shard, &serving.name, topo.epoch, exp, &shared.keys);
+    let encoded = tok.encode(&shared.keys);
+    shared.metrics.tokens.with_label_values(&["issued"]).inc();
+    let body = serde_json::json!({
+        "home": home.name,
+        "unit": serving.name,
+        "shard": loc.shard,
+        "region": region.name,
+        "entries": region.entries,
+        "ttl": shared.cfg.hint_ttl_s,
+        "token": encoded,
+        "token_exp": exp,
+        "epoch": topo.epoch,
+    });
+    let cookie = token::set_cookie(&encoded, ttl);
+    respond_json(session, 200, &body, &[("set-cookie", cookie)]).await
+}

@@ -1,0 +1,294 @@
+//! The Pingora `ProxyHttp` shell, one phase hook each: `request_filter`
+//! gathers the request's facts once and asks the router; `upstream_peer`
+//! turns the decision into a peer (next endpoint, then next unit); the
+//! failure hooks record failures and mark retries; the header hooks render
+//! the decision ([`crate::request::render`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use unit_router::{decide, Decision, Listener, RouteError};
+
+use crate::request::ctx::Ctx;
+use crate::request::facts::RequestFacts;
+use crate::request::respond::{respond, GwError};
+use crate::request::{headers, locate, render};
+use crate::state::{Plane, Shared};
+use crate::upstream::attempt::Outcome;
+use crate::upstream::peer::http_peer;
+
+/// One listener's proxy logic.
+pub struct UnitProxy {
+    pub shared: Arc<Shared>,
+    pub listener: Listener,
+}
+
+impl UnitProxy {
+    fn listener_name(&self) -> &'static str {
+        match self.listener {
+            Listener::Public => "public",
+            Listener::Internal => "internal",
+        }
+    }
+
+    /// Ask the router, with the units already tried excluded.
+    fn route(&self, req: &RequestHeader, ctx: &Ctx, plane: &Plane) -> Result<Decision, RouteError> {
+        let f = ctx
+            .facts
+            .for_router(self.listener, req, plane, &ctx.attempts.tried_units);
+        decide(&plane.snap.topology, &f, &plane.pools)
+    }
+
+    /// Close the current attempt's bookkeeping.
+    fn end_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+        if ctx.attempts.end(outcome, &self.shared.policy) {
+            self.shared
+                .metrics
+                .attempts
+                .with_label_values(&[ctx.target_name(), outcome.label()])
+                .inc();
+        }
+    }
+
+    /// Whether one more attempt is allowed (attempt cap, retry budget).
+    fn may_retry(&self, ctx: &Ctx, kind: &str) -> bool {
+        if ctx.attempts.count >= self.shared.cfg.max_attempts {
+            return false;
+        }
+        if !self.shared.budget.try_retry() {
+            self.shared.metrics.retry_budget_exhausted.inc();
+            return false;
+        }
+        self.shared.metrics.retries.with_label_values(&[kind]).inc();
+        true
+    }
+
+    /// Answer `err` from the gateway itself; the request ends there.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, err: GwError) -> Result<bool> {
+        respond(session, &err).await?;
+        ctx.error = Some(err);
+        Ok(true)
+    }
+}
+
+fn gw_error(e: RouteError) -> GwError {
+    match e {
+        RouteError::NoRoute => GwError::NoRoute,
+        RouteError::NoUnit { .. } => GwError::NoUnit,
+        RouteError::HopLimit { .. } => GwError::HopLimit,
+    }
+}
+
+/// The gateway's answer for a proxy error that has none recorded yet.
+fn proxy_error(e: &Error) -> GwError {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            GwError::UpstreamTimeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::ConnectNoRoute => {
+            GwError::UpstreamUnavailable
+        }
+        ErrorType::HTTPStatus(503) => GwError::NoUnit,
+        _ if *e.esource() == ErrorSource::Upstream => GwError::UpstreamError,
+        _ => GwError::Internal,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for UnitProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.listener)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let shared = &self.shared;
+        shared.budget.deposit();
+        if headers::head_size(session.req_header()) > shared.cfg.max_header_bytes {
+            return self.answer(session, ctx, GwError::HeadersTooLarge).await;
+        }
+        let Some(plane) = shared.plane.load_full() else {
+            return self.answer(session, ctx, GwError::NotReady).await;
+        };
+        ctx.facts = RequestFacts::gather(shared, self.listener, session);
+        // Untrusted input never reaches an upstream: internal headers go.
+        headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
+        let req = session.req_header();
+        if self.listener == Listener::Public
+            && req.method == http::Method::GET
+            && req.uri.path() == locate::PATH
+        {
+            locate::answer(shared, session, ctx, &plane).await?;
+            return Ok(true);
+        }
+        let routed = self.route(req, ctx, &plane);
+        ctx.plane = Some(plane);
+        match routed {
+            Ok(d) => {
+                ctx.decision = Some(d);
+                Ok(false)
+            }
+            Err(e) => self.answer(session, ctx, gw_error(e)).await,
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(plane) = ctx.plane.clone() else {
+            return Err(Error::explain(ErrorType::InternalError, "no plane"));
+        };
+        // Bounded: each turn either returns or excludes one more unit.
+        for _ in 0..=plane.snap.topology.units.len() {
+            let Some(d) = ctx.decision else { break };
+            if let Some(pool) = plane.pools.get(d.target, d.service) {
+                if let Some(ep) = pool.pick(&ctx.attempts.tried_endpoints) {
+                    let peer = http_peer(ep.addr, &pool.settings);
+                    ctx.attempts.begin(ep);
+                    return Ok(Box::new(peer));
+                }
+            }
+            // No endpoint left in this unit: the next unit by the failover order.
+            ctx.attempts.tried_units.push(d.target);
+            match self.route(session.req_header(), ctx, &plane) {
+                Ok(next) => ctx.decision = Some(next),
+                Err(e) => {
+                    ctx.error = Some(gw_error(e));
+                    break;
+                }
+            }
+        }
+        ctx.error.get_or_insert(GwError::NoUnit);
+        Err(Error::explain(
+            ErrorType::HTTPStatus(503),
+            "no unit can serve",
+        ))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        render::upstream_request(&self.shared, ctx, up)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        render::response(&self.shared, ctx, resp)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the upstream: any method may be retried.
+        self.end_attempt(ctx, Outcome::Failed);
+        let retry = self.may_retry(ctx, "connect");
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if *e.esource() == ErrorSource::Downstream {
+            // The client went away or sent garbage: not the upstream's fault,
+            // and nobody is left to answer.
+            self.end_attempt(ctx, Outcome::ClientGone);
+            e.set_retry(false);
+            return e;
+        }
+        self.end_attempt(ctx, Outcome::Failed);
+        // Bytes may have reached the upstream: only idempotent methods are
+        // sent again, and only with the whole body still buffered.
+        let idempotent = session.req_header().method.is_idempotent();
+        let retry = idempotent
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.upstream_status.is_none()
+            && self.may_retry(ctx, "transport");
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = ctx.error.clone().unwrap_or_else(|| proxy_error(e));
+        let downstream_dead = *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        let code = if downstream_dead || session.response_written().is_some() {
+            0
+        } else {
+            let _ = respond(session, &err).await;
+            err.status()
+        };
+        ctx.error = Some(err);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let outcome = match e {
+            Some(e) if *e.esource() == ErrorSource::Downstream => Outcome::ClientGone,
+            Some(_) => Outcome::Failed,
+            None if ctx.upstream_status.is_some_and(|s| s >= 500) => Outcome::Failed,
+            None => Outcome::Ok,
+        };
+        self.end_attempt(ctx, outcome);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.error.as_ref().map(GwError::status))
+            .unwrap_or(0);
+        let (route, reason) = match (&ctx.plane, ctx.decision) {
+            (Some(p), Some(d)) => (
+                p.snap.topology.routes.get(d.route).name.as_str(),
+                d.reason.as_str(),
+            ),
+            _ => ("", ctx.error.as_ref().map_or("", GwError::code)),
+        };
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&[
+                self.listener_name(),
+                route,
+                reason,
+                status.to_string().as_str(),
+            ])
+            .inc();
+        m.duration
+            .with_label_values(&[self.listener_name()])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}

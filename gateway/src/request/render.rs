@@ -1,0 +1,83 @@
+//! Rendering the decision onto the wire: the upstream request's dye and
+//! forwarding headers, and the response's `x-unit-served-by`, routing cookie
+//! and GSLB hint. Everything is read off the final decision; nothing is
+//! decided here.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+use unit_router::{hint_value, token, Decision, RouteToken, Topology};
+
+use crate::request::ctx::Ctx;
+use crate::request::headers;
+use crate::state::Shared;
+
+/// Dye and forwarding headers of the upstream request.
+pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
+    let (Some(d), Some(plane)) = (ctx.decision, ctx.plane.as_ref()) else {
+        return Ok(());
+    };
+    let topo = &plane.snap.topology;
+    let exp = ctx.facts.now + shared.cfg.dye_ttl_s as i64;
+    headers::strip_baggage(up);
+    if let Some(dye) = d.dye(topo, ctx.facts.dye.as_ref(), exp) {
+        let existing = headers::baggage(up);
+        up.remove_header("baggage");
+        up.insert_header("baggage", dye.merge_into(existing.as_deref(), &shared.keys))?;
+        shared.metrics.dyes.with_label_values(&["set"]).inc();
+    }
+    if let Some(ip) = ctx.facts.client_ip {
+        let xff = match up
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        up.insert_header("x-forwarded-for", xff)?;
+    }
+    if up.headers.get("x-forwarded-proto").is_none() {
+        up.insert_header("x-forwarded-proto", "http")?;
+    }
+    Ok(())
+}
+
+/// The gateway's response headers; an upstream's own `x-unit-*` are dropped.
+pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+    let names: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-unit-"))
+        .cloned()
+        .collect();
+    for n in names {
+        resp.remove_header(&n);
+    }
+    let (Some(d), Some(plane)) = (ctx.decision, ctx.plane.as_ref()) else {
+        return Ok(());
+    };
+    let topo = &plane.snap.topology;
+    resp.insert_header("x-unit-served-by", topo.unit(d.target).name.as_str())?;
+    if let Some(cookie) = cookie(shared, topo, &d, ctx.facts.now) {
+        resp.append_header("set-cookie", cookie)?;
+    }
+    if let Some(u) = d.hint() {
+        resp.insert_header("x-unit-hint", hint_value(topo, u, shared.cfg.hint_ttl_s))?;
+    }
+    Ok(())
+}
+
+/// The `Set-Cookie` value for the token the decision issues, if any.
+fn cookie(shared: &Shared, topo: &Topology, d: &Decision, now: i64) -> Option<String> {
+    let a = d.token_to_issue()?;
+    let ttl = topo.cluster.token_ttl_s;
+    let tok = RouteToken::new(
+        a.shard,
+        &topo.unit(a.unit).name,
+        topo.epoch,
+        now + ttl as i64,
+        &shared.keys,
+    );
+    shared.metrics.tokens.with_label_values(&["issued"]).inc();
+    Some(token::set_cookie(&tok.encode(&shared.keys), ttl))
+}
