@@ -1,7 +1,7 @@
 //! Validate, apply, publish: the one place a topology snapshot changes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -35,12 +35,43 @@ pub enum ApplyError {
     },
     #[error("change at epoch {epoch} is older than the snapshot in force ({current})")]
     Stale { epoch: i64, current: i64 },
+    /// Another publish came first: the candidate was derived from a snapshot
+    /// that is no longer in force (a re-evaluation, the file source's next
+    /// epoch, the last-known-good snapshot at start), or it repeats the epoch
+    /// in force but was built at an earlier time. Not counted as a rejection.
+    #[error("change at epoch {epoch} superseded: another snapshot was published first")]
+    Superseded { epoch: i64, current: Option<i64> },
+}
+
+/// What a publish requires of the snapshot in force. Checked under the
+/// writer lock, together with the store, so no other publish can come
+/// between the check and the store.
+enum Expect {
+    /// No snapshot in force yet.
+    Empty,
+    /// Exactly this snapshot in force (compared by pointer).
+    Same(Arc<Snapshot>),
+    /// No newer epoch in force; at the same epoch, no snapshot built later.
+    NotNewer,
+}
+
+/// A validated candidate: built, not yet published.
+struct Prepared {
+    snap: Arc<Snapshot>,
+    /// Unix seconds the topology was built at (drain deadlines are judged by it).
+    now: i64,
+    /// `None` keeps the origin of the snapshot in force (a re-evaluation).
+    origin: Option<String>,
 }
 
 struct Inner {
     current: ArcSwapOption<Snapshot>,
     epoch_tx: watch::Sender<i64>,
     status: Mutex<Status>,
+    /// Held by a publish from its check to its last-known-good write: the one
+    /// writer of `current`, the applied part of `status`, `epoch_tx` and the
+    /// last-known-good file.
+    writer: Mutex<()>,
     state_dir: Option<PathBuf>,
     clock: Box<dyn Clock>,
 }
@@ -77,6 +108,7 @@ impl ConfigCenter {
                     source: "none".into(),
                     ..Status::default()
                 }),
+                writer: Mutex::new(()),
                 state_dir,
                 clock: Box::new(clock),
             }),
@@ -105,60 +137,144 @@ impl ConfigCenter {
 
     /// A copy of the status.
     pub fn status(&self) -> Status {
-        self.inner.status.lock().expect("status lock").clone()
+        self.status_lock().clone()
+    }
+
+    fn status_lock(&self) -> MutexGuard<'_, Status> {
+        self.inner.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Validate and publish the pairs `kv` as of `epoch`. A rejected change
-    /// leaves the snapshot in force untouched.
+    /// leaves the snapshot in force untouched; so does a change older than
+    /// the snapshot in force, even when it loses a race to a newer one.
     pub fn apply(&self, epoch: i64, kv: Kv) -> Result<Arc<Snapshot>, ApplyError> {
-        self.apply_from(epoch, kv, "source")
+        // Cheap early answer; `publish` checks again under the writer lock.
+        if let Some(current) = self.epoch().filter(|&c| epoch < c) {
+            let e = ApplyError::Stale { epoch, current };
+            self.note_rejection(&e);
+            return Err(e);
+        }
+        let p = self.prepare(epoch, kv, Some("source"))?;
+        self.publish(p, Expect::NotNewer)
     }
 
-    fn apply_from(&self, epoch: i64, kv: Kv, origin: &str) -> Result<Arc<Snapshot>, ApplyError> {
-        if let Some(current) = self.epoch() {
-            if epoch < current {
-                let e = ApplyError::Stale { epoch, current };
-                self.note_rejection(&e);
-                return Err(e);
+    /// Publish `kv` at the epoch after the one in force (1 for the first),
+    /// unless it equals the pairs in force. Returns the epoch in force after.
+    /// Choosing the epoch and publishing are one compare-and-swap, so two
+    /// callers never publish the same epoch or undo each other.
+    pub fn apply_next(&self, kv: Kv) -> Result<i64, ApplyError> {
+        loop {
+            let base = self.current();
+            if let Some(b) = base.as_ref().filter(|b| b.kv == kv) {
+                return Ok(b.epoch());
+            }
+            let epoch = base.as_ref().map_or(0, |b| b.epoch()) + 1;
+            let p = self.prepare(epoch, kv.clone(), Some("source"))?;
+            let expect = base.map_or(Expect::Empty, Expect::Same);
+            match self.publish(p, expect) {
+                Err(ApplyError::Superseded { .. }) => continue,
+                r => return r.map(|s| s.epoch()),
             }
         }
+    }
+
+    /// Build and validate a candidate (no shared state changes, except the
+    /// rejection count when it is invalid).
+    fn prepare(&self, epoch: i64, kv: Kv, origin: Option<&str>) -> Result<Prepared, ApplyError> {
         let now = self.now();
-        let topology = match Topology::build(epoch, &kv, now) {
-            Ok(t) => t,
-            Err(errors) => {
-                let e = ApplyError::Invalid { epoch, errors };
+        let topology = Topology::build(epoch, &kv, now).map_err(|errors| {
+            let e = ApplyError::Invalid { epoch, errors };
+            self.note_rejection(&e);
+            e
+        })?;
+        Ok(Prepared {
+            snap: Arc::new(Snapshot { topology, kv }),
+            now,
+            origin: origin.map(str::to_owned),
+        })
+    }
+
+    /// Publish a candidate if the snapshot in force is still what `expect`
+    /// says: check, store, status, notification and last-known-good write
+    /// happen under the writer lock, as one step.
+    fn publish(&self, p: Prepared, expect: Expect) -> Result<Arc<Snapshot>, ApplyError> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = p.snap.epoch();
+        let in_force = self.current();
+        if let Err(e) = self.check(&p, &expect, in_force.as_ref()) {
+            if matches!(e, ApplyError::Stale { .. }) {
                 self.note_rejection(&e);
-                return Err(e);
+            } else {
+                tracing::debug!(error = %e, "topology candidate dropped");
             }
-        };
-        for n in &topology.notices {
+            return Err(e);
+        }
+        for n in &p.snap.topology.notices {
             tracing::warn!(epoch, notice = %n, "topology applied with a notice");
         }
-        let snap = Arc::new(Snapshot { topology, kv });
-        self.inner.current.store(Some(snap.clone()));
-        {
-            let mut st = self.inner.status.lock().expect("status lock");
+        self.inner.current.store(Some(p.snap.clone()));
+        let origin = {
+            let mut st = self.status_lock();
+            let origin = p
+                .origin
+                .or_else(|| st.origin.clone())
+                .unwrap_or_else(|| "source".into());
             st.epoch = Some(epoch);
-            st.origin = Some(origin.to_owned());
-            st.applied_at = Some(now);
+            st.origin = Some(origin.clone());
+            st.applied_at = Some(p.now);
             st.applied_changes += 1;
-            st.notices = snap.topology.notices.clone();
-        }
+            st.notices = p.snap.topology.notices.clone();
+            origin
+        };
         tracing::info!(epoch, origin, "topology snapshot applied");
         self.inner.epoch_tx.send_replace(epoch);
         if origin != "last-known-good" {
-            self.persist(&snap, now);
+            self.persist(&p.snap, p.now);
         }
-        Ok(snap)
+        Ok(p.snap)
+    }
+
+    /// Whether `p` may replace `in_force` (called under the writer lock).
+    fn check(
+        &self,
+        p: &Prepared,
+        expect: &Expect,
+        in_force: Option<&Arc<Snapshot>>,
+    ) -> Result<(), ApplyError> {
+        let epoch = p.snap.epoch();
+        let current = in_force.map(|s| s.epoch());
+        let superseded = ApplyError::Superseded { epoch, current };
+        match (expect, in_force) {
+            (Expect::Empty, None) | (Expect::NotNewer, None) => Ok(()),
+            (Expect::Empty, Some(_)) | (Expect::Same(_), None) => Err(superseded),
+            (Expect::Same(base), Some(cur)) if Arc::ptr_eq(base, cur) => Ok(()),
+            (Expect::Same(_), Some(_)) => Err(superseded),
+            (Expect::NotNewer, Some(cur)) if epoch < cur.epoch() => Err(ApplyError::Stale {
+                epoch,
+                current: cur.epoch(),
+            }),
+            (Expect::NotNewer, Some(cur)) if epoch == cur.epoch() => {
+                // The same epoch holds the same pairs: keep the later build.
+                let built_at = self.status_lock().applied_at.unwrap_or(i64::MIN);
+                if p.now < built_at {
+                    Err(superseded)
+                } else {
+                    Ok(())
+                }
+            }
+            (Expect::NotNewer, Some(_)) => Ok(()),
+        }
     }
 
     fn note_rejection(&self, e: &ApplyError) {
         tracing::error!(error = %e, "topology change rejected; last good snapshot stays in force");
-        let mut st = self.inner.status.lock().expect("status lock");
+        let mut st = self.status_lock();
         st.rejected_changes += 1;
         st.last_error = Some(e.to_string());
     }
 
+    /// Write the last-known-good snapshot (called under the writer lock, so
+    /// writes reach the disk in publish order).
     fn persist(&self, snap: &Snapshot, now: i64) {
         let Some(dir) = &self.inner.state_dir else {
             return;
@@ -188,17 +304,26 @@ impl ConfigCenter {
         if self.epoch().is_some() {
             return Ok(None);
         }
-        self.apply_from(stored.epoch, stored.kv, "last-known-good")
-            .map(|s| Some(s.epoch()))
-            .map_err(|e| format!("{}: {e}", lkg::path(dir).display()))
+        let published = self
+            .prepare(stored.epoch, stored.kv, Some("last-known-good"))
+            .and_then(|p| self.publish(p, Expect::Empty));
+        match published {
+            Ok(s) => Ok(Some(s.epoch())),
+            // A source published first: its snapshot is newer than the file.
+            Err(ApplyError::Superseded { .. }) => Ok(None),
+            Err(e) => Err(format!("{}: {e}", lkg::path(dir).display())),
+        }
     }
 
     /// Rebuild the snapshot in force from its own pairs (same epoch): drain
-    /// `until` deadlines are re-evaluated.
+    /// `until` deadlines are re-evaluated. The rebuild replaces only the
+    /// snapshot it was built from; if anything was published meanwhile, it is
+    /// dropped (the newer snapshot was built later anyway).
     pub fn reevaluate(&self) {
-        if let Some(s) = self.current() {
-            let origin = self.status().origin.unwrap_or_else(|| "source".into());
-            let _ = self.apply_from(s.epoch(), s.kv.clone(), &origin);
+        if let Some(base) = self.current() {
+            let _ = self
+                .prepare(base.epoch(), base.kv.clone(), None)
+                .and_then(|p| self.publish(p, Expect::Same(base)));
         }
     }
 
@@ -227,26 +352,22 @@ impl ConfigCenter {
 
     /// Describe the source (shown in status).
     pub fn set_source(&self, source: impl Into<String>) {
-        self.inner.status.lock().expect("status lock").source = source.into();
+        self.status_lock().source = source.into();
     }
 
     /// Record whether the source is reachable.
     pub fn set_connected(&self, connected: bool) {
-        self.inner.status.lock().expect("status lock").connected = connected;
+        self.status_lock().connected = connected;
     }
 
     /// Record that the source re-listed after a compaction.
     pub fn note_relist(&self) {
-        self.inner
-            .status
-            .lock()
-            .expect("status lock")
-            .compaction_relists += 1;
+        self.status_lock().compaction_relists += 1;
     }
 
     /// Record a source error (shown in status).
     pub fn record_error(&self, e: impl Into<String>) {
-        self.inner.status.lock().expect("status lock").last_error = Some(e.into());
+        self.status_lock().last_error = Some(e.into());
     }
 }
 
@@ -315,5 +436,185 @@ mod tests {
         }
         assert_eq!(c.status().applied_changes, 2);
         task.abort();
+    }
+
+    /// The sample with sh-a drained: a different change than `sample()`.
+    fn changed() -> Kv {
+        let mut kv = sample();
+        kv.insert("drain/dc/sh-a".into(), r#"{"reason":"test"}"#.into());
+        kv
+    }
+
+    fn on_disk(dir: &tempfile::TempDir) -> lkg::Stored {
+        lkg::read(dir.path())
+            .unwrap()
+            .expect("a last-known-good file")
+    }
+
+    /// The drain-expiry task rebuilds epoch 5 while a source publishes 6:
+    /// the rebuild of 5, published last, must not bring 5 back.
+    #[test]
+    fn a_reevaluation_never_replaces_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let c = ConfigCenter::with_clock(Some(dir.path().into()), clock.clone());
+        let rx = c.subscribe();
+        c.apply(5, sample()).unwrap();
+
+        // What `reevaluate` does, cut between its build and its publish.
+        clock.set(1_800_000_001);
+        let base = c.current().unwrap();
+        let rebuilt = c.prepare(base.epoch(), base.kv.clone(), None).unwrap();
+        c.apply(6, changed()).unwrap();
+        let late = c.publish(rebuilt, Expect::Same(base));
+
+        assert!(
+            matches!(
+                late,
+                Err(ApplyError::Superseded {
+                    epoch: 5,
+                    current: Some(6)
+                })
+            ),
+            "{late:?}"
+        );
+        assert_eq!(c.epoch(), Some(6));
+        assert_eq!(c.current().unwrap().kv, changed());
+        assert_eq!(*rx.borrow(), 6);
+        let st = c.status();
+        assert_eq!(st.epoch, Some(6));
+        assert_eq!((st.applied_changes, st.rejected_changes), (2, 0));
+        assert_eq!(st.last_error, None, "a dropped rebuild is no error");
+        let stored = on_disk(&dir);
+        assert_eq!((stored.epoch, stored.kv), (6, changed()));
+
+        // With nothing published meanwhile, a re-evaluation does replace.
+        c.reevaluate();
+        assert_eq!(c.status().applied_changes, 3);
+        assert_eq!(c.epoch(), Some(6));
+    }
+
+    /// A source change of epoch 5 that passed the early check loses the race
+    /// to epoch 6: it is rejected as stale, not stored over 6.
+    #[test]
+    fn a_stale_source_change_never_replaces_a_newer_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ConfigCenter::new(Some(dir.path().into()));
+        let rx = c.subscribe();
+        let slow = c.prepare(5, sample(), Some("source")).unwrap();
+        c.apply(6, changed()).unwrap();
+        let late = c.publish(slow, Expect::NotNewer);
+
+        assert!(
+            matches!(
+                late,
+                Err(ApplyError::Stale {
+                    epoch: 5,
+                    current: 6
+                })
+            ),
+            "{late:?}"
+        );
+        assert_eq!(c.epoch(), Some(6));
+        assert_eq!(*rx.borrow(), 6);
+        let st = c.status();
+        assert_eq!((st.applied_changes, st.rejected_changes), (1, 1));
+        assert_eq!(on_disk(&dir).epoch, 6);
+        // The early check answers the same without building.
+        assert!(matches!(
+            c.apply(4, sample()),
+            Err(ApplyError::Stale {
+                epoch: 4,
+                current: 6
+            })
+        ));
+        assert_eq!(c.status().rejected_changes, 2);
+    }
+
+    /// A source re-applies the epoch in force (a re-list at the same
+    /// revision), built before a drain expired; the re-evaluation that saw
+    /// the expiry came first and stays.
+    #[test]
+    fn a_same_epoch_change_built_earlier_never_replaces_a_later_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let c = ConfigCenter::with_clock(Some(dir.path().into()), clock.clone());
+        let mut kv = sample();
+        kv.insert(
+            "drain/unit/bj-1".into(),
+            r#"{"until":"2027-01-15T08:00:01Z"}"#.into(),
+        );
+        c.apply(3, kv.clone()).unwrap();
+        let bj1 = c.current().unwrap().topology.unit_id("bj-1").unwrap();
+        let drained = |c: &ConfigCenter| c.current().unwrap().topology.unit(bj1).drain.is_some();
+
+        let relisted = c.prepare(3, kv, Some("source")).unwrap();
+        clock.set(1_800_000_001);
+        c.reevaluate();
+        assert!(!drained(&c), "the drain expired");
+        let late = c.publish(relisted, Expect::NotNewer);
+
+        assert!(
+            matches!(late, Err(ApplyError::Superseded { epoch: 3, .. })),
+            "{late:?}"
+        );
+        assert!(!drained(&c), "an expired drain is not brought back");
+        let st = c.status();
+        assert_eq!((st.applied_changes, st.rejected_changes), (2, 0));
+        assert_eq!(st.applied_at, Some(1_800_000_001));
+        assert_eq!(on_disk(&dir).written_at, 1_800_000_001);
+    }
+
+    /// The last-known-good file is read at start; a source publishes first.
+    /// The file, even with a higher epoch, must not replace the source's.
+    #[test]
+    fn the_last_known_good_never_replaces_a_source_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        ConfigCenter::new(Some(dir.path().into()))
+            .apply(9, changed())
+            .unwrap();
+        let c = ConfigCenter::new(Some(dir.path().into()));
+        let stored = on_disk(&dir);
+        let from_disk = c
+            .prepare(stored.epoch, stored.kv, Some("last-known-good"))
+            .unwrap();
+        assert_eq!(c.apply_next(sample()).unwrap(), 1);
+        let late = c.publish(from_disk, Expect::Empty);
+
+        assert!(
+            matches!(
+                late,
+                Err(ApplyError::Superseded {
+                    epoch: 9,
+                    current: Some(1)
+                })
+            ),
+            "{late:?}"
+        );
+        assert_eq!(c.epoch(), Some(1));
+        assert_eq!(c.status().origin.as_deref(), Some("source"));
+        assert_eq!((on_disk(&dir).epoch, on_disk(&dir).kv), (1, sample()));
+        assert_eq!(c.load_last_known_good(), Ok(None));
+        assert_eq!(c.epoch(), Some(1));
+    }
+
+    #[test]
+    fn apply_next_counts_from_the_snapshot_in_force() {
+        let c = ConfigCenter::new(None);
+        assert_eq!(c.apply_next(sample()).unwrap(), 1);
+        assert_eq!(c.apply_next(sample()).unwrap(), 1, "same pairs, same epoch");
+        c.reevaluate();
+        assert_eq!(c.apply_next(changed()).unwrap(), 2);
+        c.apply(40, sample()).unwrap();
+        assert_eq!(c.apply_next(changed()).unwrap(), 41);
+        let mut bad = changed();
+        bad.insert("cluster".into(), "{".into());
+        assert!(matches!(
+            c.apply_next(bad),
+            Err(ApplyError::Invalid { epoch: 42, .. })
+        ));
+        assert_eq!(c.epoch(), Some(41));
+        let st = c.status();
+        assert_eq!((st.applied_changes, st.rejected_changes), (5, 1));
     }
 }

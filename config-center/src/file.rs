@@ -47,11 +47,8 @@ impl FileSource {
             }
         };
         center.set_connected(true);
-        if center.current().is_some_and(|s| s.kv == kv) {
-            return Ok(center.epoch().unwrap_or(0));
-        }
-        let epoch = center.epoch().unwrap_or(0) + 1;
-        Ok(center.apply(epoch, kv)?.epoch())
+        // The epoch after the one in force, chosen and published as one step.
+        Ok(center.apply_next(kv)?)
     }
 
     /// Poll the file forever, applying each change.
