@@ -193,6 +193,49 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_names_the_unit_that_served_so_the_user_stays_there() {
+    // A region route with a user key: served in this gateway's region
+    // (cn-north). The cookie must name that unit, not the user's shard
+    // owner (sh-1), or the next request would move to cn-east.
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let r = get(&gw.url("/profile/1"), &[("x-user-id", "60")]).await;
+    let first = served_by(&r);
+    assert!(["bj-1", "bj-2"].contains(&first.as_str()), "{first}");
+    assert!(r.headers().get("x-unit-hint").is_none());
+    let token = cookie_token(&r).expect("a token for a region route");
+    let t = RouteToken::decode(&token, &keys(), 0).unwrap();
+    assert_eq!(t.unit, first);
+    for _ in 0..3 {
+        let r = get(&gw.url("/profile/1"), &[("x-unit-route", &token)]).await;
+        assert_eq!(served_by(&r), first);
+        assert!(cookie_token(&r).is_none(), "the token is kept");
+        assert!(r.headers().get("x-unit-hint").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hint_points_at_a_home_that_cannot_serve() {
+    // User 99's home sh-2 (cn-east) is down: served by bj-2 in this region,
+    // with no hint toward cn-east; the cookie still names home.
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, &["sh-2"], dir.path(), GatewayArgs::default()).await;
+    let r = get(&gw.url("/orders/1"), &[("x-user-id", "99")]).await;
+    assert_eq!((r.status().as_u16(), served_by(&r)), (200, "bj-2".into()));
+    assert!(r.headers().get("x-unit-hint").is_none());
+    let t = RouteToken::decode(&cookie_token(&r).unwrap(), &keys(), 0).unwrap();
+    assert_eq!((t.shard, t.unit.as_str()), (Some(99), "sh-2"));
+    // Home up: the hint names it.
+    let r = get(&gw.url("/orders/1"), &[("x-user-id", "60")]).await;
+    assert_eq!(
+        r.headers()["x-unit-hint"],
+        "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_headers_are_stripped_on_the_public_listener() {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
