@@ -4,8 +4,24 @@ use std::process::Command;
 
 use unitgate_tests::sample_path;
 
+/// Free loopback ports for the three listeners, so that no case depends on
+/// a fixed port being free (the cases that fail before binding, `--config`
+/// and `--listen`, go as they are).
+fn free_listeners() -> Vec<String> {
+    ["--listen", "--internal-listen", "--admin-listen"]
+        .into_iter()
+        .flat_map(|flag| {
+            let addr = format!("127.0.0.1:{}", unitgate_tests::free_port());
+            [flag.to_owned(), addr]
+        })
+        .collect()
+}
+
 fn run(args: &[&str]) -> (i32, String) {
+    let with_ports = !args.iter().any(|a| *a == "--config" || *a == "--listen");
+    let ports = if with_ports { free_listeners() } else { Vec::new() };
     let o = Command::new(env!("CARGO_BIN_EXE_unitgate"))
+        .args(ports)
         .args(args)
         .env_remove("UNITGATE_KEYS")
         .output()
