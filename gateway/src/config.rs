@@ -202,7 +202,7 @@ impl Config {
             max_attempts,
             retry_budget_percent,
             dye_ttl_s: file.dye_ttl_s.unwrap_or(60),
-            hint_ttl_s: file.hint_ttl_s.unwrap_or(300),
+            hint_ttl_s: file.hint_ttl_s.unwrap_or(unit_router::DEFAULT_HINT_TTL_S),
             max_header_bytes: file.max_header_bytes.unwrap_or(32 * 1024),
             eject_after_failures: file.eject_after_failures.unwrap_or(3).max(1),
         };

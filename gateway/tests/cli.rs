@@ -19,7 +19,11 @@ fn free_listeners() -> Vec<String> {
 
 fn run(args: &[&str]) -> (i32, String) {
     let with_ports = !args.iter().any(|a| *a == "--config" || *a == "--listen");
-    let ports = if with_ports { free_listeners() } else { Vec::new() };
+    let ports = if with_ports {
+        free_listeners()
+    } else {
+        Vec::new()
+    };
     let o = Command::new(env!("CARGO_BIN_EXE_unitgate"))
         .args(ports)
         .args(args)

@@ -163,6 +163,9 @@ impl Decision {
     }
 }
 
+/// How long a client may trust a GSLB hint, unless the gateway says otherwise.
+pub const DEFAULT_HINT_TTL_S: u64 = 300;
+
 /// The GSLB hint value for `unit`: `unit=<u>; region=<r>; entry=<host>; ttl=<s>`.
 pub fn hint_value(topo: &Topology, unit: UnitId, ttl_s: u64) -> String {
     let u = topo.unit(unit);

@@ -25,6 +25,7 @@ pub mod topology;
 
 pub use decide::{
     decide, hint_value, locate, Affinity, Decision, Facts, Here, KeySource, Located, RouteError,
+    DEFAULT_HINT_TTL_S,
 };
 pub use drain::{Drain, DrainTarget, Stranded};
 pub use dye::{Dye, DyeError};

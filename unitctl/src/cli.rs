@@ -108,6 +108,13 @@ pub struct ExplainArgs {
     /// The region of the deciding gateway (defaults to its dc's region).
     #[arg(long)]
     pub region: Option<String>,
+    /// The routing token the client echoes (as in its `ug_route` cookie);
+    /// its signature is not checked here.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The hint TTL the gateway is configured with (`hint_ttl_s`).
+    #[arg(long, default_value_t = unit_router::DEFAULT_HINT_TTL_S)]
+    pub hint_ttl: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

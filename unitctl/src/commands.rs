@@ -432,6 +432,29 @@ fn drain_note(d: &unit_router::Drain) -> String {
     }
 }
 
+/// The cookie and hint a public client gets, as the gateway renders them.
+fn print_affinity(topo: &Topology, d: &unit_router::Decision, hint_ttl: u64) {
+    let Some(a) = d.affinity else {
+        println!("cookie    none (no routing token for this route and listener)");
+        return;
+    };
+    let unit = &topo.unit(a.unit).name;
+    let shard = a.shard.map_or("none".to_owned(), |s| s.to_string());
+    if a.token_fresh {
+        println!("cookie    keep the client's token (shard {shard}, unit {unit})");
+    } else {
+        println!(
+            "cookie    {}=<token shard {shard}, unit {unit}>; Max-Age={}",
+            unit_router::token::COOKIE,
+            topo.cluster.token_ttl_s
+        );
+    }
+    match d.hint() {
+        Some(u) => println!("hint      {}", unit_router::hint_value(topo, u, hint_ttl)),
+        None => println!("hint      none"),
+    }
+}
+
 async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     let (rev, kv, from) = read_topology(t).await?;
     let topo = build(rev, &kv)?;
@@ -469,8 +492,16 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
         .as_ref()
         .and_then(|l| l.subdivision())
         .or(a.subdivision.as_deref());
+    let token = match &a.token {
+        Some(t) => Some(
+            unit_router::RouteToken::decode_unverified(t)
+                .map_err(|e| anyhow!("--token: not a routing token ({e})"))?,
+        ),
+        None => None,
+    };
     let facts = Facts {
         header_user: a.user.as_deref(),
+        token: token.as_ref(),
         country,
         subdivision,
         here: Here::resolve(&topo, a.region.as_deref(), a.dc.as_deref()),
@@ -507,6 +538,7 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
             println!("target    {}", place(d.target));
             println!("reason    {}", d.reason.as_str());
             println!("hops      {}", d.hops);
+            print_affinity(&topo, &d, a.hint_ttl);
             Ok(0)
         }
         Err(RouteError::NoRoute) => {

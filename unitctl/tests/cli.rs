@@ -202,6 +202,62 @@ fn explain_reads_a_file_without_etcd() {
     assert!(none.stdout.contains("no route"), "{}", none.stdout);
 }
 
+#[test]
+fn explain_shows_the_cookie_and_hint_the_gateway_renders() {
+    let file = sample();
+    let explain = |path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--file",
+            file.as_str(),
+            "explain",
+            "--host",
+            "api.example.com",
+            "--path",
+            path,
+            "--user",
+            "60",
+            "--dc",
+            "bj-a",
+        ];
+        args.extend_from_slice(extra);
+        let out = unitctl(None, &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    };
+    // Shard route from cn-north: home sh-1 in cn-east, hinted there.
+    let out = explain("/orders/1", &[]);
+    assert!(
+        out.contains("cookie    ug_route=<token shard 60, unit sh-1>; Max-Age=86400"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hint      unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"),
+        "{out}"
+    );
+    // Region route: served in this region, and the cookie says so.
+    let out = explain("/profile/1", &["--hint-ttl", "60"]);
+    let target = out
+        .lines()
+        .find_map(|l| l.strip_prefix("target    "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    assert!(target.starts_with("bj-"), "{out}");
+    assert!(
+        out.contains(&format!("<token shard 60, unit {target}>")),
+        "{out}"
+    );
+    assert!(out.contains("hint      none"), "{out}");
+    // The client echoing that token keeps it.
+    let keys = unit_router::Keyring::new("k", [("k".to_owned(), vec![7; 32])].into()).unwrap();
+    let tok = unit_router::RouteToken::new(Some(60), &target, 1, i64::MAX / 2, &keys);
+    let out = explain("/profile/1", &["--token", &tok.encode(&keys)]);
+    assert!(out.contains("cookie    keep the client's token"), "{out}");
+    // Center traffic gets no token.
+    let out = explain("/config", &[]);
+    assert!(out.contains("cookie    none"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_drain_status_explain_undrain() {
     let etcd = Etcd::start().await.unwrap();
