@@ -36,7 +36,7 @@ pub struct Shared {
     pub policy: EjectPolicy,
     pub started_at: i64,
     /// Monotonic origin for endpoint timers.
-    pub epoch: Instant,
+    pub clock_origin: Instant,
     /// Epoch of the plane in force (for registration and status).
     pub applied_epoch: AtomicI64,
 }
@@ -63,7 +63,7 @@ impl Shared {
             metrics: Metrics::new(),
             budget,
             policy,
-            epoch: Instant::now(),
+            clock_origin: Instant::now(),
             applied_epoch: AtomicI64::new(0),
         })
     }
@@ -82,7 +82,7 @@ impl Shared {
             &snap.topology,
             old.as_ref().map(|p| &p.pools),
             old.as_ref().map(|p| &p.snap.topology),
-            self.epoch,
+            self.clock_origin,
         );
         let here = Here::resolve(
             &snap.topology,

@@ -51,18 +51,19 @@ pub struct Endpoint {
     inflight: AtomicU32,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    /// Milliseconds since `epoch` until which the endpoint is ejected.
+    /// Milliseconds since `origin` until which the endpoint is ejected.
     ejected_until_ms: AtomicU64,
     /// Verdict of the last active check (true until a check says otherwise).
     active_up: AtomicBool,
     window_start_ms: AtomicU64,
     window_requests: AtomicU32,
     window_errors: AtomicU32,
-    epoch: Instant,
+    /// Monotonic origin of this endpoint's millisecond timers.
+    origin: Instant,
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr, epoch: Instant) -> Self {
+    fn new(addr: SocketAddr, origin: Instant) -> Self {
         Endpoint {
             addr,
             ewma_us: AtomicU64::new(0),
@@ -74,12 +75,12 @@ impl Endpoint {
             window_start_ms: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
             window_errors: AtomicU32::new(0),
-            epoch,
+            origin,
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.origin.elapsed().as_millis() as u64
     }
 
     /// Not ejected and not failed by an active check.
@@ -227,7 +228,7 @@ impl Pools {
         topo: &Topology,
         previous: Option<&Pools>,
         prev_topo: Option<&Topology>,
-        epoch: Instant,
+        origin: Instant,
     ) -> Pools {
         let mut old: HashMap<(&str, &str, SocketAddr), Arc<Endpoint>> = HashMap::new();
         if let (Some(p), Some(t)) = (previous, prev_topo) {
@@ -252,7 +253,7 @@ impl Pools {
                         .map(|&a| {
                             old.get(&(unit.name.as_str(), name.as_str(), a))
                                 .cloned()
-                                .unwrap_or_else(|| Arc::new(Endpoint::new(a, epoch)))
+                                .unwrap_or_else(|| Arc::new(Endpoint::new(a, origin)))
                         })
                         .collect();
                     Arc::new(Pool {
@@ -293,13 +294,13 @@ mod tests {
     use super::*;
 
     fn pool(n: u16) -> Pool {
-        let epoch = Instant::now();
+        let origin = Instant::now();
         Pool {
             endpoints: (0..n)
                 .map(|i| {
                     Arc::new(Endpoint::new(
                         SocketAddr::from(([127, 0, 0, 1], 9000 + i)),
-                        epoch,
+                        origin,
                     ))
                 })
                 .collect(),
