@@ -105,120 +105,157 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// The topology source from flags over file.
+fn topology_source(
+    topology_file: Option<PathBuf>,
+    etcd: Option<Vec<String>>,
+    prefix: String,
+) -> Result<TopologySource, ConfigError> {
+    match (topology_file, etcd) {
+        (Some(_), Some(_)) => Err(invalid("give either --topology-file or --etcd, not both")),
+        (Some(f), None) => Ok(TopologySource::File(f)),
+        (None, Some(e)) if e.is_empty() => Err(invalid("--etcd: no endpoint given")),
+        (None, Some(e)) => {
+            if let Some(ep) = e
+                .iter()
+                .find(|ep| !(ep.starts_with("http://") || ep.starts_with("https://")))
+            {
+                return Err(invalid(format!(
+                    "--etcd: {ep:?} must be an http:// or https:// URL"
+                )));
+            }
+            Ok(TopologySource::Etcd {
+                endpoints: e,
+                prefix,
+            })
+        }
+        (None, None) => Err(invalid(
+            "no topology source: give --topology-file PATH or --etcd URL (see --help)",
+        )),
+    }
+}
+
+/// Trusted proxy networks (CIDRs or single addresses).
+fn trusted_proxies(list: Option<Vec<String>>) -> Result<Vec<IpNet>, ConfigError> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(format!(
+                        "--trusted-proxies: {s:?} is not a CIDR or IP address"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `v`, or `default`, if within `range`; else an error naming `name`.
+fn within<T>(
+    name: &str,
+    v: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let v = v.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(format!(
+            "{name}: {v} is not within {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// The three listeners, each on its own address.
+fn listeners(
+    file: &mut FileConfig,
+    o: &mut Overrides,
+) -> Result<(SocketAddr, SocketAddr, SocketAddr), ConfigError> {
+    let listen = addr(
+        "--listen",
+        o.listen.take().or(file.listen.take()),
+        "127.0.0.1:8080",
+    )?;
+    let internal = addr(
+        "--internal-listen",
+        o.internal_listen.take().or(file.internal_listen.take()),
+        "127.0.0.1:8081",
+    )?;
+    let admin = addr(
+        "--admin-listen",
+        o.admin_listen.take().or(file.admin_listen.take()),
+        "127.0.0.1:8082",
+    )?;
+    if internal == listen {
+        return Err(invalid(format!(
+            "--internal-listen: {internal} is already used by another listener"
+        )));
+    }
+    if admin == listen || admin == internal {
+        return Err(invalid(format!(
+            "--admin-listen: {admin} is already used by another listener"
+        )));
+    }
+    Ok((listen, internal, admin))
+}
+
 impl Config {
     /// Merge file and flags and check the result.
-    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
-        let topology_file = o.topology_file.or(file.topology_file);
-        let etcd = o.etcd.or(file.etcd);
+    pub fn resolve(mut file: FileConfig, mut o: Overrides) -> Result<Config, ConfigError> {
         let prefix = o
             .prefix
-            .or(file.prefix)
+            .take()
+            .or(file.prefix.take())
             .unwrap_or_else(|| "/unitgate".into());
-        let topology = match (topology_file, etcd) {
-            (Some(_), Some(_)) => {
-                return Err(invalid("give either --topology-file or --etcd, not both"))
-            }
-            (Some(f), None) => TopologySource::File(f),
-            (None, Some(e)) if e.is_empty() => return Err(invalid("--etcd: no endpoint given")),
-            (None, Some(e)) => {
-                for ep in &e {
-                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                        return Err(invalid(format!(
-                            "--etcd: {ep:?} must be an http:// or https:// URL"
-                        )));
-                    }
-                }
-                TopologySource::Etcd {
-                    endpoints: e,
-                    prefix,
-                }
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "no topology source: give --topology-file PATH or --etcd URL (see --help)",
-                ))
-            }
-        };
-        let trusted_proxies = o
-            .trusted_proxies
-            .or(file.trusted_proxies)
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        invalid(format!(
-                            "--trusted-proxies: {s:?} is not a CIDR or IP address"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let max_attempts = file.max_attempts.unwrap_or(3);
-        if !(1..=8).contains(&max_attempts) {
-            return Err(invalid(format!(
-                "max_attempts: {max_attempts} is not within 1..=8"
-            )));
-        }
-        let retry_budget_percent = file.retry_budget_percent.unwrap_or(20);
-        if retry_budget_percent > 100 {
-            return Err(invalid(format!(
-                "retry_budget_percent: {retry_budget_percent} is above 100"
-            )));
-        }
-        let threads = file.threads.unwrap_or(2);
-        if threads == 0 || threads > 256 {
-            return Err(invalid(format!("threads: {threads} is not within 1..=256")));
-        }
-        let id = o.id.or(file.id).unwrap_or_else(default_id);
+        let topology = topology_source(
+            o.topology_file.take().or(file.topology_file.take()),
+            o.etcd.take().or(file.etcd.take()),
+            prefix,
+        )?;
+        let trusted_proxies =
+            trusted_proxies(o.trusted_proxies.take().or(file.trusted_proxies.take()))?;
+        let retry_budget_percent = within(
+            "retry_budget_percent",
+            file.retry_budget_percent,
+            20,
+            0..=100,
+        )?;
+        let id = o.id.take().or(file.id.take()).unwrap_or_else(default_id);
         if id.is_empty() || id.contains(['/', ' ']) {
             return Err(invalid(format!(
                 "id: {id:?} must be non-empty without '/' or spaces"
             )));
         }
-        let cfg = Config {
+        let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
+        Ok(Config {
             id,
             region: o.region.or(file.region),
             dc: o.dc.or(file.dc),
-            listen: addr("--listen", o.listen.or(file.listen), "127.0.0.1:8080")?,
-            internal_listen: addr(
-                "--internal-listen",
-                o.internal_listen.or(file.internal_listen),
-                "127.0.0.1:8081",
-            )?,
-            admin_listen: addr(
-                "--admin-listen",
-                o.admin_listen.or(file.admin_listen),
-                "127.0.0.1:8082",
-            )?,
+            listen,
+            internal_listen,
+            admin_listen,
             topology,
             secrets: o.secrets.or(file.secrets),
             geo_db: o.geo_db.or(file.geo_db),
             state_dir: o.state_dir.or(file.state_dir),
             trusted_proxies,
-            threads,
-            max_attempts,
+            threads: within("threads", file.threads, 2, 1..=256)?,
+            max_attempts: within("max_attempts", file.max_attempts, 3, 1..=8)?,
             retry_budget_percent,
             dye_ttl_s: file.dye_ttl_s.unwrap_or(60),
             hint_ttl_s: file.hint_ttl_s.unwrap_or(unit_router::DEFAULT_HINT_TTL_S),
             max_header_bytes: file.max_header_bytes.unwrap_or(32 * 1024),
             eject_after_failures: file.eject_after_failures.unwrap_or(3).max(1),
-        };
-        let mut seen = std::collections::HashSet::new();
-        for (n, a) in [
-            ("listen", cfg.listen),
-            ("internal-listen", cfg.internal_listen),
-            ("admin-listen", cfg.admin_listen),
-        ] {
-            if !seen.insert(a) {
-                return Err(invalid(format!(
-                    "--{n}: {a} is already used by another listener"
-                )));
-            }
-        }
-        Ok(cfg)
+        })
     }
 }
 

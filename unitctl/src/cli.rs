@@ -66,7 +66,7 @@ pub enum Command {
     /// ownership and registered gateways.
     Status,
     /// Show how a request would be routed on the current topology.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 /// What a drain names.

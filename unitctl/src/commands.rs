@@ -303,66 +303,9 @@ async fn status(t: &Target) -> Result<i32> {
             region.name,
             region.entries.join(", ")
         );
-        for (di, dc) in topo
-            .dcs
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.region.index() == ri)
-        {
-            let dc_id = unit_router::DcId(di as u16);
-            let dc_drain = topo
-                .drains
-                .iter()
-                .find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
-            let state = match dc_drain {
-                Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => {
-                    format!("DRAINED{}", drain_note(d))
-                }
-                Some(d) if d.in_force(now) => format!("DRAIN PARTLY APPLIED{}", drain_note(d)),
-                Some(_) => "active (drain expired)".into(),
-                None => "active".into(),
-            };
-            println!("  dc {}  {state}", dc.name);
-            for (ui, u) in topo
-                .units
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| u.dc.index() == di)
-            {
-                let id = unit_router::UnitId(ui as u16);
-                let owned: Vec<(u32, u32)> = ranges
-                    .iter()
-                    .filter(|r| r.2 == id)
-                    .map(|r| (r.0, r.1))
-                    .collect();
-                let count: u32 = owned.iter().map(|(a, b)| b - a + 1).sum();
-                let kind = match u.kind {
-                    UnitKind::Shard => format!(
-                        "shard  shards {} ({count})",
-                        if owned.is_empty() {
-                            "-".into()
-                        } else {
-                            ranges_text(&owned)
-                        }
-                    ),
-                    UnitKind::Center => "center".into(),
-                };
-                let state = match &u.drain {
-                    Some(d) if d.in_force(now) => format!("DRAINED by {}", d.key),
-                    _ => "active".into(),
-                };
-                let services: Vec<&str> = topo
-                    .services
-                    .iter()
-                    .enumerate()
-                    .filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16)))
-                    .map(|(_, n)| n.as_str())
-                    .collect();
-                println!(
-                    "    unit {:<8} {kind}  services {}  {state}",
-                    u.name,
-                    services.join(",")
-                );
+        for (di, dc) in topo.dcs.iter().enumerate() {
+            if dc.region.index() == ri {
+                print_dc(&topo, di, &ranges, now);
             }
         }
     }
@@ -384,30 +327,97 @@ async fn status(t: &Target) -> Result<i32> {
     for n in &topo.notices {
         println!("notice  {n}");
     }
-    if topo.gateways.is_empty() {
-        println!("gateways  none registered");
-    } else {
-        println!("gateways");
-        // Registrations bump the revision too: compare with the newest
-        // revision that changed a topology key.
-        let topo_rev = if t.file.is_none() {
-            Store::open(t).await?.topology_revision().await?
-        } else {
-            rev
-        };
-        for (id, g) in &topo.gateways {
-            let lag = if g.applied_epoch >= topo_rev {
-                "up to date".to_owned()
-            } else {
-                format!("behind (topology changed at {topo_rev})")
-            };
-            println!(
-                "  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}",
-                g.region, g.dc, g.applied_epoch, g.version, g.started_at
-            );
+    print_gateways(t, &topo, rev).await?;
+    Ok(0)
+}
+
+/// One datacenter of `status`: its drain state and its units.
+fn print_dc(topo: &Topology, di: usize, ranges: &[(u32, u32, unit_router::UnitId)], now: i64) {
+    let dc = &topo.dcs[di];
+    let dc_id = unit_router::DcId(di as u16);
+    let dc_drain = topo
+        .drains
+        .iter()
+        .find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
+    let state = match dc_drain {
+        Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => {
+            format!("DRAINED{}", drain_note(d))
+        }
+        Some(d) if d.in_force(now) => format!("DRAIN PARTLY APPLIED{}", drain_note(d)),
+        Some(_) => "active (drain expired)".into(),
+        None => "active".into(),
+    };
+    println!("  dc {}  {state}", dc.name);
+    for (ui, u) in topo.units.iter().enumerate() {
+        if u.dc.index() == di {
+            print_unit(topo, unit_router::UnitId(ui as u16), ranges, now);
         }
     }
-    Ok(0)
+}
+
+/// One unit of `status`: kind, shards, services and drain state.
+fn print_unit(
+    topo: &Topology,
+    id: unit_router::UnitId,
+    ranges: &[(u32, u32, unit_router::UnitId)],
+    now: i64,
+) {
+    let u = topo.unit(id);
+    let owned: Vec<(u32, u32)> = ranges
+        .iter()
+        .filter(|r| r.2 == id)
+        .map(|r| (r.0, r.1))
+        .collect();
+    let count: u32 = owned.iter().map(|(a, b)| b - a + 1).sum();
+    let kind = match u.kind {
+        UnitKind::Shard if owned.is_empty() => format!("shard  shards - ({count})"),
+        UnitKind::Shard => format!("shard  shards {} ({count})", ranges_text(&owned)),
+        UnitKind::Center => "center".into(),
+    };
+    let state = match &u.drain {
+        Some(d) if d.in_force(now) => format!("DRAINED by {}", d.key),
+        _ => "active".into(),
+    };
+    let services: Vec<&str> = topo
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16)))
+        .map(|(_, n)| n.as_str())
+        .collect();
+    println!(
+        "    unit {:<8} {kind}  services {}  {state}",
+        u.name,
+        services.join(",")
+    );
+}
+
+/// The gateways of `status`, each judged against the newest topology change.
+async fn print_gateways(t: &Target, topo: &Topology, rev: i64) -> Result<()> {
+    if topo.gateways.is_empty() {
+        println!("gateways  none registered");
+        return Ok(());
+    }
+    println!("gateways");
+    // Registrations bump the revision too: compare with the newest
+    // revision that changed a topology key.
+    let topo_rev = if t.file.is_none() {
+        Store::open(t).await?.topology_revision().await?
+    } else {
+        rev
+    };
+    for (id, g) in &topo.gateways {
+        let lag = if g.applied_epoch >= topo_rev {
+            "up to date".to_owned()
+        } else {
+            format!("behind (topology changed at {topo_rev})")
+        };
+        println!(
+            "  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}",
+            g.region, g.dc, g.applied_epoch, g.version, g.started_at
+        );
+    }
+    Ok(())
 }
 
 fn drain_note(d: &unit_router::Drain) -> String {
@@ -455,6 +465,60 @@ fn print_affinity(topo: &Topology, d: &unit_router::Decision, hint_ttl: u64) {
     }
 }
 
+/// The client's location from `--ip` and `--geo-db`, printed as found.
+fn locate_ip(a: &ExplainArgs) -> Result<Option<unitgate_geo::Location>> {
+    let Some(ip) = a.ip else { return Ok(None) };
+    let path = a.geo_db.as_ref().ok_or_else(|| {
+        anyhow!("--ip needs --geo-db PATH (a GeoIP2/GeoLite2 or ip-location-db mmdb file)")
+    })?;
+    let geo = MmdbGeo::open(path)?;
+    let loc = geo.locate(ip);
+    match loc.and_then(|l| l.country().map(str::to_owned)) {
+        Some(c) => println!(
+            "client    {ip}: country {c}{}",
+            loc.and_then(|l| l.subdivision().map(|s| format!(", subdivision {s}")))
+                .unwrap_or_default()
+        ),
+        None => println!("client    {ip}: not in {}", path.display()),
+    }
+    Ok(loc)
+}
+
+/// A unit with its dc and region.
+fn place(topo: &Topology, u: unit_router::UnitId) -> String {
+    let unit = topo.unit(u);
+    let dc = &topo.dcs[unit.dc.index()];
+    format!(
+        "{} (dc {}, region {})",
+        unit.name,
+        dc.name,
+        topo.regions[dc.region.index()].name
+    )
+}
+
+/// The decision as `explain` prints it.
+fn print_decision(topo: &Topology, d: &unit_router::Decision, a: &ExplainArgs) {
+    let r = topo.routes.get(d.route);
+    println!(
+        "route     {} (policy {}, service {}, auth {})",
+        r.name,
+        format!("{:?}", r.policy).to_lowercase(),
+        r.service_name,
+        format!("{:?}", r.auth).to_lowercase()
+    );
+    let key = match (&a.user, d.shard) {
+        (Some(u), Some(s)) => format!("user {u:?} -> shard {s}"),
+        (None, Some(s)) => format!("shard {s}"),
+        _ => "no user key".into(),
+    };
+    println!("key       {key}");
+    println!("home      {}", place(topo, d.home));
+    println!("target    {}", place(topo, d.target));
+    println!("reason    {}", d.reason.as_str());
+    println!("hops      {}", d.hops);
+    print_affinity(topo, d, a.hint_ttl);
+}
+
 async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     let (rev, kv, from) = read_topology(t).await?;
     let topo = build(rev, &kv)?;
@@ -465,25 +529,7 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     if let Some(dc) = &a.dc {
         check_exists(&topo, Kind::Dc, dc)?;
     }
-    let located = match a.ip {
-        None => None,
-        Some(ip) => {
-            let path = a.geo_db.as_ref().ok_or_else(|| {
-                anyhow!("--ip needs --geo-db PATH (a GeoIP2/GeoLite2 or ip-location-db mmdb file)")
-            })?;
-            let geo = MmdbGeo::open(path)?;
-            let loc = geo.locate(ip);
-            match loc.and_then(|l| l.country().map(str::to_owned)) {
-                Some(c) => println!(
-                    "client    {ip}: country {c}{}",
-                    loc.and_then(|l| l.subdivision().map(|s| format!(", subdivision {s}")))
-                        .unwrap_or_default()
-                ),
-                None => println!("client    {ip}: not in {}", path.display()),
-            }
-            loc
-        }
-    };
+    let located = locate_ip(a)?;
     let country = located
         .as_ref()
         .and_then(|l| l.country())
@@ -507,38 +553,10 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
         here: Here::resolve(&topo, a.region.as_deref(), a.dc.as_deref()),
         ..Facts::new(listener, &a.host, &a.path, &a.method, now())
     };
-    let place = |u: unit_router::UnitId| {
-        let unit = topo.unit(u);
-        let dc = &topo.dcs[unit.dc.index()];
-        format!(
-            "{} (dc {}, region {})",
-            unit.name,
-            dc.name,
-            topo.regions[dc.region.index()].name
-        )
-    };
     println!("topology  {from}, epoch {rev}");
     match decide(&topo, &facts, &AllHealthy) {
         Ok(d) => {
-            let r = topo.routes.get(d.route);
-            println!(
-                "route     {} (policy {}, service {}, auth {})",
-                r.name,
-                format!("{:?}", r.policy).to_lowercase(),
-                r.service_name,
-                format!("{:?}", r.auth).to_lowercase()
-            );
-            let key = match (&a.user, d.shard) {
-                (Some(u), Some(s)) => format!("user {u:?} -> shard {s}"),
-                (None, Some(s)) => format!("shard {s}"),
-                _ => "no user key".into(),
-            };
-            println!("key       {key}");
-            println!("home      {}", place(d.home));
-            println!("target    {}", place(d.target));
-            println!("reason    {}", d.reason.as_str());
-            println!("hops      {}", d.hops);
-            print_affinity(&topo, &d, a.hint_ttl);
+            print_decision(&topo, &d, a);
             Ok(0)
         }
         Err(RouteError::NoRoute) => {
