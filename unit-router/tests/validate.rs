@@ -155,6 +155,16 @@ fn region_and_dc_rules() {
             other: "regions/cn-east".into()
         }
     );
+    // A code listed twice in one region is named, not a claim by itself.
+    let e = one(with(
+        sample_kv(),
+        "regions/cn-east",
+        json!({"entries":["api-sh.example.com"],"countries":["JP","JP"]}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "countries"),
+        "{e:?}"
+    );
     let e = one(with(sample_kv(), "regions/cn-east", json!({"entries":[]})));
     assert!(
         matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "entries"),
