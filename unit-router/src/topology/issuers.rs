@@ -1,5 +1,6 @@
 //! `auth/issuers/<name>`: JWT issuers (issuer, audiences, algorithms, JWK
-//! set, claims). Routes with `auth` other than `none` need at least one.
+//! set, claims). Validated on their own; no route may use them yet (see
+//! [`crate::TopologyError::NotEnforced`]).
 
 use std::collections::BTreeMap;
 

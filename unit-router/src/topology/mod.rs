@@ -91,12 +91,7 @@ impl Checked {
         let shard_owner = shardmap::check(raw.shardmap.as_ref(), shards, &units, p);
         issuers::check(&raw.issuers, p);
         quotas::check(&raw.quotas, p);
-        let refs = routes::Refs {
-            units: &units,
-            issuers: &raw.issuers,
-            quotas: &raw.quotas,
-        };
-        let routes = routes::check(&raw.routes, &refs, p);
+        let routes = routes::check(&raw.routes, &units, p);
         let drains = drains::check(&raw.drains, &places, &units, p);
         Checked {
             cluster,

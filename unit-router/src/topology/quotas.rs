@@ -1,5 +1,6 @@
 //! `quotas/<name>`: rate limits (what they count by, rate per period, burst,
-//! where the counters live), named by routes.
+//! where the counters live). Validated on their own; no route may use them
+//! yet (see [`crate::TopologyError::NotEnforced`]).
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,8 @@
 //! `routes/<name>`: what a route matches (hosts, path prefix, methods,
-//! listener), the service and policy it routes to, the issuers and quota it
-//! needs, and conflicts between routes. Yields the validated routes the route
-//! table indexes.
+//! listener), the service and policy it routes to, the fail-closed rule for
+//! what the gateway does not enforce yet (route auth and quotas), and
+//! conflicts between routes. Yields the validated routes the route table
+//! indexes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,31 +11,23 @@ use super::units::Units;
 use crate::error::TopologyError as E;
 use crate::ids::ServiceId;
 use crate::routes::Route;
-use crate::spec::{AuthMode, IssuerSpec, ListenerScope, Policy, QuotaSpec, RouteSpec};
-
-/// What a route may refer to.
-pub(super) struct Refs<'a> {
-    pub(super) units: &'a Units,
-    pub(super) issuers: &'a BTreeMap<String, IssuerSpec>,
-    pub(super) quotas: &'a BTreeMap<String, QuotaSpec>,
-}
+use crate::spec::{AuthMode, ListenerScope, Policy, RouteSpec};
 
 /// Check every route, in name order, then conflicts between the valid ones.
 pub(super) fn check(
     specs: &BTreeMap<String, RouteSpec>,
-    refs: &Refs<'_>,
+    units: &Units,
     p: &mut Problems,
 ) -> Vec<Route> {
     let routes: Vec<Route> = specs
         .iter()
-        .filter_map(|(name, r)| check_route(name, r, refs, p))
+        .filter_map(|(name, r)| check_route(name, r, units, p))
         .collect();
     check_conflicts(&routes, p);
     routes
 }
 
-fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> Option<Route> {
-    let units = refs.units;
+fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Option<Route> {
     let key = format!("routes/{name}");
     let before = p.count();
     let (hosts, methods) = check_match(&key, r, p);
@@ -42,7 +35,7 @@ fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> 
     if r.policy == Policy::Center && units.centers.is_empty() && !p.any_broken_under("units/") {
         p.push(E::CenterWithoutUnit { key: key.clone() });
     }
-    check_auth_and_quota(&key, r, refs, p);
+    fail_closed(&key, r, p);
     if p.count() != before {
         return None;
     }
@@ -117,19 +110,23 @@ fn resolve_service(key: &str, r: &RouteSpec, units: &Units, p: &mut Problems) ->
     None
 }
 
-/// The quota a route names must exist; auth other than `none` needs an issuer.
-fn check_auth_and_quota(key: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) {
-    if let Some(q) = r.quota.as_ref().filter(|q| !refs.quotas.contains_key(*q)) {
-        p.push(E::UnknownQuota {
-            key: key.to_owned(),
-            quota: q.clone(),
-        });
-    }
-    if r.auth != AuthMode::None && refs.issuers.is_empty() {
-        p.push(E::AuthWithoutIssuer {
-            key: key.to_owned(),
-            mode: format!("{:?}", r.auth).to_lowercase(),
-        });
+/// Fail closed: a route may not ask for what the gateway does not enforce
+/// yet (JWT auth, quotas), rather than be served without it.
+fn fail_closed(key: &str, r: &RouteSpec, p: &mut Problems) {
+    let auth = match r.auth {
+        AuthMode::Required => Some("required"),
+        AuthMode::Optional => Some("optional"),
+        AuthMode::None => None,
+    };
+    let asked = [("auth", auth), ("quota", r.quota.as_deref())];
+    for (field, value) in asked {
+        if let Some(value) = value {
+            p.push(E::NotEnforced {
+                key: key.to_owned(),
+                field: field.to_owned(),
+                value: value.to_owned(),
+            });
+        }
     }
 }
 
