@@ -1,5 +1,7 @@
 //! A large synthetic topology for benches and allocation tests:
 //! 100 units x 20 services x 500 routes over 5 regions and 10 datacenters.
+//!
+//! Only built for the crate's own tests or with the `test-support` feature.
 
 use std::collections::BTreeMap;
 

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod drain;
 pub mod dye;
 pub mod error;
+#[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod fixture;
 pub mod health;

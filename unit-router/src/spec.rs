@@ -152,8 +152,10 @@ pub struct RouteSpec {
     pub methods: Option<Vec<String>>,
     pub service: String,
     pub policy: Policy,
+    /// Not enforced yet: anything but `none` is refused by validation.
     #[serde(default)]
     pub auth: AuthMode,
+    /// Not enforced yet: any quota is refused by validation.
     #[serde(default)]
     pub quota: Option<String>,
     #[serde(default)]

@@ -155,6 +155,16 @@ fn region_and_dc_rules() {
             other: "regions/cn-east".into()
         }
     );
+    // A code listed twice in one region is named, not a claim by itself.
+    let e = one(with(
+        sample_kv(),
+        "regions/cn-east",
+        json!({"entries":["api-sh.example.com"],"countries":["JP","JP"]}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "countries"),
+        "{e:?}"
+    );
     let e = one(with(sample_kv(), "regions/cn-east", json!({"entries":[]})));
     assert!(
         matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "regions/cn-east" && field == "entries"),
@@ -182,23 +192,18 @@ fn route_rules() {
             service: "billing".into()
         }
     );
+    // Route quotas and auth are not enforced: refused, whether or not they exist.
     assert_eq!(
         one(route(
             json!({"service":"orders","policy":"shard","path_prefix":"/x","quota":"nope"})
         )),
-        E::UnknownQuota {
-            key: "routes/x".into(),
-            quota: "nope".into()
-        }
+        not_enforced("routes/x", "quota", "nope")
     );
     assert_eq!(
         one(route(
             json!({"service":"orders","policy":"shard","path_prefix":"/x","auth":"required"})
         )),
-        E::AuthWithoutIssuer {
-            key: "routes/x".into(),
-            mode: "required".into()
-        }
+        not_enforced("routes/x", "auth", "required")
     );
     let e = one(route(
         json!({"service":"orders","policy":"shard","path_prefix":"x"}),
@@ -219,6 +224,80 @@ fn route_rules() {
         json!({"hosts":["localhost"],"service":"orders","policy":"shard","path_prefix":"/config","methods":["POST"]}),
     );
     assert!(Topology::build(1, &kv, NOW).is_ok());
+}
+
+fn not_enforced(key: &str, field: &str, value: &str) -> E {
+    E::NotEnforced {
+        key: key.into(),
+        field: field.into(),
+        value: value.into(),
+    }
+}
+
+#[test]
+fn routes_fail_closed_on_auth_and_quota() {
+    let issuer = json!({"iss":"https://id.example.com","algs":["RS256"],"jwks":{"keys":[]}});
+    let quota = json!({"key":"user","rate":100,"burst":200});
+    // Even with an issuer and the quota configured (both valid on their own).
+    let base = with(
+        with(sample_kv(), "auth/issuers/main", issuer),
+        "quotas/per-user",
+        quota,
+    );
+    assert!(Topology::build(1, &base, NOW).is_ok());
+    let orders = |extra: serde_json::Value| {
+        let mut r = json!({"hosts":["api.example.com"],"path_prefix":"/orders","service":"orders","policy":"shard"});
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        with(base.clone(), "routes/orders", r)
+    };
+    for mode in ["required", "optional"] {
+        let e = one(orders(json!({ "auth": mode })));
+        assert_eq!(e, not_enforced("routes/orders", "auth", mode));
+        assert!(e.to_string().starts_with(&format!(
+            "routes/orders: auth \"{mode}\" is not enforced by this version; "
+        )));
+    }
+    let e = one(orders(json!({"quota":"per-user"})));
+    assert_eq!(e, not_enforced("routes/orders", "quota", "per-user"));
+    assert_eq!(
+        e.to_string(),
+        "routes/orders: quota \"per-user\" is not enforced by this version; remove it (route quotas arrive with auth and quota enforcement)"
+    );
+    // Both on one route: both named.
+    assert_eq!(
+        errors(&orders(json!({"auth":"optional","quota":"per-user"}))),
+        [
+            not_enforced("routes/orders", "auth", "optional"),
+            not_enforced("routes/orders", "quota", "per-user"),
+        ]
+    );
+    // What is enforced passes: auth none, quota null or absent.
+    assert!(Topology::build(1, &orders(json!({"auth":"none","quota":null})), NOW).is_ok());
+    assert!(Topology::build(1, &orders(json!({})), NOW).is_ok());
+}
+
+#[test]
+fn issuer_and_quota_keys_are_still_validated() {
+    let e = one(with(
+        sample_kv(),
+        "auth/issuers/main",
+        json!({"iss":"","algs":["RS256"],"jwks":{"keys":[]}}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "auth/issuers/main" && field == "iss"),
+        "{e:?}"
+    );
+    let e = one(with(
+        sample_kv(),
+        "quotas/q",
+        json!({"key":"ip","rate":1,"burst":0}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "quotas/q" && field == "burst"),
+        "{e:?}"
+    );
 }
 
 #[test]
