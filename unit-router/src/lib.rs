@@ -2,7 +2,7 @@
 //!
 //! Pure domain logic, no IO: the topology model and its validation
 //! ([`Topology::build`]), shard hashing, route matching, the routing decision
-//! ([`decide`]) with failover, drain and return-home rules, and the signed
+//! ([`decide()`]) with failover, drain and return-home rules, and the signed
 //! routing token and dye codecs. Deterministic, property-tested and benched;
 //! the config center and the gateway are thin shells around it.
 #![forbid(unsafe_code)]
