@@ -43,12 +43,7 @@ impl ServeHttp for DemoUnit {
         })
         .to_string()
             + "\n";
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .header("content-length", body.len())
-            .body(body.into_bytes())
-            .expect("valid response")
+        crate::admin::reply(200, "application/json", body.into_bytes())
     }
 }
 

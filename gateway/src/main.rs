@@ -115,7 +115,10 @@ fn main() {
     for n in notes {
         tracing::warn!("{n}");
     }
-    unitgate::listen::run(shared)
+    match unitgate::listen::run(shared) {
+        Err(e) => fail(format!("{e:#}")),
+        Ok(never) => match never {},
+    }
 }
 
 fn init_logging() {

@@ -21,118 +21,113 @@ pub struct Metrics {
     pub config_relists: IntGauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Register `c` in `r` and hand it back.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: prometheus::Result<C>,
+) -> prometheus::Result<C> {
+    let c = c?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counters(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "unitgate_requests_total",
-                "Requests by listener, route, reason and status",
-            ),
-            &["listener", "route", "reason", "status"],
-        )
-        .expect("metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "unitgate_request_duration_seconds",
-                "Request duration at the gateway",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-            &["listener"],
-        )
-        .expect("metric");
-        let attempts = IntCounterVec::new(
-            Opts::new(
-                "unitgate_upstream_attempts_total",
-                "Upstream attempts by unit and outcome",
-            ),
-            &["unit", "outcome"],
-        )
-        .expect("metric");
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "unitgate_retries_total",
-                "Retries by kind (connect, transport)",
-            ),
-            &["kind"],
-        )
-        .expect("metric");
-        let retry_budget_exhausted = IntCounter::new(
-            "unitgate_retry_budget_exhausted_total",
-            "Retries refused because the retry budget was spent",
-        )
-        .expect("metric");
-        let tokens = IntCounterVec::new(
-            Opts::new(
-                "unitgate_routing_tokens_total",
-                "Routing tokens by result (valid, rejected, issued)",
-            ),
-            &["result"],
-        )
-        .expect("metric");
-        let dyes = IntCounterVec::new(
-            Opts::new(
-                "unitgate_dyes_total",
-                "Dyes by result (verified, rejected, set)",
-            ),
-            &["result"],
-        )
-        .expect("metric");
-        let config_epoch = IntGauge::new("unitgate_config_epoch", "Epoch of the topology in force")
-            .expect("metric");
-        let config_connected = IntGauge::new(
-            "unitgate_config_connected",
-            "1 when the config source (etcd or file) is reachable",
-        )
-        .expect("metric");
-        let config_rejected = IntGauge::new(
-            "unitgate_config_rejected_changes",
-            "Topology changes rejected by validation since start",
-        )
-        .expect("metric");
-        let config_relists = IntGauge::new(
-            "unitgate_config_compaction_relists",
-            "Re-lists after the etcd watch revision was compacted",
-        )
-        .expect("metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(attempts.clone()),
-            Box::new(retries.clone()),
-            Box::new(retry_budget_exhausted.clone()),
-            Box::new(tokens.clone()),
-            Box::new(dyes.clone()),
-            Box::new(config_epoch.clone()),
-            Box::new(config_connected.clone()),
-            Box::new(config_rejected.clone()),
-            Box::new(config_relists.clone()),
-        ] {
-            registry.register(c).expect("register metric");
-        }
-        Metrics {
-            registry,
-            requests,
-            duration,
-            attempts,
-            retries,
-            retry_budget_exhausted,
-            tokens,
-            dyes,
-            config_epoch,
-            config_connected,
-            config_rejected,
-            config_relists,
-        }
+    /// Every metric, registered in a registry of its own.
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Ok(Metrics {
+            requests: reg(
+                &r,
+                counters(
+                    "unitgate_requests_total",
+                    "Requests by listener, route, reason and status",
+                    &["listener", "route", "reason", "status"],
+                ),
+            )?,
+            duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "unitgate_request_duration_seconds",
+                        "Request duration at the gateway",
+                    )
+                    .buckets(buckets),
+                    &["listener"],
+                ),
+            )?,
+            attempts: reg(
+                &r,
+                counters(
+                    "unitgate_upstream_attempts_total",
+                    "Upstream attempts by unit and outcome",
+                    &["unit", "outcome"],
+                ),
+            )?,
+            retries: reg(
+                &r,
+                counters(
+                    "unitgate_retries_total",
+                    "Retries by kind (connect, transport)",
+                    &["kind"],
+                ),
+            )?,
+            retry_budget_exhausted: reg(
+                &r,
+                IntCounter::new(
+                    "unitgate_retry_budget_exhausted_total",
+                    "Retries refused because the retry budget was spent",
+                ),
+            )?,
+            tokens: reg(
+                &r,
+                counters(
+                    "unitgate_routing_tokens_total",
+                    "Routing tokens by result (valid, rejected, issued)",
+                    &["result"],
+                ),
+            )?,
+            dyes: reg(
+                &r,
+                counters(
+                    "unitgate_dyes_total",
+                    "Dyes by result (verified, rejected, set)",
+                    &["result"],
+                ),
+            )?,
+            config_epoch: reg(
+                &r,
+                IntGauge::new("unitgate_config_epoch", "Epoch of the topology in force"),
+            )?,
+            config_connected: reg(
+                &r,
+                IntGauge::new(
+                    "unitgate_config_connected",
+                    "1 when the config source (etcd or file) is reachable",
+                ),
+            )?,
+            config_rejected: reg(
+                &r,
+                IntGauge::new(
+                    "unitgate_config_rejected_changes",
+                    "Topology changes rejected by validation since start",
+                ),
+            )?,
+            config_relists: reg(
+                &r,
+                IntGauge::new(
+                    "unitgate_config_compaction_relists",
+                    "Re-lists after the etcd watch revision was compacted",
+                ),
+            )?,
+            registry: r,
+        })
     }
 
     /// The text exposition format.

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::upstream::budget::RetryBudget;
 use crate::upstream::pool::{EjectPolicy, Pools};
+use pingora_prometheus::prometheus;
 
 /// A topology snapshot with the endpoint pools built for it: the one value
 /// the request path loads (one atomic load per request).
@@ -47,25 +48,26 @@ impl Shared {
         center: ConfigCenter,
         keys: Keyring,
         geo: Option<Arc<MmdbGeo>>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        let metrics = Metrics::new()?;
         let policy = EjectPolicy {
             consecutive_failures: cfg.eject_after_failures,
             ..EjectPolicy::default()
         };
         let budget = RetryBudget::new(cfg.retry_budget_percent);
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
             started_at: center.now(),
             cfg,
             center,
             plane: ArcSwapOption::empty(),
             keys,
             geo,
-            metrics: Metrics::new(),
+            metrics,
             budget,
             policy,
             clock_origin: Instant::now(),
             applied_epoch: AtomicI64::new(0),
-        })
+        }))
     }
 
     /// Build the plane for the config center's current snapshot, reusing

@@ -1,4 +1,6 @@
 //! A bad configuration exits non-zero with one clear line and serves nothing.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! Drain by one `etcdctl put` under load, undrain, etcd stopped mid-test,
 //! and a restart from the last-known-good snapshot: the gateway process
 //! against a real etcd and wiremock units.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,8 @@
 //! The gateway process against wiremock units: shard and region routing,
 //! routing tokens, header stripping, failover with dye, return home, hop cap,
 //! and never sending a POST twice.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

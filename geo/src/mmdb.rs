@@ -98,7 +98,7 @@ impl MmdbGeo {
     /// is in force; on error the old one stays.
     pub fn reload_if_changed(&self) -> Result<bool, GeoError> {
         let now = stamp(&self.path);
-        let mut last = self.stamp.lock().expect("stamp lock");
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         if now.is_none() || now == *last {
             return Ok(false);
         }

@@ -1,4 +1,6 @@
 //! Real mmdb files, written here, read through the public API.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 use std::path::Path;

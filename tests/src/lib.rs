@@ -1,6 +1,8 @@
 //! Test harness for unitgate's end-to-end tests: a real `etcd` on free
 //! loopback ports with a temp data dir (stopped on drop), and a bounded
 //! wait-until-condition helper instead of sleeps.
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

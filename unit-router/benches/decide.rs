@@ -1,4 +1,6 @@
 //! One routing decision on 100 units x 20 services x 500 routes.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

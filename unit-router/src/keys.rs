@@ -19,13 +19,17 @@ pub enum KeyringError {
     BadKid(String),
     #[error("key {0:?} is shorter than 32 bytes")]
     ShortKey(String),
+    #[error("key {0:?} is not a usable HMAC key")]
+    BadKey(String),
 }
 
-/// The signing key and every key accepted for verification.
+/// The signing key and every key accepted for verification, each keyed
+/// into its HMAC state once (signing and verifying clone that state).
 #[derive(Clone)]
 pub struct Keyring {
     active: String,
-    keys: BTreeMap<String, Vec<u8>>,
+    signer: HmacSha256,
+    keys: BTreeMap<String, HmacSha256>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -60,11 +64,20 @@ impl Keyring {
                 return Err(KeyringError::ShortKey(kid.clone()));
             }
         }
-        if !keys.contains_key(active) {
-            return Err(KeyringError::UnknownActive(active.to_owned()));
-        }
+        let keys = keys
+            .into_iter()
+            .map(|(kid, key)| match HmacSha256::new_from_slice(&key) {
+                Ok(mac) => Ok((kid, mac)),
+                Err(_) => Err(KeyringError::BadKey(kid)),
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let signer = keys
+            .get(active)
+            .cloned()
+            .ok_or_else(|| KeyringError::UnknownActive(active.to_owned()))?;
         Ok(Keyring {
             active: active.to_owned(),
+            signer,
             keys,
         })
     }
@@ -76,7 +89,7 @@ impl Keyring {
 
     /// MAC of `parts` (domain-separated by the caller) with the signing key.
     pub(crate) fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut mac = self.mac(&self.active).expect("active key exists");
+        let mut mac = self.signer.clone();
         for p in parts {
             mac.update(p);
         }
@@ -86,16 +99,11 @@ impl Keyring {
     /// Constant-time check of `tag` over `parts` with key `kid`.
     /// `None` when the kid is unknown.
     pub(crate) fn verify(&self, kid: &str, parts: &[&[u8]], tag: &[u8]) -> Option<bool> {
-        let mut mac = self.mac(kid)?;
+        let mut mac = self.keys.get(kid)?.clone();
         for p in parts {
             mac.update(p);
         }
         Some(mac.verify_slice(tag).is_ok())
-    }
-
-    fn mac(&self, kid: &str) -> Option<HmacSha256> {
-        let key = self.keys.get(kid)?;
-        Some(HmacSha256::new_from_slice(key).expect("HMAC takes any key length"))
     }
 }
 

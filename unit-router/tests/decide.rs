@@ -1,4 +1,6 @@
 //! The routing decision on the sample topology.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Property tests of the routing rules over generated topologies.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 

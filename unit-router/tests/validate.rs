@@ -1,4 +1,6 @@
 //! Validation: every broken rule yields its own error naming the key.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

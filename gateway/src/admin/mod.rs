@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{header, HeaderValue, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
@@ -18,14 +18,16 @@ pub struct Admin {
     pub shared: Arc<Shared>,
 }
 
-fn reply(status: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .body(body)
-        .expect("valid response")
+/// A whole response (`status` is one of the gateway's own, always valid).
+pub fn reply(status: u16, ctype: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {

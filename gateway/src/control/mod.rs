@@ -18,17 +18,14 @@ use crate::upstream::health::health_checks;
 
 /// Start the control plane on a dedicated thread.
 pub fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("unitgate-control")
+        .build()?;
     std::thread::Builder::new()
         .name("unitgate-control".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .thread_name("unitgate-control")
-                .build()
-                .expect("control runtime");
-            rt.block_on(run(shared));
-        })
+        .spawn(move || rt.block_on(run(shared)))
 }
 
 async fn run(shared: Arc<Shared>) {

@@ -54,15 +54,15 @@ pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
             ));
         }
     }
-    let shared = Shared::new(cfg, center, keys, geo);
+    let shared = Shared::new(cfg, center, keys, geo).context("metrics")?;
     shared.refresh_plane();
     Ok((shared, notes))
 }
 
-/// Serve forever.
-pub fn run(shared: Arc<Shared>) -> ! {
+/// Serve forever (returns only if the control thread cannot start).
+pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     let cfg = shared.cfg.clone();
-    crate::control::start(shared.clone()).expect("start the control thread");
+    crate::control::start(shared.clone()).context("starting the control thread")?;
     let conf = ServerConf {
         threads: cfg.threads,
         grace_period_seconds: Some(1),

@@ -1,4 +1,6 @@
 //! Shared fixtures: the sample topology as a key -> JSON map.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
