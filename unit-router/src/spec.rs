@@ -104,9 +104,11 @@ pub struct ServiceSpec {
     /// Timeout of each read from the upstream.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_ms: u64,
-    /// Timeout of the whole connection set-up (connect and handshake).
-    #[serde(default = "default_total_timeout")]
-    pub total_timeout_ms: u64,
+    /// Timeout of the whole connection set-up, TCP connect and (later) TLS
+    /// handshake together: Pingora's `total_connection_timeout`. Not a
+    /// deadline for the request.
+    #[serde(default = "default_total_connect_timeout")]
+    pub total_connect_timeout_ms: u64,
 }
 
 fn default_health_interval() -> u64 {
@@ -118,7 +120,7 @@ fn default_connect_timeout() -> u64 {
 fn default_read_timeout() -> u64 {
     10_000
 }
-fn default_total_timeout() -> u64 {
+fn default_total_connect_timeout() -> u64 {
     3_000
 }
 

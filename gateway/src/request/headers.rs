@@ -74,6 +74,43 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
         req.remove_header(&n);
     }
     strip_baggage(req);
+    strip_route_cookie(req);
+}
+
+/// Remove the routing cookie from every `Cookie` header (other cookies are
+/// kept as sent; a header left empty goes).
+pub fn strip_route_cookie(req: &mut RequestHeader) {
+    let has_route = |v: &str| v.split(';').any(|c| is_route_cookie(c));
+    let values: Vec<&str> = req
+        .headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !values.iter().any(|v| has_route(v)) {
+        return;
+    }
+    let kept: Vec<String> = values
+        .iter()
+        .map(|v| {
+            v.split(';')
+                .filter(|c| !is_route_cookie(c))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    req.remove_header("cookie");
+    for v in kept {
+        let _ = req.append_header("cookie", v);
+    }
+}
+
+fn is_route_cookie(c: &str) -> bool {
+    c.trim()
+        .split_once('=')
+        .is_some_and(|(k, _)| k.trim() == COOKIE)
 }
 
 /// Remove every `ug.*` entry from `baggage` (the header goes if nothing is left).
@@ -178,11 +215,34 @@ mod tests {
         let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert_eq!(r.headers.get("baggage").unwrap(), "tenant=t1");
+        assert_eq!(r.headers.get("cookie").unwrap(), "a=1; b=2");
         let mut t = RequestHeader::build("GET", b"/x", None).unwrap();
         t.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
         t.insert_header("baggage", "ug.home=x").unwrap();
         strip(&mut t, true);
         assert!(t.headers.get("x-forwarded-for").is_some());
         assert!(t.headers.get("baggage").is_none());
+    }
+
+    #[test]
+    fn the_routing_cookie_never_reaches_the_upstream() {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        r.append_header("cookie", "ug_route=t1").unwrap();
+        r.append_header("cookie", "sid=9;ug_route=t2 ; theme=dark")
+            .unwrap();
+        r.append_header("cookie", "xug_route=keep").unwrap();
+        strip_route_cookie(&mut r);
+        let v: Vec<&str> = r
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(v, ["sid=9; theme=dark", "xug_route=keep"]);
+        // Nothing to do: headers untouched, byte for byte.
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        r.append_header("cookie", "a=1;b=2").unwrap();
+        strip_route_cookie(&mut r);
+        assert_eq!(r.headers.get("cookie").unwrap(), "a=1;b=2");
     }
 }

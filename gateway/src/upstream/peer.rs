@@ -12,7 +12,7 @@ pub fn http_peer(addr: SocketAddr, service: &UnitService) -> HttpPeer {
     let ms = Duration::from_millis;
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(ms(service.connect_timeout_ms));
-    peer.options.total_connection_timeout = Some(ms(service.total_timeout_ms));
+    peer.options.total_connection_timeout = Some(ms(service.total_connect_timeout_ms));
     peer.options.read_timeout = Some(ms(service.read_timeout_ms));
     peer.options.write_timeout = Some(ms(service.read_timeout_ms));
     peer

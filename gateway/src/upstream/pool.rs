@@ -310,7 +310,7 @@ mod tests {
                 health_interval_ms: 1000,
                 connect_timeout_ms: 100,
                 read_timeout_ms: 100,
-                total_timeout_ms: 100,
+                total_connect_timeout_ms: 100,
             },
         }
     }

@@ -22,7 +22,7 @@ pub struct UnitService {
     pub health_interval_ms: u64,
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
-    pub total_timeout_ms: u64,
+    pub total_connect_timeout_ms: u64,
 }
 
 /// A unit with its services resolved to ids.
@@ -225,7 +225,7 @@ fn check_service(key: &str, s: &str, spec: &ServiceSpec, p: &mut Problems) -> Un
         ("health_interval_ms", spec.health_interval_ms),
         ("connect_timeout_ms", spec.connect_timeout_ms),
         ("read_timeout_ms", spec.read_timeout_ms),
-        ("total_timeout_ms", spec.total_timeout_ms),
+        ("total_connect_timeout_ms", spec.total_connect_timeout_ms),
     ] {
         if !(10..=600_000).contains(&v) {
             p.invalid(key, field, format!("{s}: {v} is not within 10..=600000"));
@@ -237,7 +237,7 @@ fn check_service(key: &str, s: &str, spec: &ServiceSpec, p: &mut Problems) -> Un
         health_interval_ms: spec.health_interval_ms,
         connect_timeout_ms: spec.connect_timeout_ms,
         read_timeout_ms: spec.read_timeout_ms,
-        total_timeout_ms: spec.total_timeout_ms,
+        total_connect_timeout_ms: spec.total_connect_timeout_ms,
     }
 }
 
