@@ -80,7 +80,7 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
 /// Remove the routing cookie from every `Cookie` header (other cookies are
 /// kept as sent; a header left empty goes).
 pub fn strip_route_cookie(req: &mut RequestHeader) {
-    let has_route = |v: &str| v.split(';').any(|c| is_route_cookie(c));
+    let has_route = |v: &str| v.split(';').any(is_route_cookie);
     let values: Vec<&str> = req
         .headers
         .get_all("cookie")
