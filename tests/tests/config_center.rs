@@ -153,7 +153,10 @@ async fn compaction_loses_no_change() {
         0,
         "a caught-up watch is not disturbed"
     );
+    // Abort ends the task at its next await: wait for that, so that the
+    // changes below land while no watcher runs.
     task.abort();
+    let _ = task.await;
 
     // While no watcher runs, changes land and the history is compacted past
     // the last-known-good epoch. A new center resumes from that epoch, finds

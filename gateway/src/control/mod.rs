@@ -1,9 +1,10 @@
 //! The control plane, on its own thread and runtime, off the request path:
 //! the topology source, plane rebuilds on every snapshot, drain expiry, geo
-//! database reload, active health checks ([`crate::upstream::health`]),
+//! database reload, active health checks ([`health_checks`]),
 //! config-center metrics, and the gateway's registration under
 //! `gateways/<id>` ([`register`], etcd only).
 
+pub mod health_checks;
 pub mod register;
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use config_center::file::FileSource;
 
 use crate::config::TopologySource;
 use crate::state::Shared;
-use crate::upstream::health::health_checks;
+use health_checks::health_checks;
 
 /// Start the control plane on a dedicated thread.
 pub fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {

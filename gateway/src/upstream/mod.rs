@@ -1,6 +1,6 @@
 //! Where a request goes inside a unit, and how attempts are counted: endpoint
 //! pools with p2c-EWMA load balancing and passive ejection ([`pool`]), active
-//! health checks ([`health`]), the retry budget ([`budget`]), one request's
+//! health probes ([`health`]), the retry budget ([`budget`]), one request's
 //! attempts ([`attempt`]) and the Pingora peer ([`peer`]).
 
 pub mod attempt;
