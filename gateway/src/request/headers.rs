@@ -39,12 +39,17 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, nets: &[IpNet]) -> Opt
     Some(last)
 }
 
-/// Value of cookie `name` in any `Cookie` header.
-pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+/// Every value of header `name` that is visible ASCII.
+fn values<'a>(req: &'a RequestHeader, name: &str) -> impl Iterator<Item = &'a str> {
     req.headers
-        .get_all("cookie")
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
+}
+
+/// Value of cookie `name` in any `Cookie` header.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    values(req, "cookie")
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             let (k, v) = c.trim().split_once('=')?;
@@ -80,26 +85,27 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
 /// Remove the routing cookie from every `Cookie` header (other cookies are
 /// kept as sent; a header left empty goes).
 pub fn strip_route_cookie(req: &mut RequestHeader) {
-    let has_route = |v: &str| v.split(';').any(is_route_cookie);
-    let values: Vec<&str> = req
+    if !values(req, "cookie").any(|v| v.split(';').any(is_route_cookie)) {
+        return;
+    }
+    // Values that are not visible ASCII cannot hold our cookie: kept as sent.
+    let kept: Vec<http::HeaderValue> = req
         .headers
         .get_all("cookie")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !values.iter().any(|v| has_route(v)) {
-        return;
-    }
-    let kept: Vec<String> = values
-        .iter()
-        .map(|v| {
-            v.split(';')
+        .filter_map(|raw| {
+            let Ok(v) = raw.to_str() else {
+                return Some(raw.clone());
+            };
+            let rest: Vec<&str> = v
+                .split(';')
                 .filter(|c| !is_route_cookie(c))
                 .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("; ")
+                .collect();
+            http::HeaderValue::from_str(&rest.join("; "))
+                .ok()
+                .filter(|v| !v.is_empty())
         })
-        .filter(|v| !v.is_empty())
         .collect();
     req.remove_header("cookie");
     for v in kept {
@@ -115,21 +121,13 @@ fn is_route_cookie(c: &str) -> bool {
 
 /// Remove every `ug.*` entry from `baggage` (the header goes if nothing is left).
 pub fn strip_baggage(req: &mut RequestHeader) {
-    let values: Vec<String> = req
-        .headers
-        .get_all("baggage")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    if values.is_empty() {
-        return;
-    }
-    let kept: Vec<String> = values
-        .iter()
-        .map(|v| dye::strip(v))
+    let kept: Vec<String> = values(req, "baggage")
+        .map(dye::strip)
         .filter(|v| !v.is_empty())
         .collect();
+    if req.headers.get("baggage").is_none() {
+        return;
+    }
     req.remove_header("baggage");
     if !kept.is_empty() {
         let _ = req.insert_header("baggage", kept.join(","));
@@ -138,12 +136,7 @@ pub fn strip_baggage(req: &mut RequestHeader) {
 
 /// The whole `baggage` value (several headers joined).
 pub fn baggage(req: &RequestHeader) -> Option<String> {
-    let v: Vec<&str> = req
-        .headers
-        .get_all("baggage")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let v: Vec<&str> = values(req, "baggage").collect();
     (!v.is_empty()).then(|| v.join(","))
 }
 
@@ -244,5 +237,22 @@ mod tests {
         r.append_header("cookie", "a=1;b=2").unwrap();
         strip_route_cookie(&mut r);
         assert_eq!(r.headers.get("cookie").unwrap(), "a=1;b=2");
+        // A value that is not visible ASCII is kept as sent.
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        let raw = http::HeaderValue::from_bytes(b"n=\xe4").unwrap();
+        r.append_header("cookie", raw.clone()).unwrap();
+        r.append_header("cookie", "ug_route=t").unwrap();
+        strip_route_cookie(&mut r);
+        let v: Vec<_> = r.headers.get_all("cookie").iter().cloned().collect();
+        assert_eq!(v, [raw]);
+    }
+
+    #[test]
+    fn baggage_that_is_not_ascii_never_passes_unstripped() {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        let raw = http::HeaderValue::from_bytes(b"ug.home=x,\xe4=1").unwrap();
+        r.append_header("baggage", raw).unwrap();
+        strip_baggage(&mut r);
+        assert!(r.headers.get("baggage").is_none());
     }
 }
