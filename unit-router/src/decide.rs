@@ -95,20 +95,27 @@ pub enum KeySource {
 /// GSLB hint, both read off the decision (never recomputed).
 ///
 /// Present for shard- and region-routed requests on the public listener.
+/// The token is the same whichever of those routes mints it, so a user
+/// never moves because another route wrote the cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Affinity {
-    /// The user's shard, when a user key is known.
+    /// The user's shard, when a user key is known (shard routes find the
+    /// home unit from it and the current shard map).
     pub shard: Option<u32>,
-    /// The unit serving the user's home traffic now: the home unit, or the
-    /// unit serving in its place while home is drained. A failover for
-    /// health does not move it (the client keeps its home).
+    /// The user's region unit, the one region routing sticks to: the unit
+    /// the client's token names if it is still a shard unit, else the one
+    /// the region rules pick (GeoIP region, else this gateway's, spread by
+    /// shard). Neither a drain nor a failover for health changes it: the
+    /// request goes elsewhere while it cannot serve, and back after.
     pub unit: UnitId,
     /// The client's token already records this shard and unit and is in the
     /// first half of its life: keep it (no new cookie).
     pub token_fresh: bool,
-    /// `unit` is in another region than this gateway and can serve now: the
-    /// client should enter through that region (`x-unit-hint`).
-    pub hint: bool,
+    /// The unit the client should enter for (`x-unit-hint`): where this
+    /// route's home traffic is served now (home, or its drain target), when
+    /// that is in another region than this gateway and can serve. None while
+    /// home is down for health.
+    pub hint: Option<UnitId>,
 }
 
 /// The outcome of routing one request.
@@ -136,7 +143,7 @@ impl Decision {
 
     /// The unit a GSLB hint names, if one is due.
     pub fn hint(&self) -> Option<UnitId> {
-        self.affinity.filter(|a| a.hint).map(|a| a.unit)
+        self.affinity.and_then(|a| a.hint)
     }
 
     /// The dye the upstream request carries: set when the request leaves its
@@ -199,6 +206,13 @@ struct Ask<'a, H: ?Sized> {
     service: Option<ServiceId>,
     facts: &'a Facts<'a>,
 }
+
+impl<H: ?Sized> Clone for Ask<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<H: ?Sized> Copy for Ask<'_, H> {}
 
 impl<H: HealthView + ?Sized> Ask<'_, H> {
     fn runs(&self, u: UnitId) -> bool {
@@ -285,10 +299,19 @@ impl<H: HealthView + ?Sized> Ask<'_, H> {
             .find(|&u| self.topo.unit(u).dc == dc && self.runs(u))
     }
 
+    /// A unit region traffic may stick to: one running the service, or,
+    /// asked independent of any service, a shard unit.
+    fn region_eligible(&self, u: UnitId) -> bool {
+        match self.service {
+            Some(s) => self.topo.unit(u).runs(s),
+            None => self.topo.unit(u).kind == UnitKind::Shard,
+        }
+    }
+
     fn region_home(&self, shard: Option<u32>) -> Option<UnitId> {
         let f = self.facts;
         if let Some(u) = f.token.and_then(|t| self.topo.unit_id(&t.unit)) {
-            if self.runs(u) {
+            if self.region_eligible(u) {
                 return Some(u);
             }
         }
@@ -297,7 +320,7 @@ impl<H: HealthView + ?Sized> Ask<'_, H> {
             .region_for(f.country, f.subdivision)
             .and_then(|r| self.region_unit(r, spread))
             .or_else(|| f.here.region.and_then(|r| self.region_unit(r, spread)))
-            .or_else(|| self.unit_ids().find(|&u| self.runs(u)))
+            .or_else(|| self.unit_ids().find(|&u| self.region_eligible(u)))
     }
 
     fn center_home(&self) -> Option<UnitId> {
@@ -311,22 +334,47 @@ impl<H: HealthView + ?Sized> Ask<'_, H> {
             .or_else(|| centers.first().copied())
     }
 
-    /// The client's token and hint for a user at `home` served by `target`.
-    fn affinity(&self, shard: Option<u32>, home: UnitId, target: UnitId) -> Affinity {
+    /// The user's region unit (see [`Affinity::unit`]): independent of any
+    /// service, so every route records the same one.
+    fn region_unit_of_user(&self, shard: Option<u32>) -> Option<UnitId> {
+        Ask {
+            service: None,
+            ..*self
+        }
+        .region_home(shard)
+    }
+
+    /// The client's token and hint. `by_region`: home was chosen by the
+    /// region rules (it is then the region unit itself).
+    fn affinity(
+        &self,
+        shard: Option<u32>,
+        home: UnitId,
+        target: UnitId,
+        by_region: bool,
+    ) -> Affinity {
         let (topo, f) = (self.topo, self.facts);
-        // A drain moves the user; a failover for health does not.
-        let unit = if topo.is_drained(home, f.now) {
-            target
+        let unit = if by_region {
+            Some(home)
         } else {
-            home
-        };
+            self.region_unit_of_user(shard)
+        }
+        .unwrap_or(home);
         let name = topo.unit(unit).name.as_str();
         let half_life = (topo.cluster.token_ttl_s / 2) as i64;
         let token_fresh = f
             .token
             .is_some_and(|t| t.unit == name && t.shard == shard && t.exp - f.now > half_life);
-        let serves_now = unit == target || self.can_serve(unit);
-        let hint = serves_now && f.here.region.is_some_and(|r| r != topo.unit(unit).region);
+        // Where home traffic is served now: a drain moves it, a failover
+        // for health does not (and then no hint points anywhere).
+        let place = if topo.is_drained(home, f.now) {
+            target
+        } else {
+            home
+        };
+        let serves_now = place == target || self.can_serve(place);
+        let hint = (serves_now && f.here.region.is_some_and(|r| r != topo.unit(place).region))
+            .then_some(place);
         Affinity {
             shard,
             unit,
@@ -377,9 +425,6 @@ pub fn decide<H: HealthView + ?Sized>(
     } else {
         home_reason
     };
-    let keeps_place = matches!(route.policy, Policy::Shard | Policy::Region);
-    let affinity = (keeps_place && facts.listener == Listener::Public)
-        .then(|| ask.affinity(shard, home, target));
     let decision = |target, reason, hops| Decision {
         route: route_id,
         service: route.service,
@@ -389,15 +434,21 @@ pub fn decide<H: HealthView + ?Sized>(
         target,
         reason,
         hops,
-        affinity,
+        affinity: None,
     };
-    if !reason.is_shuttle() {
-        return Ok(decision(target, reason, 0));
+    let mut d = if reason.is_shuttle() {
+        shuttle(&ask, decision, target, reason).ok_or(RouteError::HopLimit {
+            route: route_id,
+            home,
+        })?
+    } else {
+        decision(target, reason, 0)
+    };
+    let keeps_place = matches!(route.policy, Policy::Shard | Policy::Region);
+    if keeps_place && facts.listener == Listener::Public {
+        d.affinity = Some(ask.affinity(shard, home, d.target, home_reason == Reason::Region));
     }
-    shuttle(&ask, decision, target, reason).ok_or(RouteError::HopLimit {
-        route: route_id,
-        home,
-    })
+    Ok(d)
 }
 
 /// The target of a request that leaves or returns home (DESIGN steps 4-5):
@@ -432,15 +483,17 @@ fn shuttle<H: HealthView + ?Sized>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
     pub shard: Option<u32>,
-    /// The user's home unit.
+    /// The user's home unit (the shard owner; without a key, the region unit).
     pub home: UnitId,
     /// The unit now serving the home's traffic (differs while home is drained).
     pub serving: UnitId,
+    /// The token a shard or region route would keep or mint for this user.
+    pub affinity: Affinity,
 }
 
 /// Locate the user of `facts` by the rules of a shard-policy route (user
 /// key, else region), ignoring route, method, dye and endpoint health: the
-/// same home and the same token unit that [`decide`] gives such a route.
+/// same home, and the same token, that [`decide`] gives such a route.
 pub fn locate(topo: &Topology, facts: &Facts<'_>) -> Option<Located> {
     let ask = Ask {
         topo,
@@ -449,11 +502,13 @@ pub fn locate(topo: &Topology, facts: &Facts<'_>) -> Option<Located> {
         facts,
     };
     let (shard, _) = ask.user_shard();
-    let home = ask.home(Policy::Shard, shard).0?;
-    let target = ask.target_for(home).unwrap_or(home);
+    let (home, reason) = ask.home(Policy::Shard, shard);
+    let home = home?;
+    let serving = ask.target_for(home).unwrap_or(home);
     Some(Located {
         shard,
         home,
-        serving: ask.affinity(shard, home, target).unit,
+        serving,
+        affinity: ask.affinity(shard, home, serving, reason == Reason::Region),
     })
 }

@@ -106,8 +106,9 @@ pub struct ServiceSpec {
     pub read_timeout_ms: u64,
     /// Timeout of the whole connection set-up, TCP connect and (later) TLS
     /// handshake together: Pingora's `total_connection_timeout`. Not a
-    /// deadline for the request.
-    #[serde(default = "default_total_connect_timeout")]
+    /// deadline for the request. Read under its old name `total_timeout_ms`
+    /// too, so that a topology written before the rename stays valid.
+    #[serde(default = "default_total_connect_timeout", alias = "total_timeout_ms")]
     pub total_connect_timeout_ms: u64,
 }
 

@@ -337,11 +337,11 @@ fn token_of(t: &Topology, d: &Decision) -> Option<RouteToken> {
 }
 
 #[test]
-fn the_token_records_the_unit_the_decision_serves_so_the_user_stays() {
-    // A region route with a user key: served in this gateway's region. The
-    // token must name that unit (not the shard owner), so the next request
-    // with the token is served by the same unit, with no new cookie and no
-    // hint to another region.
+fn a_region_route_keeps_the_user_where_it_served_them() {
+    // A region route with a user key: served in this gateway's region
+    // (cn-north). The token names that unit, so the next request with the
+    // token is served by the same unit, with no new cookie and no hint to
+    // the shard owner's region.
     let t = sample();
     let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
     let first = Facts {
@@ -367,7 +367,54 @@ fn the_token_records_the_unit_the_decision_serves_so_the_user_stays() {
 }
 
 #[test]
-fn shard_routes_hint_home_and_failover_for_health_keeps_the_token() {
+fn shard_and_region_routes_mint_the_same_token() {
+    // Whichever route a user calls first, the token is the same, and each
+    // route keeps it: no route moves the user because another wrote it.
+    let t = sample();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    let user = |path| Facts {
+        header_user: Some("60"),
+        here,
+        ..facts(path)
+    };
+    let by_orders = token_of(&t, &decide(&t, &user("/orders/1"), &AllHealthy).unwrap()).unwrap();
+    let by_profile = token_of(&t, &decide(&t, &user("/profile/1"), &AllHealthy).unwrap()).unwrap();
+    assert_eq!(
+        (by_orders.shard, &by_orders.unit),
+        (by_profile.shard, &by_profile.unit)
+    );
+    for path in ["/orders/1", "/profile/1", "/orders/2"] {
+        let f = Facts {
+            token: Some(&by_orders),
+            ..user(path)
+        };
+        let d = decide(&t, &f, &AllHealthy).unwrap();
+        assert_eq!(d.token_to_issue(), None, "{path}");
+    }
+    // ...and the shard route still goes to the shard's home, the region
+    // route to the region unit.
+    let f = Facts {
+        token: Some(&by_orders),
+        here,
+        ..facts("/orders/1")
+    };
+    assert_eq!(
+        name(&t, decide(&t, &f, &AllHealthy).unwrap().target),
+        "sh-1"
+    );
+    let f = Facts {
+        token: Some(&by_orders),
+        here,
+        ..facts("/profile/1")
+    };
+    assert_eq!(
+        name(&t, decide(&t, &f, &AllHealthy).unwrap().target),
+        by_orders.unit
+    );
+}
+
+#[test]
+fn shard_routes_hint_home_and_neither_failover_nor_drain_rewrites_the_token() {
     let t = sample();
     let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
     let f = Facts {
@@ -382,9 +429,8 @@ fn shard_routes_hint_home_and_failover_for_health_keeps_the_token() {
         "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
     );
     let tok = token_of(&t, &d).unwrap();
-    assert_eq!(tok.unit, "sh-1");
-    // Home down (health): served elsewhere, the token still names home and
-    // is kept, and no hint points at a unit that cannot serve.
+    // Home down (health): served elsewhere, the token is kept, and no hint
+    // points at a unit that cannot serve.
     let sh1 = t.unit_id("sh-1").unwrap();
     let f = Facts {
         token: Some(&tok),
@@ -394,15 +440,55 @@ fn shard_routes_hint_home_and_failover_for_health_keeps_the_token() {
     assert_eq!((name(&t, d.target), d.reason), ("bj-1", Reason::Failover));
     assert_eq!(d.token_to_issue(), None);
     assert_eq!(d.hint(), None);
-    // Home drained: the token and the hint move to the unit now serving.
+    // Home drained: served by the drain target, hinted there (here it is
+    // in this gateway's region: no hint), the token kept.
     let mut kv = sample_kv();
     let (k, v) = drained("drain/dc/sh-a");
     kv.insert(k, v);
     let t = Topology::build(2, &kv, NOW).unwrap();
     let d = decide(&t, &f, &AllHealthy).unwrap();
     assert_eq!((name(&t, d.target), d.reason), ("bj-1", Reason::Drain));
-    assert_eq!(token_of(&t, &d).map(|k| k.unit), Some("bj-1".into()));
-    assert_eq!(d.hint(), None, "bj-1 is in this gateway's region");
+    assert_eq!(d.token_to_issue(), None);
+    assert_eq!(d.hint(), None);
+    // The same drain seen from cn-east: hinted to cn-north, where bj-1 is.
+    let f = Facts {
+        here: Here::resolve(&t, Some("cn-east"), Some("sh-a")),
+        ..f
+    };
+    let d = decide(&t, &f, &AllHealthy).unwrap();
+    assert_eq!(d.hint().map(|u| name(&t, u)), Some("bj-1"));
+}
+
+#[test]
+fn a_drained_region_unit_gets_its_users_back_after_the_undrain() {
+    let t = sample();
+    let here = Here::resolve(&t, Some("cn-north"), Some("bj-a"));
+    let first = Facts {
+        here,
+        ..facts("/profile/1")
+    };
+    let d = decide(&t, &first, &AllHealthy).unwrap();
+    let tok = token_of(&t, &d).unwrap();
+    let unit = tok.unit.clone();
+    let again = Facts {
+        token: Some(&tok),
+        here,
+        ..facts("/profile/1")
+    };
+    let mut kv = sample_kv();
+    kv.insert(format!("drain/unit/{unit}"), "{}".into());
+    let drained_t = Topology::build(2, &kv, NOW).unwrap();
+    let d = decide(&drained_t, &again, &AllHealthy).unwrap();
+    assert_ne!(name(&drained_t, d.target), unit);
+    assert_eq!(d.reason, Reason::Drain);
+    assert_eq!(
+        d.token_to_issue(),
+        None,
+        "the drain does not rewrite the token"
+    );
+    // Undrained: back at the same unit.
+    let d = decide(&t, &again, &AllHealthy).unwrap();
+    assert_eq!(name(&t, d.target), unit);
 }
 
 #[test]
@@ -426,7 +512,18 @@ fn tokens_and_hints_are_for_public_shard_and_region_routes_only() {
     };
     assert_eq!(decide(&t, &f, &AllHealthy).unwrap().affinity, None);
     // A token past half its life is renewed.
-    let old = RouteToken::new(Some(60), "sh-1", 1, NOW + 100, &keys());
+    let d = decide(
+        &t,
+        &Facts {
+            header_user: Some("60"),
+            here,
+            ..facts("/orders/1")
+        },
+        &AllHealthy,
+    )
+    .unwrap();
+    let fresh = token_of(&t, &d).unwrap();
+    let old = RouteToken::new(fresh.shard, &fresh.unit, 1, NOW + 100, &keys());
     let f = Facts {
         token: Some(&old),
         here,
@@ -454,8 +551,12 @@ fn locate_agrees_with_decide_on_shard_routes() {
             };
             let d = decide(t, &f, &AllHealthy).unwrap();
             let l = locate(t, &f).unwrap();
-            assert_eq!((l.shard, l.home), (d.shard, d.home), "user {user}");
-            assert_eq!(Some(l.serving), d.affinity.map(|a| a.unit), "user {user}");
+            assert_eq!(
+                (l.shard, l.home, l.serving),
+                (d.shard, d.home, d.target),
+                "user {user}"
+            );
+            assert_eq!(Some(l.affinity), d.affinity, "user {user}");
         }
     }
 }

@@ -453,10 +453,10 @@ fn print_affinity(topo: &Topology, d: &unit_router::Decision, hint_ttl: u64) {
     if a.token_fresh {
         println!("cookie    keep the client's token (shard {shard}, unit {unit})");
     } else {
+        let value = format!("<token shard {shard}, unit {unit}>");
         println!(
-            "cookie    {}=<token shard {shard}, unit {unit}>; Max-Age={}",
-            unit_router::token::COOKIE,
-            topo.cluster.token_ttl_s
+            "cookie    {}",
+            unit_router::token::set_cookie(&value, topo.cluster.token_ttl_s)
         );
     }
     match d.hint() {
@@ -539,10 +539,16 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
         .and_then(|l| l.subdivision())
         .or(a.subdivision.as_deref());
     let token = match &a.token {
-        Some(t) => Some(
-            unit_router::RouteToken::decode_unverified(t)
-                .map_err(|e| anyhow!("--token: not a routing token ({e})"))?,
-        ),
+        Some(t) => {
+            let tok = unit_router::RouteToken::decode_unverified(t)
+                .map_err(|e| anyhow!("--token: not a routing token ({e})"))?;
+            if tok.exp <= now() {
+                println!("token     expired: ignored, as the gateway ignores it");
+                None
+            } else {
+                Some(tok)
+            }
+        }
         None => None,
     };
     let facts = Facts {

@@ -226,10 +226,11 @@ fn explain_shows_the_cookie_and_hint_the_gateway_renders() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         out.stdout
     };
-    // Shard route from cn-north: home sh-1 in cn-east, hinted there.
+    // Shard route from cn-north: home sh-1 in cn-east, hinted there; the
+    // token records the shard and the user's region unit here.
     let out = explain("/orders/1", &[]);
     assert!(
-        out.contains("cookie    ug_route=<token shard 60, unit sh-1>; Max-Age=86400"),
+        out.contains("cookie    ug_route=<token shard 60, unit bj-1>; Path=/; Max-Age=86400; HttpOnly; Secure; SameSite=Lax"),
         "{out}"
     );
     assert!(
@@ -255,6 +256,11 @@ fn explain_shows_the_cookie_and_hint_the_gateway_renders() {
     let tok = unit_router::RouteToken::new(Some(60), &target, 1, i64::MAX / 2, &keys);
     let out = explain("/profile/1", &["--token", &tok.encode(&keys)]);
     assert!(out.contains("cookie    keep the client's token"), "{out}");
+    // An expired token is ignored, as the gateway ignores it.
+    let old = unit_router::RouteToken::new(Some(60), &target, 1, 1, &keys);
+    let out = explain("/profile/1", &["--token", &old.encode(&keys)]);
+    assert!(out.contains("token     expired: ignored"), "{out}");
+    assert!(out.contains("cookie    ug_route=<token"), "{out}");
     // Center traffic gets no token.
     let out = explain("/config", &[]);
     assert!(out.contains("cookie    none"), "{out}");

@@ -4,9 +4,10 @@
 
 use pingora::proxy::Session;
 use pingora::Result;
-use unit_router::{locate, token, RouteToken};
+use unit_router::{locate, token};
 
 use crate::request::ctx::Ctx;
+use crate::request::render;
 use crate::request::respond::{respond, respond_json, GwError};
 use crate::state::{Plane, Shared};
 
@@ -21,7 +22,6 @@ pub async fn answer(
     plane: &Plane,
 ) -> Result<()> {
     let topo = &plane.snap.topology;
-    let now = ctx.facts.now;
     let located = {
         let f = ctx
             .facts
@@ -34,11 +34,7 @@ pub async fn answer(
     let home = topo.unit(loc.home);
     let serving = topo.unit(loc.serving);
     let region = &topo.regions[serving.region.index()];
-    let ttl = topo.cluster.token_ttl_s;
-    let exp = now + ttl as i64;
-    let tok = RouteToken::new(loc.shard, &serving.name, topo.epoch, exp, &shared.keys);
-    let encoded = tok.encode(&shared.keys);
-    shared.metrics.tokens.with_label_values(&["issued"]).inc();
+    let (encoded, exp) = render::mint(shared, topo, &loc.affinity, ctx.facts.now);
     let body = serde_json::json!({
         "home": home.name,
         "unit": serving.name,
@@ -50,6 +46,6 @@ pub async fn answer(
         "token_exp": exp,
         "epoch": topo.epoch,
     });
-    let cookie = token::set_cookie(&encoded, ttl);
+    let cookie = token::set_cookie(&encoded, topo.cluster.token_ttl_s);
     respond_json(session, 200, &body, &[("set-cookie", cookie)]).await
 }

@@ -69,8 +69,9 @@ impl UnitProxy {
 
     /// Answer `err` from the gateway itself; the request ends there.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, err: GwError) -> Result<bool> {
+        // Recorded first: logged and counted even if the client is gone.
+        ctx.error = Some(err.clone());
         respond(session, &err).await?;
-        ctx.error = Some(err);
         Ok(true)
     }
 }

@@ -5,7 +5,7 @@
 
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
-use unit_router::{hint_value, token, Decision, RouteToken, Topology};
+use unit_router::{hint_value, token, Affinity, RouteToken, Topology};
 
 use crate::request::ctx::Ctx;
 use crate::request::headers;
@@ -58,8 +58,12 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
     };
     let topo = &plane.snap.topology;
     resp.insert_header("x-unit-served-by", topo.unit(d.target).name.as_str())?;
-    if let Some(cookie) = cookie(shared, topo, &d, ctx.facts.now) {
-        resp.append_header("set-cookie", cookie)?;
+    if let Some(a) = d.token_to_issue() {
+        let (tok, _) = mint(shared, topo, &a, ctx.facts.now);
+        resp.append_header(
+            "set-cookie",
+            token::set_cookie(&tok, topo.cluster.token_ttl_s),
+        )?;
     }
     if let Some(u) = d.hint() {
         resp.insert_header("x-unit-hint", hint_value(topo, u, shared.cfg.hint_ttl_s))?;
@@ -67,17 +71,16 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
     Ok(())
 }
 
-/// The `Set-Cookie` value for the token the decision issues, if any.
-fn cookie(shared: &Shared, topo: &Topology, d: &Decision, now: i64) -> Option<String> {
-    let a = d.token_to_issue()?;
-    let ttl = topo.cluster.token_ttl_s;
+/// A signed routing token recording `a`, and its expiry (unix seconds).
+pub fn mint(shared: &Shared, topo: &Topology, a: &Affinity, now: i64) -> (String, i64) {
+    let exp = now + topo.cluster.token_ttl_s as i64;
     let tok = RouteToken::new(
         a.shard,
         &topo.unit(a.unit).name,
         topo.epoch,
-        now + ttl as i64,
+        exp,
         &shared.keys,
     );
     shared.metrics.tokens.with_label_values(&["issued"]).inc();
-    Some(token::set_cookie(&tok.encode(&shared.keys), ttl))
+    (tok.encode(&shared.keys), exp)
 }
