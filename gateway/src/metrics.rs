@@ -97,7 +97,7 @@ impl Metrics {
                 &r,
                 counters(
                     "unitgate_dyes_total",
-                    "Dyes by result (verified, rejected, set)",
+                    "Dyes by result (verified, rejected, mismatched, set)",
                     &["result"],
                 ),
             )?,

@@ -148,9 +148,12 @@ impl Decision {
 
     /// The dye the upstream request carries: set when the request leaves its
     /// home (failover, drain), kept while it is held at the hop limit, and
-    /// dropped once it is back home. `exp` is the new dye's expiry.
+    /// dropped once it is back home. `exp` is a new dye's expiry; a dye that
+    /// came with the request is never extended (re-signing a replayed dye
+    /// does not renew it).
     pub fn dye(&self, topo: &Topology, incoming: Option<&Dye>, exp: i64) -> Option<Dye> {
         let via = || topo.unit(self.target).name.clone();
+        let exp = incoming.map_or(exp, |d| d.exp.min(exp));
         match (self.reason, incoming) {
             (Reason::Failover | Reason::Drain, _) => Some(Dye {
                 shard: self.shard,

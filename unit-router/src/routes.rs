@@ -161,6 +161,34 @@ impl RouteTable {
         }
         pick(&self.any)
     }
+
+    /// When no route takes `method`: the methods routes for this host, path
+    /// and listener do take (the `Allow` of a 405), in a stable order; empty
+    /// when no route matches the path at all (a 404). Off the hot path.
+    pub fn allowed_methods(&self, host: &str, path: &str, listener: Listener) -> Vec<&str> {
+        let mut buf = [0u8; 256];
+        let host = normalize_host(host, &mut buf);
+        let host_ok = |r: &Route| {
+            r.hosts.is_empty()
+                || host.is_some_and(|h| {
+                    r.hosts.iter().any(|rh| match rh.strip_prefix('*') {
+                        Some(suffix) => h.len() > suffix.len() && h.ends_with(suffix),
+                        None => rh == h,
+                    })
+                })
+        };
+        let mut out: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                host_ok(r) && r.listener.admits(listener) && prefix_matches(&r.path_prefix, path)
+            })
+            .flat_map(|r| r.methods.iter().flatten().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// Lower-case `host` without its port into `buf`; `None` when it is unusable.
@@ -183,6 +211,47 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_methods_name_what_the_path_takes() {
+        let t = RouteTable::new(vec![
+            route(
+                "get",
+                &["api.example.com"],
+                "/c",
+                Some(&["GET", "HEAD"]),
+                ListenerScope::Public,
+            ),
+            route(
+                "post",
+                &["*.example.com"],
+                "/c",
+                Some(&["POST"]),
+                ListenerScope::Public,
+            ),
+            route(
+                "internal",
+                &["api.example.com"],
+                "/c",
+                Some(&["PUT"]),
+                ListenerScope::Internal,
+            ),
+        ]);
+        assert_eq!(
+            t.find("api.example.com", "/c", "DELETE", Listener::Public),
+            None
+        );
+        assert_eq!(
+            t.allowed_methods("API.example.com:80", "/c/1", Listener::Public),
+            ["GET", "HEAD", "POST"]
+        );
+        assert!(t
+            .allowed_methods("api.example.com", "/x", Listener::Public)
+            .is_empty());
+        assert!(t
+            .allowed_methods("other.org", "/c", Listener::Public)
+            .is_empty());
+    }
 
     fn route(
         name: &str,

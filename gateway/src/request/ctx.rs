@@ -26,6 +26,9 @@ pub struct Ctx {
     pub upstream_status: Option<u16>,
     /// The error the gateway answers (or answered) itself.
     pub error: Option<GwError>,
+    /// How the last upstream attempt failed (a timeout makes the final
+    /// answer a 504 once no unit is left).
+    pub last_failure: Option<GwError>,
 }
 
 impl Ctx {
@@ -39,6 +42,7 @@ impl Ctx {
             attempts: Attempts::default(),
             upstream_status: None,
             error: None,
+            last_failure: None,
         }
     }
 

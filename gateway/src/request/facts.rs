@@ -38,7 +38,7 @@ pub fn now_s() -> i64 {
 
 impl RequestFacts {
     /// Gather the facts of the request in `session` (before stripping).
-    pub fn gather(shared: &Shared, listener: Listener, session: &Session) -> Self {
+    pub fn gather(shared: &Shared, listener: Listener, session: &Session, plane: &Plane) -> Self {
         let now = now_s();
         let req = session.req_header();
         let nets = &shared.cfg.trusted_proxies;
@@ -57,7 +57,7 @@ impl RequestFacts {
         };
         let (token, dye) = match listener {
             Listener::Public => (verified_token(shared, req, now), None),
-            Listener::Internal => (None, verified_dye(shared, req, now)),
+            Listener::Internal => (None, verified_dye(shared, req, plane, now)),
         };
         RequestFacts {
             now,
@@ -114,11 +114,26 @@ fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<Rout
     }
 }
 
-fn verified_dye(shared: &Shared, req: &RequestHeader, now: i64) -> Option<Dye> {
+/// The dye of an internal request, if it verifies and fits the request:
+/// when the request also names a user, the dye must be for that user's
+/// shard (a dye replayed on another user's call is ignored).
+fn verified_dye(shared: &Shared, req: &RequestHeader, plane: &Plane, now: i64) -> Option<Dye> {
     let baggage = headers::baggage(req)?;
     let dyes = &shared.metrics.dyes;
     match Dye::decode(&baggage, &shared.keys, now) {
         Ok(Some(d)) => {
+            let topo = &plane.snap.topology;
+            let user_shard = req
+                .headers
+                .get(topo.cluster.user_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .filter(|k| !k.is_empty())
+                .map(|k| topo.shard_of(k));
+            if user_shard.is_some_and(|s| d.shard != Some(s)) {
+                tracing::debug!("dye ignored: it is for another user's shard");
+                dyes.with_label_values(&["mismatched"]).inc();
+                return None;
+            }
             dyes.with_label_values(&["verified"]).inc();
             Some(d)
         }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use unit_router::dye;
+use unit_router::input::{check_host, normalize_path, InputError};
 use unit_router::token::{COOKIE, HEADER as ROUTE_HEADER};
 
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
@@ -62,8 +63,10 @@ pub fn token(req: &RequestHeader) -> Option<&str> {
     cookie(req, COOKIE).or_else(|| req.headers.get(ROUTE_HEADER).and_then(|v| v.to_str().ok()))
 }
 
-/// Remove every `x-unit-*` header, every `ug.*` baggage entry, and, unless
-/// the peer is a trusted proxy, every `x-forwarded-*` and `forwarded` header.
+/// Remove every `x-unit-*` header, every `ug.*` baggage entry, the routing
+/// cookie, and, unless the peer is a trusted proxy, every `x-forwarded-*`,
+/// `forwarded` and `x-real-ip` header (client identity is the gateway's to
+/// assert).
 pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
     let names: Vec<http::HeaderName> = req
         .headers
@@ -71,7 +74,8 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
         .filter(|k| {
             let k = k.as_str();
             k.starts_with("x-unit-")
-                || (!peer_trusted && (k.starts_with("x-forwarded-") || k == "forwarded"))
+                || (!peer_trusted
+                    && (k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip"))
         })
         .cloned()
         .collect();
@@ -140,6 +144,27 @@ pub fn baggage(req: &RequestHeader) -> Option<String> {
     (!v.is_empty()).then(|| v.join(","))
 }
 
+/// Apply the edge input rules to the request line: the host must be valid
+/// and the path is normalised in place (the unit receives the normalised
+/// path; the query is kept as sent).
+pub fn check_request_line(req: &mut RequestHeader) -> Result<(), InputError> {
+    check_host(host(req))?;
+    let new_path = match normalize_path(req.uri.path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let pq = match req.uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let uri = http::Uri::builder()
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| InputError::BadCharacter)?;
+    req.set_uri(uri);
+    Ok(())
+}
+
 /// Size of the request head in bytes (name + value of every header, and the URI).
 pub fn head_size(req: &RequestHeader) -> usize {
     let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -199,6 +224,7 @@ mod tests {
         r.insert_header("X-Unit-Hint", "evil").unwrap();
         r.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
         r.insert_header("forwarded", "for=1.1.1.1").unwrap();
+        r.insert_header("x-real-ip", "1.1.1.1").unwrap();
         r.insert_header("baggage", "ug.home=bj-1,tenant=t1,ug.hops=0")
             .unwrap();
         r.insert_header("x-user-id", "42").unwrap();
@@ -215,6 +241,23 @@ mod tests {
         strip(&mut t, true);
         assert!(t.headers.get("x-forwarded-for").is_some());
         assert!(t.headers.get("baggage").is_none());
+    }
+
+    #[test]
+    fn the_request_line_is_checked_and_normalised() {
+        let mut r = RequestHeader::build("GET", b"/orders/%2e%2e/config?a=%2e", None).unwrap();
+        r.insert_header("host", "api.example.com").unwrap();
+        check_request_line(&mut r).unwrap();
+        assert_eq!(r.uri.to_string(), "/config?a=%2e");
+        let mut r = RequestHeader::build("GET", b"/orders/1", None).unwrap();
+        r.insert_header("host", "evil.com/.example.com").unwrap();
+        assert_eq!(check_request_line(&mut r), Err(InputError::BadHost));
+        let mut r = RequestHeader::build("GET", b"/a/%2F/b", None).unwrap();
+        r.insert_header("host", "api.example.com").unwrap();
+        assert_eq!(
+            check_request_line(&mut r),
+            Err(InputError::EncodedSeparator)
+        );
     }
 
     #[test]

@@ -116,9 +116,13 @@ impl ProxyHttp for UnitProxy {
         let Some(plane) = shared.plane.load_full() else {
             return self.answer(session, ctx, GwError::NotReady).await;
         };
-        ctx.facts = RequestFacts::gather(shared, self.listener, session);
-        // Untrusted input never reaches an upstream: internal headers go.
+        ctx.facts = RequestFacts::gather(shared, self.listener, session, &plane);
+        // Untrusted input never reaches an upstream: internal headers go,
+        // the host is checked and the path normalised before routing.
         headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
+        if let Err(e) = headers::check_request_line(session.req_header_mut()) {
+            return self.answer(session, ctx, GwError::BadRequest(e)).await;
+        }
         let req = session.req_header();
         if self.listener == Listener::Public
             && req.method == http::Method::GET
@@ -128,14 +132,28 @@ impl ProxyHttp for UnitProxy {
             return Ok(true);
         }
         let routed = self.route(req, ctx, &plane);
-        ctx.plane = Some(plane);
-        match routed {
+        let err = match routed {
             Ok(d) => {
                 ctx.decision = Some(d);
-                Ok(false)
+                ctx.plane = Some(plane);
+                return Ok(false);
             }
-            Err(e) => self.answer(session, ctx, gw_error(e)).await,
-        }
+            Err(RouteError::NoRoute) => {
+                let allow = plane.snap.topology.routes.allowed_methods(
+                    headers::host(req),
+                    req.uri.path(),
+                    self.listener,
+                );
+                if allow.is_empty() {
+                    GwError::NoRoute
+                } else {
+                    GwError::MethodNotAllowed(allow.join(", "))
+                }
+            }
+            Err(e) => gw_error(e),
+        };
+        ctx.plane = Some(plane);
+        self.answer(session, ctx, err).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -143,6 +161,7 @@ impl ProxyHttp for UnitProxy {
             return Err(Error::explain(ErrorType::InternalError, "no plane"));
         };
         // Bounded: each turn either returns or excludes one more unit.
+        let mut no_unit = GwError::NoUnit;
         for _ in 0..=plane.snap.topology.units.len() {
             let Some(d) = ctx.decision else { break };
             if let Some(pool) = plane.pools.get(d.target, d.service) {
@@ -157,12 +176,17 @@ impl ProxyHttp for UnitProxy {
             match self.route(session.req_header(), ctx, &plane) {
                 Ok(next) => ctx.decision = Some(next),
                 Err(e) => {
-                    ctx.error = Some(gw_error(e));
+                    no_unit = gw_error(e);
                     break;
                 }
             }
         }
-        ctx.error.get_or_insert(GwError::NoUnit);
+        // Every unit tried: a timeout on the last attempt is the answer (504).
+        let timed_out = ctx
+            .last_failure
+            .take()
+            .filter(|e| *e == GwError::UpstreamTimeout);
+        ctx.error = Some(timed_out.unwrap_or(no_unit));
         Err(Error::explain(
             ErrorType::HTTPStatus(503),
             "no unit can serve",
@@ -206,6 +230,7 @@ impl ProxyHttp for UnitProxy {
     ) -> Box<Error> {
         // Nothing reached the upstream: any method may be retried.
         self.end_attempt(ctx, Outcome::Failed);
+        ctx.last_failure = Some(proxy_error(&e));
         let retry = self.may_retry(ctx, "connect");
         e.set_retry(retry);
         e
@@ -228,6 +253,7 @@ impl ProxyHttp for UnitProxy {
             return e;
         }
         self.end_attempt(ctx, Outcome::Failed);
+        ctx.last_failure = Some(proxy_error(&e));
         // Bytes may have reached the upstream: only idempotent methods are
         // sent again, and only with the whole body still buffered.
         let idempotent = session.req_header().method.is_idempotent();
@@ -246,7 +272,13 @@ impl ProxyHttp for UnitProxy {
                 e.etype(),
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
-        let code = if downstream_dead || session.response_written().is_some() {
+        let code = if downstream_dead {
+            ctx.error = Some(GwError::ClientClosed);
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        } else if session.response_written().is_some() {
             0
         } else {
             let _ = respond(session, &err).await;
@@ -259,6 +291,16 @@ impl ProxyHttp for UnitProxy {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        // A client that went away is not the gateway's error: debug, not ERROR.
+        let gone =
+            *e.esource() == ErrorSource::Downstream || ctx.error == Some(GwError::ClientClosed);
+        if gone {
+            tracing::debug!(error = %e, "client went away");
+        }
+        gone
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let outcome = match e {
             Some(e) if *e.esource() == ErrorSource::Downstream => Outcome::ClientGone,
@@ -267,11 +309,13 @@ impl ProxyHttp for UnitProxy {
             None => Outcome::Ok,
         };
         self.end_attempt(ctx, outcome);
+        // A client gone before the answer is 499 (nginx's convention).
+        let client_gone = matches!(e, Some(e) if *e.esource() == ErrorSource::Downstream);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.error.as_ref().map(GwError::status))
-            .unwrap_or(0);
+            .unwrap_or(if client_gone { 499 } else { 0 });
         let (route, reason) = match (&ctx.plane, ctx.decision) {
             (Some(p), Some(d)) => (
                 p.snap.topology.routes.get(d.route).name.as_str(),

@@ -9,7 +9,11 @@ use pingora::proxy::Session;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GwError {
     NotReady,
+    /// The request line or `Host` breaks the edge input rules.
+    BadRequest(unit_router::InputError),
     NoRoute,
+    /// A route takes this path but not this method: the `Allow` value.
+    MethodNotAllowed(String),
     NoUnit,
     HopLimit,
     HeadersTooLarge,
@@ -17,12 +21,17 @@ pub enum GwError {
     UpstreamTimeout,
     UpstreamError,
     Internal,
+    /// The client went away before an answer (counted as 499, never sent).
+    ClientClosed,
 }
 
 impl GwError {
     pub fn status(&self) -> u16 {
         match self {
+            GwError::BadRequest(_) => 400,
             GwError::NoRoute => 404,
+            GwError::MethodNotAllowed(_) => 405,
+            GwError::ClientClosed => 499,
             GwError::HeadersTooLarge => 431,
             GwError::UpstreamUnavailable | GwError::UpstreamError => 502,
             GwError::NotReady | GwError::NoUnit | GwError::HopLimit => 503,
@@ -34,7 +43,10 @@ impl GwError {
     pub fn code(&self) -> &'static str {
         match self {
             GwError::NotReady => "not_ready",
+            GwError::BadRequest(_) => "bad_request",
             GwError::NoRoute => "no_route",
+            GwError::MethodNotAllowed(_) => "method_not_allowed",
+            GwError::ClientClosed => "client_closed",
             GwError::NoUnit => "no_unit_available",
             GwError::HopLimit => "hop_limit",
             GwError::HeadersTooLarge => "headers_too_large",
@@ -48,7 +60,10 @@ impl GwError {
     pub fn message(&self) -> &'static str {
         match self {
             GwError::NotReady => "the gateway has no valid topology yet",
+            GwError::BadRequest(e) => e.message(),
             GwError::NoRoute => "no route matches this request",
+            GwError::MethodNotAllowed(_) => "this route does not take this method",
+            GwError::ClientClosed => "the client closed the connection",
             GwError::NoUnit => "no unit can serve this request right now",
             GwError::HopLimit => "the request reached the hop limit between units",
             GwError::HeadersTooLarge => "request headers are too large",
@@ -72,8 +87,10 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
-    if *err == GwError::NotReady {
-        h.insert_header("retry-after", "1")?;
+    match err {
+        GwError::NotReady => h.insert_header("retry-after", "1")?,
+        GwError::MethodNotAllowed(allow) => h.insert_header("allow", allow.as_str())?,
+        _ => {}
     }
     session.set_keepalive(None);
     session.write_response_header(Box::new(h), false).await?;
