@@ -4,8 +4,9 @@
 //!
 //! Path rule (documented in `docs/wire-contract.md`): percent-encoded
 //! unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded once; an
-//! encoded `/`, `\` or NUL, a raw `\`, a malformed escape or a control
-//! character is refused; then `.` and `..` segments are removed (RFC 3986
+//! encoded `/`, `\` or NUL, a raw `\` or `;` (path parameters, which some
+//! servers strip and so would cross a route boundary), a malformed escape
+//! or a control character is refused; then `.` and `..` segments are removed (RFC 3986
 //! 5.2.4) and repeated slashes merged. Other escapes stay as sent. A path
 //! that needs no change is returned borrowed (no allocation).
 
@@ -21,6 +22,8 @@ pub enum InputError {
     BadEscape,
     EncodedSeparator,
     BadCharacter,
+    /// The request body is malformed (framing, chunked encoding).
+    BadBody,
 }
 
 impl InputError {
@@ -34,7 +37,10 @@ impl InputError {
             InputError::NotAbsolute => "the path is not an absolute path",
             InputError::BadEscape => "the path has a malformed percent escape",
             InputError::EncodedSeparator => "the path has an encoded slash, backslash or NUL",
-            InputError::BadCharacter => "the path has a backslash or a control character",
+            InputError::BadBody => "the request body is malformed",
+            InputError::BadCharacter => {
+                "the path has a backslash, a ';', a control character or bytes that are not UTF-8"
+            }
         }
     }
 }
@@ -57,7 +63,7 @@ pub fn check_host(host: &str) -> Result<(), InputError> {
         if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InputError::BadHost);
         }
-        if p.parse::<u32>().map_or(true, |n| n > 65_535) {
+        if p.parse::<u32>().map_or(true, |n| n == 0 || n > 65_535) {
             return Err(InputError::BadHost);
         }
     }
@@ -119,7 +125,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InputError> {
     let mut needs_work = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'\\' => return Err(InputError::BadCharacter),
+            b'\\' | b';' => return Err(InputError::BadCharacter),
             _ if b.is_ascii_control() => return Err(InputError::BadCharacter),
             b'%' => needs_work = true,
             b'/' if matches!(bytes.get(i + 1), Some(b'/' | b'.')) => needs_work = true,
@@ -229,6 +235,7 @@ mod tests {
             "evil.com@api.example.com",
             "api.example.com:",
             "api.example.com:99999",
+            "api.example.com:0",
             "api.example.com:80:80",
             "api example.com",
             "[::1",
@@ -262,13 +269,24 @@ mod tests {
         assert_eq!(n("/a/%zz"), Err(InputError::BadEscape));
         assert_eq!(n("/a/%2"), Err(InputError::BadEscape));
         assert_eq!(n("/a\\..\\b"), Err(InputError::BadCharacter));
+        assert_eq!(n("/orders/admin;x/y"), Err(InputError::BadCharacter));
+        assert_eq!(n("/orders/x/..;/admin"), Err(InputError::BadCharacter));
         assert_eq!(n("orders"), Err(InputError::NotAbsolute));
         assert_eq!(n("/"), Ok("/".into()));
     }
 
     proptest! {
         #[test]
-        fn normalised_paths_are_fixed_points_without_dot_segments(p in "/[a-z.%/0-9A-F]{0,40}") {
+        fn normalised_paths_are_fixed_points_without_dot_segments(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("/"), Just("."), Just(".."), Just("%2e"), Just("%2E"), Just("%25"),
+                    Just("%2f"), Just("%41"), Just("a"), Just("b"), Just("~"), Just(";"),
+                ],
+                0..16,
+            )
+        ) {
+            let p = format!("/{}", parts.concat());
             if let Ok(once) = normalize_path(&p) {
                 let twice = normalize_path(&once).map(Cow::into_owned);
                 prop_assert_eq!(twice.as_deref(), Ok(&*once));

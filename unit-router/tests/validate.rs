@@ -381,3 +381,33 @@ fn instances_merge_and_bad_ones_are_noticed() {
     assert_eq!(bj1.endpoints(t.service_id("orders").unwrap()).len(), 2);
     assert_eq!(t.notices.len(), 1, "{:?}", t.notices);
 }
+
+#[test]
+fn route_prefixes_are_normalised_plain_paths() {
+    for bad in [
+        "/a/../b",
+        "/a//b",
+        "/%7Eu",
+        "/v1/users:batch",
+        "/a;b",
+        "/a/./b",
+    ] {
+        let kv = with(
+            sample_kv(),
+            "routes/odd",
+            json!({"service":"orders","policy":"shard","path_prefix": bad}),
+        );
+        let errs = Topology::build(1, &kv, NOW).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.to_string().contains("routes/odd: path_prefix")),
+            "{bad}: {errs}"
+        );
+    }
+    let kv = with(
+        sample_kv(),
+        "routes/fine",
+        json!({"service":"orders","policy":"shard","path_prefix": "/v1/a-b_c.d~e/"}),
+    );
+    assert!(Topology::build(1, &kv, NOW).is_ok());
+}

@@ -115,8 +115,8 @@ fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<Rout
 }
 
 /// The dye of an internal request, if it verifies and fits the request:
-/// when the request also names a user, the dye must be for that user's
-/// shard (a dye replayed on another user's call is ignored).
+/// when both the dye and the request's user header name a shard, they must
+/// be the same (a dye replayed on another user's call is ignored).
 fn verified_dye(shared: &Shared, req: &RequestHeader, plane: &Plane, now: i64) -> Option<Dye> {
     let baggage = headers::baggage(req)?;
     let dyes = &shared.metrics.dyes;
@@ -129,7 +129,10 @@ fn verified_dye(shared: &Shared, req: &RequestHeader, plane: &Plane, now: i64) -
                 .and_then(|v| v.to_str().ok())
                 .filter(|k| !k.is_empty())
                 .map(|k| topo.shard_of(k));
-            if user_shard.is_some_and(|s| d.shard != Some(s)) {
+            if user_shard
+                .zip(d.shard)
+                .is_some_and(|(user, dyed)| user != dyed)
+            {
                 tracing::debug!("dye ignored: it is for another user's shard");
                 dyes.with_label_values(&["mismatched"]).inc();
                 return None;

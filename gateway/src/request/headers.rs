@@ -65,8 +65,8 @@ pub fn token(req: &RequestHeader) -> Option<&str> {
 
 /// Remove every `x-unit-*` header, every `ug.*` baggage entry, the routing
 /// cookie, and, unless the peer is a trusted proxy, every `x-forwarded-*`,
-/// `forwarded` and `x-real-ip` header (client identity is the gateway's to
-/// assert).
+/// `forwarded`, `x-real-ip`, `true-client-ip`, `x-client-ip` and
+/// `cf-connecting-ip` header (client identity is the gateway's to assert).
 pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
     let names: Vec<http::HeaderName> = req
         .headers
@@ -75,7 +75,15 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
             let k = k.as_str();
             k.starts_with("x-unit-")
                 || (!peer_trusted
-                    && (k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip"))
+                    && (k.starts_with("x-forwarded-")
+                        || matches!(
+                            k,
+                            "forwarded"
+                                | "x-real-ip"
+                                | "true-client-ip"
+                                | "x-client-ip"
+                                | "cf-connecting-ip"
+                        )))
         })
         .cloned()
         .collect();
@@ -144,23 +152,41 @@ pub fn baggage(req: &RequestHeader) -> Option<String> {
     (!v.is_empty()).then(|| v.join(","))
 }
 
-/// Apply the edge input rules to the request line: the host must be valid
-/// and the path is normalised in place (the unit receives the normalised
-/// path; the query is kept as sent).
+/// Apply the edge input rules to the request line: the host must be valid,
+/// the target must be origin-form (or absolute-form, which Pingora has
+/// already checked against `Host`) in UTF-8, and the path is normalised.
+/// Afterwards the upstream request line is exactly the path the router
+/// sees (origin-form, the query kept as sent).
 pub fn check_request_line(req: &mut RequestHeader) -> Result<(), InputError> {
+    let host_header = req.headers.get("host");
+    if host_header.is_some_and(|h| h.to_str().is_err()) {
+        return Err(InputError::BadHost);
+    }
     check_host(host(req))?;
-    let new_path = match normalize_path(req.uri.path())? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
-        std::borrow::Cow::Owned(p) => p,
+    let raw = req.raw_path();
+    let Ok(raw) = std::str::from_utf8(raw) else {
+        return Err(InputError::BadCharacter);
     };
+    let absolute = raw.starts_with("http://") || raw.starts_with("https://");
+    if !raw.starts_with('/') && !absolute {
+        return Err(InputError::NotAbsolute);
+    }
+    let path = normalize_path(req.uri.path())?;
     let pq = match req.uri.query() {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
     };
-    let uri = http::Uri::builder()
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| InputError::BadCharacter)?;
+    if !absolute && raw == pq {
+        return Ok(());
+    }
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|_| InputError::BadCharacter)?);
+    if host_header.is_some() {
+        // HTTP/1: the Host header names the authority; send origin-form.
+        parts.scheme = None;
+        parts.authority = None;
+    }
+    let uri = http::Uri::from_parts(parts).map_err(|_| InputError::BadCharacter)?;
     req.set_uri(uri);
     Ok(())
 }

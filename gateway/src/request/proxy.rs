@@ -86,6 +86,16 @@ fn gw_error(e: RouteError) -> GwError {
 
 /// The gateway's answer for a proxy error that has none recorded yet.
 fn proxy_error(e: &Error) -> GwError {
+    if *e.esource() == ErrorSource::Downstream {
+        // The client's side: its own fault, never a 5xx.
+        return match e.etype() {
+            ErrorType::ReadTimedout => GwError::RequestTimeout,
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::InvalidH2 => {
+                GwError::BadRequest(unit_router::InputError::BadBody)
+            }
+            _ => GwError::ClientClosed,
+        };
+    }
     match e.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             GwError::UpstreamTimeout
@@ -266,19 +276,18 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let err = ctx.error.clone().unwrap_or_else(|| proxy_error(e));
         let downstream_dead = *e.esource() == ErrorSource::Downstream
             && matches!(
                 e.etype(),
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
-        let code = if downstream_dead {
-            ctx.error = Some(GwError::ClientClosed);
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        } else if session.response_written().is_some() {
+        let err = if downstream_dead {
+            GwError::ClientClosed
+        } else {
+            ctx.error.clone().unwrap_or_else(|| proxy_error(e))
+        };
+        // Nobody to answer, or the answer already started: nothing to send.
+        let code = if err == GwError::ClientClosed || session.response_written().is_some() {
             0
         } else {
             let _ = respond(session, &err).await;
@@ -292,11 +301,12 @@ impl ProxyHttp for UnitProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
-        // A client that went away is not the gateway's error: debug, not ERROR.
+        // A client that went away, or sent something it should not have, is
+        // not the gateway's error: debug, not ERROR.
         let gone =
             *e.esource() == ErrorSource::Downstream || ctx.error == Some(GwError::ClientClosed);
         if gone {
-            tracing::debug!(error = %e, "client went away");
+            tracing::debug!(error = %e, "client-side error");
         }
         gone
     }

@@ -23,6 +23,8 @@ pub enum GwError {
     Internal,
     /// The client went away before an answer (counted as 499, never sent).
     ClientClosed,
+    /// The client was too slow sending its request.
+    RequestTimeout,
 }
 
 impl GwError {
@@ -32,6 +34,7 @@ impl GwError {
             GwError::NoRoute => 404,
             GwError::MethodNotAllowed(_) => 405,
             GwError::ClientClosed => 499,
+            GwError::RequestTimeout => 408,
             GwError::HeadersTooLarge => 431,
             GwError::UpstreamUnavailable | GwError::UpstreamError => 502,
             GwError::NotReady | GwError::NoUnit | GwError::HopLimit => 503,
@@ -47,6 +50,7 @@ impl GwError {
             GwError::NoRoute => "no_route",
             GwError::MethodNotAllowed(_) => "method_not_allowed",
             GwError::ClientClosed => "client_closed",
+            GwError::RequestTimeout => "request_timeout",
             GwError::NoUnit => "no_unit_available",
             GwError::HopLimit => "hop_limit",
             GwError::HeadersTooLarge => "headers_too_large",
@@ -64,6 +68,7 @@ impl GwError {
             GwError::NoRoute => "no route matches this request",
             GwError::MethodNotAllowed(_) => "this route does not take this method",
             GwError::ClientClosed => "the client closed the connection",
+            GwError::RequestTimeout => "the request was not received in time",
             GwError::NoUnit => "no unit can serve this request right now",
             GwError::HopLimit => "the request reached the hop limit between units",
             GwError::HeadersTooLarge => "request headers are too large",

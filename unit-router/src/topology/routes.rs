@@ -55,11 +55,25 @@ fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Op
 
 /// The request side: path prefix, hosts (lower-cased) and methods (upper-cased).
 fn check_match(key: &str, r: &RouteSpec, p: &mut Problems) -> (Vec<String>, Option<Vec<String>>) {
-    if !r.path_prefix.starts_with('/') {
+    let prefix = &r.path_prefix;
+    let plain = prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'));
+    if !prefix.starts_with('/') {
         p.invalid(
             key,
             "path_prefix",
-            format!("{:?} must start with '/'", r.path_prefix),
+            format!("{prefix:?} must start with '/'"),
+        );
+    } else if !plain || crate::input::normalize_path(prefix).ok().as_deref() != Some(prefix) {
+        // Requests are matched on normalised paths: any other prefix would
+        // never match, or would match differently from what the unit sees.
+        p.invalid(
+            key,
+            "path_prefix",
+            format!(
+                "{prefix:?} must be a normalised path of letters, digits, '-', '.', '_', '~' and '/' (no '.' or '..' segments, no '//')"
+            ),
         );
     }
     for h in &r.hosts {
