@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     pub threads: Option<usize>,
     pub max_attempts: Option<u8>,
+    pub max_connections: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
     pub retry_budget_percent: Option<u32>,
     pub dye_ttl_s: Option<u64>,
     pub hint_ttl_s: Option<u64>,
@@ -73,6 +75,10 @@ pub struct Config {
     pub threads: usize,
     /// Upstream attempts per request, first one included.
     pub max_attempts: u8,
+    /// Connections open at once on each listener.
+    pub max_connections: u32,
+    /// Connections open at once from one client address (public listener).
+    pub max_connections_per_ip: u32,
     /// Retries allowed as a percentage of recent requests (plus a floor).
     pub retry_budget_percent: u32,
     pub dye_ttl_s: u64,
@@ -250,6 +256,18 @@ impl Config {
             trusted_proxies,
             threads: within("threads", file.threads, 2, 1..=256)?,
             max_attempts: within("max_attempts", file.max_attempts, 3, 1..=8)?,
+            max_connections: within(
+                "max_connections",
+                file.max_connections,
+                10_000,
+                1..=1_000_000,
+            )?,
+            max_connections_per_ip: within(
+                "max_connections_per_ip",
+                file.max_connections_per_ip,
+                256,
+                1..=1_000_000,
+            )?,
             retry_budget_percent,
             dye_ttl_s: file.dye_ttl_s.unwrap_or(60),
             hint_ttl_s: file.hint_ttl_s.unwrap_or(unit_router::DEFAULT_HINT_TTL_S),

@@ -1,8 +1,8 @@
 //! Prometheus metrics of one gateway (its own registry, served on /metrics).
 
 use pingora_prometheus::prometheus::{
-    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports.
@@ -15,6 +15,8 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounter,
     pub tokens: IntCounterVec,
     pub dyes: IntCounterVec,
+    pub connections_refused: IntCounterVec,
+    pub connections_open: IntGaugeVec,
     pub config_epoch: IntGauge,
     pub config_connected: IntGauge,
     pub config_rejected: IntGauge,
@@ -99,6 +101,24 @@ impl Metrics {
                     "unitgate_dyes_total",
                     "Dyes by result (verified, rejected, mismatched, set)",
                     &["result"],
+                ),
+            )?,
+            connections_refused: reg(
+                &r,
+                counters(
+                    "unitgate_connections_refused_total",
+                    "Connections closed on accept by listener and limit (listener, ip)",
+                    &["listener", "limit"],
+                ),
+            )?,
+            connections_open: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_connections_open",
+                        "Client connections open now, by listener",
+                    ),
+                    &["listener"],
                 ),
             )?,
             config_epoch: reg(

@@ -56,6 +56,28 @@ async fn raw(addr: &str, head: &[&str]) -> (u16, String) {
     (status, text)
 }
 
+/// Like [`raw`], but any IO failure (a refused connection) is status 0.
+async fn status_of(addr: &str, head: &[&str]) -> u16 {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut req = head.join("\r\n");
+        req.push_str("\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8_lossy(&out)
+            .split(' ')
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
 fn public(gw: &Gateway) -> String {
     gw.url("").trim_start_matches("http://").to_owned()
 }
@@ -274,4 +296,63 @@ async fn an_upstream_that_never_answers_is_504_within_the_read_timeouts() {
     for h in holds {
         h.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_address_limit_are_closed_on_accept() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("topology.yaml");
+    std::fs::write(&file, units.topology(&[])).unwrap();
+    let conf = dir.path().join("gw.toml");
+    std::fs::write(&conf, "max_connections_per_ip = 3\nmax_connections = 100\n").unwrap();
+    let args = GatewayArgs {
+        topology_file: Some(file),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        extra: vec!["--config".into(), conf.display().to_string()],
+        ..GatewayArgs::default()
+    };
+    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+    let addr = public(&gw);
+    // Three idle connections from this address hold its three places...
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let open = r#"unitgate_connections_open{listener="public"} 3"#;
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        gw.admin("/metrics").await.1.contains(open),
+        "three connections admitted"
+    );
+    // ...so the fourth is closed before it can send anything.
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the refused connection is closed without an answer");
+    let m = gw.admin("/metrics").await.1;
+    assert!(
+        m.contains(r#"unitgate_connections_refused_total{limit="ip",listener="public"}"#),
+        "{m}"
+    );
+    // One idle connection goes: a new client connection is served again.
+    drop(idle.pop());
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        status_of(
+            &addr,
+            &[
+                "GET /orders/1 HTTP/1.1",
+                "host: api.example.com",
+                "x-user-id: 42"
+            ]
+        )
+        .await
+            == 200,
+        "served once a place is free"
+    );
 }

@@ -1,12 +1,15 @@
 //! Assemble and run the gateway: check the configuration, load keys, geo and
-//! the first topology, start the control plane, bind the three listeners.
+//! the first topology, start the control plane, bind the three listeners,
+//! each behind its connection limits ([`limits`]).
+
+pub mod limits;
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use config_center::file::FileSource;
 use config_center::ConfigCenter;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -81,7 +84,22 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
             shared: shared.clone(),
             listener,
         };
-        let mut svc = http_proxy_service_with_name(&conf, proxy, name);
+        let per_ip = match listener {
+            Listener::Public => Some(cfg.max_connections_per_ip),
+            // Unit services share a few addresses: no per-address limit.
+            Listener::Internal => None,
+        };
+        let app = limits::Limited {
+            inner: Arc::new(http_proxy(&conf, proxy)),
+            counts: limits::ConnCounts::new(limits::ConnLimits {
+                per_listener: cfg.max_connections,
+                per_ip,
+            }),
+            listener: name,
+            refused: shared.metrics.connections_refused.clone(),
+            open: shared.metrics.connections_open.with_label_values(&[name]),
+        };
+        let mut svc = Service::new(name.to_owned(), app);
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
