@@ -15,12 +15,68 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounter,
     pub tokens: IntCounterVec,
     pub dyes: IntCounterVec,
-    pub connections_refused: IntCounterVec,
-    pub connections_open: IntGaugeVec,
-    pub config_epoch: IntGauge,
-    pub config_connected: IntGauge,
-    pub config_rejected: IntGauge,
-    pub config_relists: IntGauge,
+    pub connections: ConnectionMetrics,
+    pub config: ConfigMetrics,
+}
+
+/// Client connections by listener.
+pub struct ConnectionMetrics {
+    pub open: IntGaugeVec,
+    pub refused: IntCounterVec,
+}
+
+/// The config center's state, mirrored by the control thread.
+pub struct ConfigMetrics {
+    pub epoch: IntGauge,
+    pub connected: IntGauge,
+    pub rejected: IntGauge,
+    pub relists: IntGauge,
+}
+
+impl ConnectionMetrics {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        Ok(ConnectionMetrics {
+            open: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_connections_open",
+                        "Client connections open now, by listener",
+                    ),
+                    &["listener"],
+                ),
+            )?,
+            refused: reg(
+                r,
+                counters(
+                    "unitgate_connections_refused_total",
+                    "Connections closed on accept by listener and limit (listener, ip)",
+                    &["listener", "limit"],
+                ),
+            )?,
+        })
+    }
+}
+
+impl ConfigMetrics {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| reg(r, IntGauge::new(name, help));
+        Ok(ConfigMetrics {
+            epoch: gauge("unitgate_config_epoch", "Epoch of the topology in force")?,
+            connected: gauge(
+                "unitgate_config_connected",
+                "1 when the config source (etcd or file) is reachable",
+            )?,
+            rejected: gauge(
+                "unitgate_config_rejected_changes",
+                "Topology changes rejected by validation since start",
+            )?,
+            relists: gauge(
+                "unitgate_config_compaction_relists",
+                "Re-lists after the etcd watch revision was compacted",
+            )?,
+        })
+    }
 }
 
 /// Register `c` in `r` and hand it back.
@@ -103,49 +159,8 @@ impl Metrics {
                     &["result"],
                 ),
             )?,
-            connections_refused: reg(
-                &r,
-                counters(
-                    "unitgate_connections_refused_total",
-                    "Connections closed on accept by listener and limit (listener, ip)",
-                    &["listener", "limit"],
-                ),
-            )?,
-            connections_open: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "unitgate_connections_open",
-                        "Client connections open now, by listener",
-                    ),
-                    &["listener"],
-                ),
-            )?,
-            config_epoch: reg(
-                &r,
-                IntGauge::new("unitgate_config_epoch", "Epoch of the topology in force"),
-            )?,
-            config_connected: reg(
-                &r,
-                IntGauge::new(
-                    "unitgate_config_connected",
-                    "1 when the config source (etcd or file) is reachable",
-                ),
-            )?,
-            config_rejected: reg(
-                &r,
-                IntGauge::new(
-                    "unitgate_config_rejected_changes",
-                    "Topology changes rejected by validation since start",
-                ),
-            )?,
-            config_relists: reg(
-                &r,
-                IntGauge::new(
-                    "unitgate_config_compaction_relists",
-                    "Re-lists after the etcd watch revision was compacted",
-                ),
-            )?,
+            connections: ConnectionMetrics::new(&r)?,
+            config: ConfigMetrics::new(&r)?,
             registry: r,
         })
     }

@@ -98,7 +98,7 @@ impl Shared {
         self.plane
             .store(Some(Arc::new(Plane { snap, pools, here })));
         self.applied_epoch.store(epoch, Ordering::SeqCst);
-        self.metrics.config_epoch.set(epoch);
+        self.metrics.config.epoch.set(epoch);
         tracing::info!(epoch, "plane updated");
     }
 }

@@ -73,9 +73,9 @@ async fn run(shared: Arc<Shared>) {
         shared.refresh_plane();
         let st = center.status();
         let m = &shared.metrics;
-        m.config_connected.set(i64::from(st.connected));
-        m.config_rejected.set(st.rejected_changes as i64);
-        m.config_relists.set(st.compaction_relists as i64);
+        m.config.connected.set(i64::from(st.connected));
+        m.config.rejected.set(st.rejected_changes as i64);
+        m.config.relists.set(st.compaction_relists as i64);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = tick.tick() => {}

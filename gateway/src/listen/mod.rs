@@ -96,8 +96,8 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
                 per_ip,
             }),
             listener: name,
-            refused: shared.metrics.connections_refused.clone(),
-            open: shared.metrics.connections_open.with_label_values(&[name]),
+            refused: shared.metrics.connections.refused.clone(),
+            open: shared.metrics.connections.open.with_label_values(&[name]),
         };
         let mut svc = Service::new(name.to_owned(), app);
         svc.add_tcp(&addr.to_string());
