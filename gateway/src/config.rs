@@ -41,6 +41,7 @@ pub struct FileConfig {
     pub max_attempts: Option<u8>,
     pub max_connections: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
+    pub keepalive_idle_s: Option<u64>,
     pub retry_budget_percent: Option<u32>,
     pub dye_ttl_s: Option<u64>,
     pub hint_ttl_s: Option<u64>,
@@ -79,6 +80,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Connections open at once from one client address (public listener).
     pub max_connections_per_ip: u32,
+    /// How long a client connection may sit idle between requests.
+    pub keepalive_idle_s: u64,
     /// Retries allowed as a percentage of recent requests (plus a floor).
     pub retry_budget_percent: u32,
     pub dye_ttl_s: u64,
@@ -262,6 +265,7 @@ impl Config {
                 10_000,
                 1..=1_000_000,
             )?,
+            keepalive_idle_s: within("keepalive_idle_s", file.keepalive_idle_s, 30, 1..=3600)?,
             max_connections_per_ip: within(
                 "max_connections_per_ip",
                 file.max_connections_per_ip,

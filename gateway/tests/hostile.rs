@@ -356,3 +356,36 @@ async fn connections_over_the_per_address_limit_are_closed_on_accept() {
         "served once a place is free"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keepalive_connection_is_closed_after_the_idle_limit() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("topology.yaml");
+    std::fs::write(&file, units.topology(&[])).unwrap();
+    let conf = dir.path().join("gw.toml");
+    std::fs::write(&conf, "keepalive_idle_s = 1\n").unwrap();
+    let args = GatewayArgs {
+        topology_file: Some(file),
+        extra: vec!["--config".into(), conf.display().to_string()],
+        ..GatewayArgs::default()
+    };
+    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(public(&gw)).await.unwrap();
+    s.write_all(b"GET /orders/1 HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer, then nothing: the gateway closes the idle connection.
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("closed by the gateway, not kept forever")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -126,6 +126,11 @@ impl ProxyHttp for UnitProxy {
         let Some(plane) = shared.plane.load_full() else {
             return self.answer(session, ctx, GwError::NotReady).await;
         };
+        // Pingora keeps an HTTP/1.1 connection open forever between
+        // requests; an idle client gets `keepalive_idle_s`.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(shared.cfg.keepalive_idle_s));
+        }
         ctx.facts = RequestFacts::gather(shared, self.listener, session, &plane);
         // Untrusted input never reaches an upstream: internal headers go,
         // the host is checked and the path normalised before routing.
