@@ -24,12 +24,20 @@ fn now() -> i64 {
 }
 
 async fn start(topology: String, dir: &Path) -> Gateway {
+    start_with(topology, dir, "").await
+}
+
+/// A gateway in cn-north/bj-a on `topology`, with `config` as its TOML file.
+async fn start_with(topology: String, dir: &Path, config: &str) -> Gateway {
     let file = dir.join("topology.yaml");
     std::fs::write(&file, topology).unwrap();
+    let conf = dir.join("gw.toml");
+    std::fs::write(&conf, config).unwrap();
     let args = GatewayArgs {
         topology_file: Some(file),
         region: Some("cn-north".into()),
         dc: Some("bj-a".into()),
+        extra: vec!["--config".into(), conf.display().to_string()],
         ..GatewayArgs::default()
     };
     Gateway::start(Path::new(BIN), args).await.unwrap()
@@ -302,18 +310,8 @@ async fn an_upstream_that_never_answers_is_504_within_the_read_timeouts() {
 async fn connections_over_the_per_address_limit_are_closed_on_accept() {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("topology.yaml");
-    std::fs::write(&file, units.topology(&[])).unwrap();
-    let conf = dir.path().join("gw.toml");
-    std::fs::write(&conf, "max_connections_per_ip = 3\nmax_connections = 100\n").unwrap();
-    let args = GatewayArgs {
-        topology_file: Some(file),
-        region: Some("cn-north".into()),
-        dc: Some("bj-a".into()),
-        extra: vec!["--config".into(), conf.display().to_string()],
-        ..GatewayArgs::default()
-    };
-    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+    let config = "max_connections_per_ip = 3\nmax_connections = 100\n";
+    let gw = start_with(units.topology(&[]), dir.path(), config).await;
     let addr = public(&gw);
     // Three idle connections from this address hold its three places...
     let mut idle = Vec::new();
@@ -361,16 +359,7 @@ async fn connections_over_the_per_address_limit_are_closed_on_accept() {
 async fn an_idle_keepalive_connection_is_closed_after_the_idle_limit() {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("topology.yaml");
-    std::fs::write(&file, units.topology(&[])).unwrap();
-    let conf = dir.path().join("gw.toml");
-    std::fs::write(&conf, "keepalive_idle_s = 1\n").unwrap();
-    let args = GatewayArgs {
-        topology_file: Some(file),
-        extra: vec!["--config".into(), conf.display().to_string()],
-        ..GatewayArgs::default()
-    };
-    let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
+    let gw = start_with(units.topology(&[]), dir.path(), "keepalive_idle_s = 1\n").await;
     let mut s = tokio::net::TcpStream::connect(public(&gw)).await.unwrap();
     s.write_all(b"GET /orders/1 HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n\r\n")
         .await
