@@ -46,6 +46,9 @@ pub struct FileConfig {
     pub dye_ttl_s: Option<u64>,
     pub hint_ttl_s: Option<u64>,
     pub max_header_bytes: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,
 }
 
@@ -86,8 +89,16 @@ pub struct Config {
     pub retry_budget_percent: u32,
     pub dye_ttl_s: u64,
     pub hint_ttl_s: u64,
-    /// Request header block limit (431 above it).
+    /// Bytes of one request head, enforced while reading (431 above it).
     pub max_header_bytes: usize,
+    /// Time to receive a whole request head, from its first byte (from
+    /// accept for a connection's first request); 408 after it.
+    pub header_timeout_ms: u64,
+    /// Request body limit of a route that sets none (413 above it).
+    pub max_body_bytes: u64,
+    /// Total time of a request across attempts, for a route that sets none
+    /// (504 after it).
+    pub request_timeout_ms: u64,
     /// Consecutive failures that eject an endpoint.
     pub eject_after_failures: u32,
 }
@@ -275,11 +286,37 @@ impl Config {
             retry_budget_percent,
             dye_ttl_s: file.dye_ttl_s.unwrap_or(60),
             hint_ttl_s: file.hint_ttl_s.unwrap_or(unit_router::DEFAULT_HINT_TTL_S),
-            max_header_bytes: file.max_header_bytes.unwrap_or(32 * 1024),
+            max_header_bytes: within(
+                "max_header_bytes",
+                file.max_header_bytes,
+                32 * 1024,
+                1024..=1024 * 1024,
+            )?,
+            header_timeout_ms: within(
+                "header_timeout_ms",
+                file.header_timeout_ms,
+                5_000,
+                100..=120_000,
+            )?,
+            max_body_bytes: within(
+                "max_body_bytes",
+                file.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+                0..=unit_router::MAX_BODY_BYTES,
+            )?,
+            request_timeout_ms: within(
+                "request_timeout_ms",
+                file.request_timeout_ms,
+                30_000,
+                100..=unit_router::MAX_ROUTE_TIMEOUT_MS,
+            )?,
             eject_after_failures: file.eject_after_failures.unwrap_or(3).max(1),
         })
     }
 }
+
+/// Body limit of a route that sets none: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 
 fn default_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")

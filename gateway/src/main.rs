@@ -124,8 +124,10 @@ fn main() {
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // pingora_proxy's own lines are client noise (an ERROR per client
+            // that drops mid-head): the gateway logs failed requests itself.
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=off")
             }),
         )
         .with_writer(std::io::stderr)

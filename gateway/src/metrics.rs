@@ -23,6 +23,9 @@ pub struct Metrics {
 pub struct ConnectionMetrics {
     pub open: IntGaugeVec,
     pub refused: IntCounterVec,
+    /// Request heads refused while being read (too large, too slow,
+    /// malformed), by listener and reason.
+    pub heads_refused: IntCounterVec,
 }
 
 /// The config center's state, mirrored by the control thread.
@@ -54,7 +57,25 @@ impl ConnectionMetrics {
                     &["listener", "limit"],
                 ),
             )?,
+            heads_refused: reg(
+                r,
+                counters(
+                    "unitgate_request_heads_refused_total",
+                    "Request heads refused while read, by listener and reason (too_large: 431, timeout: 408, malformed: 400)",
+                    &["listener", "reason"],
+                ),
+            )?,
         })
+    }
+
+    /// The head counters of one listener, labels resolved once.
+    pub fn head_counters(&self, listener: &str) -> crate::listen::head::HeadCounters {
+        let c = |reason: &str| self.heads_refused.with_label_values(&[listener, reason]);
+        crate::listen::head::HeadCounters {
+            too_large: c("too_large"),
+            timeout: c("timeout"),
+            malformed: c("malformed"),
+        }
     }
 }
 

@@ -25,6 +25,11 @@ pub mod spec;
 pub mod token;
 pub mod topology;
 
+/// The longest total time a route may give a request (10 minutes).
+pub const MAX_ROUTE_TIMEOUT_MS: u64 = 600_000;
+/// The largest body limit a route may set (64 GiB).
+pub const MAX_BODY_BYTES: u64 = 64 << 30;
+
 pub use decide::{
     decide, hint_value, locate, Affinity, Decision, Facts, Here, KeySource, Located, RouteError,
     DEFAULT_HINT_TTL_S,

@@ -38,6 +38,10 @@ pub struct Route {
     pub auth: AuthMode,
     pub quota: Option<String>,
     pub listener: ListenerScope,
+    /// Request body limit; `None`: the gateway's default.
+    pub max_body_bytes: Option<u64>,
+    /// Total time across attempts; `None`: the gateway's default.
+    pub timeout_ms: Option<u64>,
 }
 
 impl Route {
@@ -270,6 +274,8 @@ mod tests {
             policy: Policy::Shard,
             auth: AuthMode::None,
             quota: None,
+            max_body_bytes: None,
+            timeout_ms: None,
             listener: l,
         }
     }

@@ -163,6 +163,14 @@ pub struct RouteSpec {
     pub quota: Option<String>,
     #[serde(default)]
     pub listener: ListenerScope,
+    /// Request body limit in bytes (413 above it); none: the gateway's
+    /// `max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// Total time of a request across all its attempts (504 after it);
+    /// none: the gateway's `request_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn default_prefix() -> String {

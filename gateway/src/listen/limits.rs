@@ -21,6 +21,8 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::{IntCounterVec, IntGauge};
 
+use super::head::{HeadCounters, HeadGuard, HeadLimits};
+
 /// Slots of the per-address table (65,536 x 4 bytes).
 const SLOTS: usize = 1 << 16;
 
@@ -126,10 +128,12 @@ impl ConnCounts {
 
 /// A Pingora app behind connection limits: each connection is admitted
 /// once and served by `inner` (keep-alive requests included) until it
-/// closes.
+/// closes, its request heads bounded by [`HeadGuard`].
 pub struct Limited<A> {
     pub inner: Arc<A>,
     pub counts: ConnCounts,
+    pub head: HeadLimits,
+    pub head_counters: Arc<HeadCounters>,
     pub listener: &'static str,
     pub refused: IntCounterVec,
     /// Connections open now on this listener.
@@ -160,6 +164,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             }
         };
         let _open = OpenGauge::up(&self.open);
+        let session = HeadGuard::wrap(session, self.head, self.head_counters.clone());
         let mut next = Some(session);
         while let Some(s) = next {
             next = self.inner.process_new(s, shutdown).await;

@@ -1,7 +1,9 @@
 //! Assemble and run the gateway: check the configuration, load keys, geo and
 //! the first topology, start the control plane, bind the three listeners,
-//! each behind its connection limits ([`limits`]).
+//! each behind its connection limits ([`limits`]) and request-head bounds
+//! ([`head`]).
 
+pub mod head;
 pub mod limits;
 
 use std::sync::Arc;
@@ -95,6 +97,11 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
                 per_listener: cfg.max_connections,
                 per_ip,
             }),
+            head: head::HeadLimits {
+                max_bytes: cfg.max_header_bytes,
+                timeout: std::time::Duration::from_millis(cfg.header_timeout_ms),
+            },
+            head_counters: Arc::new(shared.metrics.connections.head_counters(name)),
             listener: name,
             refused: shared.metrics.connections.refused.clone(),
             open: shared.metrics.connections.open.with_label_values(&[name]),

@@ -1,7 +1,7 @@
 //! The per-request state carried through Pingora's phases.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use unit_router::{Decision, Listener};
 
@@ -23,6 +23,12 @@ pub struct Ctx {
     /// failover to another unit. Response headers are read off it.
     pub decision: Option<Decision>,
     pub attempts: Attempts,
+    /// When the request's time across attempts runs out (the route's
+    /// `timeout_ms`); set once routed.
+    pub deadline: Option<Instant>,
+    /// The route's body limit and the body bytes seen so far.
+    pub body_limit: u64,
+    pub body_seen: u64,
     pub upstream_status: Option<u16>,
     /// The error the gateway answers (or answered) itself.
     pub error: Option<GwError>,
@@ -40,10 +46,19 @@ impl Ctx {
             plane: None,
             decision: None,
             attempts: Attempts::default(),
+            deadline: None,
+            body_limit: u64::MAX,
+            body_seen: 0,
             upstream_status: None,
             error: None,
             last_failure: None,
         }
+    }
+
+    /// Time left before the deadline (`None`: no deadline set).
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Name of the unit the current decision targets ("" before one).

@@ -5,14 +5,17 @@
 //! the decision ([`crate::request::render`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use unit_router::{decide, Decision, Listener, RouteError};
 
+use crate::listen::head::HeadGuard;
 use crate::request::ctx::Ctx;
 use crate::request::facts::RequestFacts;
 use crate::request::respond::{respond, GwError};
@@ -54,9 +57,12 @@ impl UnitProxy {
         }
     }
 
-    /// Whether one more attempt is allowed (attempt cap, retry budget).
+    /// Whether one more attempt is allowed (attempt cap, time left, retry
+    /// budget).
     fn may_retry(&self, ctx: &Ctx, kind: &str) -> bool {
-        if ctx.attempts.count >= self.shared.cfg.max_attempts {
+        if ctx.attempts.count >= self.shared.cfg.max_attempts
+            || ctx.time_left().is_some_and(|t| t.is_zero())
+        {
             return false;
         }
         if !self.shared.budget.try_retry() {
@@ -65,6 +71,31 @@ impl UnitProxy {
         }
         self.shared.metrics.retries.with_label_values(&[kind]).inc();
         true
+    }
+
+    /// The routed request's limits: its deadline and body limit, from the
+    /// route or the gateway's defaults. A declared body over the limit is
+    /// refused before a byte of it is read.
+    fn limits(
+        &self,
+        ctx: &mut Ctx,
+        req: &RequestHeader,
+        d: &Decision,
+        plane: &Plane,
+    ) -> Result<(), GwError> {
+        let route = plane.snap.topology.routes.get(d.route);
+        let cfg = &self.shared.cfg;
+        let timeout = route.timeout_ms.unwrap_or(cfg.request_timeout_ms);
+        ctx.deadline = Some(ctx.started + Duration::from_millis(timeout));
+        ctx.body_limit = route.max_body_bytes.unwrap_or(cfg.max_body_bytes);
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        match declared {
+            Some(n) if n > ctx.body_limit => Err(GwError::PayloadTooLarge),
+            _ => Ok(()),
+        }
     }
 
     /// Answer `err` from the gateway itself; the request ends there.
@@ -82,6 +113,16 @@ fn gw_error(e: RouteError) -> GwError {
         RouteError::NoUnit { .. } => GwError::NoUnit,
         RouteError::HopLimit { .. } => GwError::HopLimit,
     }
+}
+
+/// Whether a failed request is the client's doing (gone, garbage, over a
+/// limit): not the upstream's fault, logged at debug.
+fn client_fault(ctx: &Ctx, e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        || matches!(
+            ctx.error,
+            Some(GwError::ClientClosed | GwError::PayloadTooLarge)
+        )
 }
 
 /// The gateway's answer for a proxy error that has none recorded yet.
@@ -117,6 +158,14 @@ impl ProxyHttp for UnitProxy {
         Ctx::new(self.listener)
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // The head is in: its size and time limits stop applying.
+        if let Some(g) = HeadGuard::of(session.as_downstream().stream()) {
+            g.head_read();
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let shared = &self.shared;
         shared.budget.deposit();
@@ -149,9 +198,13 @@ impl ProxyHttp for UnitProxy {
         let routed = self.route(req, ctx, &plane);
         let err = match routed {
             Ok(d) => {
+                let limits = self.limits(ctx, req, &d, &plane);
                 ctx.decision = Some(d);
                 ctx.plane = Some(plane);
-                return Ok(false);
+                return match limits {
+                    Ok(()) => Ok(false),
+                    Err(e) => self.answer(session, ctx, e).await,
+                };
             }
             Err(RouteError::NoRoute) => {
                 let allow = plane.snap.topology.routes.allowed_methods(
@@ -175,13 +228,21 @@ impl ProxyHttp for UnitProxy {
         let Some(plane) = ctx.plane.clone() else {
             return Err(Error::explain(ErrorType::InternalError, "no plane"));
         };
+        let left = ctx.time_left().unwrap_or(Duration::MAX);
+        if left.is_zero() {
+            ctx.error = Some(GwError::Deadline);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(504),
+                "deadline exceeded",
+            ));
+        }
         // Bounded: each turn either returns or excludes one more unit.
         let mut no_unit = GwError::NoUnit;
         for _ in 0..=plane.snap.topology.units.len() {
             let Some(d) = ctx.decision else { break };
             if let Some(pool) = plane.pools.get(d.target, d.service) {
                 if let Some(ep) = pool.pick(&ctx.attempts.tried_endpoints) {
-                    let peer = http_peer(ep.addr, &pool.settings);
+                    let peer = http_peer(ep.addr, &pool.settings, left);
                     ctx.attempts.begin(ep);
                     return Ok(Box::new(peer));
                 }
@@ -206,6 +267,26 @@ impl ProxyHttp for UnitProxy {
             ErrorType::HTTPStatus(503),
             "no unit can serve",
         ))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Counted as it streams: a body without a declared length (chunked)
+        // is cut off at the limit.
+        ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_seen > ctx.body_limit {
+            ctx.error = Some(GwError::PayloadTooLarge);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route's limit",
+            ));
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -260,7 +341,7 @@ impl ProxyHttp for UnitProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        if *e.esource() == ErrorSource::Downstream {
+        if client_fault(ctx, &e) {
             // The client went away or sent garbage: not the upstream's fault,
             // and nobody is left to answer.
             self.end_attempt(ctx, Outcome::ClientGone);
@@ -305,20 +386,19 @@ impl ProxyHttp for UnitProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
-        // A client that went away, or sent something it should not have, is
-        // not the gateway's error: debug, not ERROR.
-        let gone =
-            *e.esource() == ErrorSource::Downstream || ctx.error == Some(GwError::ClientClosed);
-        if gone {
-            tracing::debug!(error = %e, "client-side error");
-        }
-        gone
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _e: &Error) -> bool {
+        // The gateway logs every failed request itself, in `logging`: at
+        // debug when the client is at fault, at warn otherwise.
+        true
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // The next bytes on this connection are the next request's head.
+        if let Some(g) = HeadGuard::of(session.as_downstream().stream()) {
+            g.rearm();
+        }
         let outcome = match e {
-            Some(e) if *e.esource() == ErrorSource::Downstream => Outcome::ClientGone,
+            Some(e) if client_fault(ctx, e) => Outcome::ClientGone,
             Some(_) => Outcome::Failed,
             None if ctx.upstream_status.is_some_and(|s| s >= 500) => Outcome::Failed,
             None => Outcome::Ok,
@@ -338,6 +418,13 @@ impl ProxyHttp for UnitProxy {
             ),
             _ => ("", ctx.error.as_ref().map_or("", GwError::code)),
         };
+        if let Some(e) = e {
+            if client_fault(ctx, e) {
+                tracing::debug!(error = %e, status, route, "client-side error");
+            } else {
+                tracing::warn!(error = %e, status, route, unit = ctx.target_name(), "request failed");
+            }
+        }
         let m = &self.shared.metrics;
         m.requests
             .with_label_values(&[

@@ -36,6 +36,7 @@ fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Op
         p.push(E::CenterWithoutUnit { key: key.clone() });
     }
     fail_closed(&key, r, p);
+    check_limits(&key, r, p);
     if p.count() != before {
         return None;
     }
@@ -50,6 +51,8 @@ fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Op
         auth: r.auth,
         quota: r.quota.clone(),
         listener: r.listener,
+        max_body_bytes: r.max_body_bytes,
+        timeout_ms: r.timeout_ms,
     })
 }
 
@@ -122,6 +125,28 @@ fn resolve_service(key: &str, r: &RouteSpec, units: &Units, p: &mut Problems) ->
         });
     }
     None
+}
+
+/// The route's own limits, where it sets them.
+fn check_limits(key: &str, r: &RouteSpec, p: &mut Problems) {
+    if let Some(t) = r.timeout_ms {
+        if !(1..=crate::MAX_ROUTE_TIMEOUT_MS).contains(&t) {
+            p.invalid(
+                key,
+                "timeout_ms",
+                format!("{t} is not within 1..={}", crate::MAX_ROUTE_TIMEOUT_MS),
+            );
+        }
+    }
+    if let Some(b) = r.max_body_bytes {
+        if b > crate::MAX_BODY_BYTES {
+            p.invalid(
+                key,
+                "max_body_bytes",
+                format!("{b} is over {}", crate::MAX_BODY_BYTES),
+            );
+        }
+    }
 }
 
 /// Fail closed: a route may not ask for what the gateway does not enforce

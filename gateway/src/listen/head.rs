@@ -1,0 +1,355 @@
+//! Bounds on reading a request head, enforced while the bytes arrive.
+//!
+//! Pingora buffers a request head up to about 1 MiB and allows 60 s per
+//! read, so a client can hold a megabyte, or a connection for ever, by
+//! sending a head slowly or never finishing it. [`HeadGuard`] wraps each
+//! client connection and, while a head is being read:
+//!
+//! - hands the parser at most `max_bytes` bytes; a head still unfinished at
+//!   that size is answered 431 and the connection closed;
+//! - gives the whole head `timeout` from its first byte (from accept for the
+//!   first request of a connection); a head not finished by then is
+//!   answered 408 and the connection closed, however steadily its bytes
+//!   trickle in;
+//! - turns the framework's own head-rejection response (an empty 400 with a
+//!   `Server: Pingora` header, sent before any proxy hook runs) into the
+//!   gateway's JSON 400, so every error the gateway sends has one shape.
+//!
+//! The head phase ends when the proxy's first hook runs
+//! ([`HeadGuard::head_read`]); the next one starts when the request has
+//! been logged ([`HeadGuard::rearm`]). Idle time between keep-alive
+//! requests is not head time: it is bounded by the keep-alive limit, and the
+//! head clock starts at the next request's first byte. Body bytes are never
+//! counted. HTTP/2 connections (ALPN `h2`) are not guarded: their framing
+//! has its own limits.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora_prometheus::prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::request::respond::json_body;
+
+/// The head limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Bytes of one request head (request line and headers).
+    pub max_bytes: usize,
+    /// Time to receive one whole head.
+    pub timeout: Duration,
+}
+
+/// Heads refused, by why.
+#[derive(Clone)]
+pub struct HeadCounters {
+    pub too_large: IntCounter,
+    pub timeout: IntCounter,
+    pub malformed: IntCounter,
+}
+
+/// Phase of the connection, as set by the proxy hooks.
+const ARMED: u8 = 0; // a new head may start; clock not running
+const HEAD: u8 = 1; // reading a head
+const BODY: u8 = 2; // head parsed: body and response, nothing enforced
+
+/// A canned response being written in place of the connection's traffic.
+struct Canned {
+    bytes: bytes::Bytes,
+    written: usize,
+}
+
+impl Canned {
+    fn new(status: u16, reason: &str, code: &str, message: &str) -> Self {
+        let body = json_body(code, message);
+        let mut out = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        Canned {
+            bytes: out.into(),
+            written: 0,
+        }
+    }
+
+    /// Write the rest into `io`; Ready once all of it is out (or the
+    /// client is gone, which ends the connection just the same).
+    fn poll_out(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<()> {
+        while self.written < self.bytes.len() {
+            match ready!(Pin::new(&mut *io).poll_write(cx, &self.bytes[self.written..])) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(n) => self.written += n,
+            }
+        }
+        let _ = ready!(Pin::new(&mut *io).poll_flush(cx));
+        Poll::Ready(())
+    }
+}
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooLarge,
+    Timeout,
+}
+
+/// A client connection whose request heads are bounded in size and time.
+pub struct HeadGuard {
+    inner: Stream,
+    limits: HeadLimits,
+    counters: Arc<HeadCounters>,
+    phase: AtomicU8,
+    /// Bytes handed to the parser in the current head.
+    read: usize,
+    /// When the current head must be complete; `None` until its first byte.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// A refusal being written; reads fail once it is out.
+    refusing: Option<(Refusal, Canned)>,
+    /// The JSON 400 written in place of the framework's head rejection.
+    replaced: Option<Canned>,
+}
+
+impl std::fmt::Debug for HeadGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadGuard")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase.load(Ordering::Relaxed))
+            .field("read", &self.read)
+            .finish()
+    }
+}
+
+impl HeadGuard {
+    /// Guard `inner`, or hand it back unguarded when it speaks HTTP/2.
+    pub fn wrap(inner: Stream, limits: HeadLimits, counters: Arc<HeadCounters>) -> Stream {
+        if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
+            return inner;
+        }
+        // The first head's clock runs from accept: a connection that sends
+        // nothing is closed after `timeout` too.
+        let deadline = Some(Box::pin(tokio::time::sleep(limits.timeout)));
+        Box::new(HeadGuard {
+            inner,
+            limits,
+            counters,
+            phase: AtomicU8::new(HEAD),
+            read: 0,
+            deadline,
+            refusing: None,
+            replaced: None,
+        })
+    }
+
+    /// The guard under a session's stream, if there is one.
+    pub fn of(stream: Option<&Stream>) -> Option<&HeadGuard> {
+        stream.and_then(|s| (**s).as_any().downcast_ref::<HeadGuard>())
+    }
+
+    /// The head has been parsed: stop counting until [`Self::rearm`].
+    pub fn head_read(&self) {
+        self.phase.store(BODY, Ordering::Release);
+    }
+
+    /// The request is over: the next bytes are the next request's head.
+    pub fn rearm(&self) {
+        self.phase.store(ARMED, Ordering::Release);
+    }
+
+    fn refuse(&mut self, why: Refusal) {
+        let (counter, canned) = match why {
+            Refusal::TooLarge => (
+                &self.counters.too_large,
+                Canned::new(
+                    431,
+                    "Request Header Fields Too Large",
+                    "headers_too_large",
+                    "request headers are too large",
+                ),
+            ),
+            Refusal::Timeout => (
+                &self.counters.timeout,
+                Canned::new(
+                    408,
+                    "Request Timeout",
+                    "request_timeout",
+                    "the request headers were not received in time",
+                ),
+            ),
+        };
+        counter.inc();
+        tracing::debug!(?why, read = self.read, "request head refused");
+        self.refusing = Some((why, canned));
+    }
+
+    /// Write the refusal, then fail the read so the connection ends.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((why, canned)) = self.refusing.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        ready!(canned.poll_out(&mut self.inner, cx));
+        let (kind, msg) = match why {
+            Refusal::TooLarge => (io::ErrorKind::InvalidData, "request head too large"),
+            Refusal::Timeout => (io::ErrorKind::TimedOut, "request head timed out"),
+        };
+        Poll::Ready(Err(io::Error::new(kind, msg)))
+    }
+
+    fn poll_head_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.phase.load(Ordering::Acquire) == ARMED {
+            self.phase.store(HEAD, Ordering::Release);
+            self.read = 0;
+            self.deadline = None;
+        }
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                self.refuse(Refusal::Timeout);
+                return self.poll_refusal(cx);
+            }
+        }
+        let room = self.limits.max_bytes.saturating_sub(self.read);
+        if room == 0 {
+            self.refuse(Refusal::TooLarge);
+            return self.poll_refusal(cx);
+        }
+        let n = if buf.remaining() <= room {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+            buf.filled().len() - before
+        } else {
+            // Never hand the parser more than the head may still take.
+            let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+            let n = part.filled().len();
+            buf.advance(n);
+            n
+        };
+        self.read += n;
+        if n > 0 && self.deadline.is_none() {
+            let at = Instant::now() + self.limits.timeout;
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for HeadGuard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.refusing.is_some() {
+            return this.poll_refusal(cx);
+        }
+        if this.phase.load(Ordering::Acquire) == BODY {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        this.poll_head_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HeadGuard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.phase.load(Ordering::Acquire) == BODY {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        // Written before any proxy hook ran: the framework refusing a head
+        // it could not parse. The client gets the gateway's JSON 400 once;
+        // the framework's bytes are dropped.
+        let canned = this.replaced.get_or_insert_with(|| {
+            this.counters.malformed.inc();
+            Canned::new(
+                400,
+                "Bad Request",
+                "bad_request",
+                "the request head is malformed",
+            )
+        });
+        ready!(canned.poll_out(&mut this.inner, cx));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadGuard {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadGuard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadGuard {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadGuard {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeadGuard {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeadGuard {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeadGuard {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
