@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub hint_ttl_s: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub header_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,
@@ -94,6 +95,8 @@ pub struct Config {
     /// Time to receive a whole request head, from its first byte (from
     /// accept for a connection's first request); 408 after it.
     pub header_timeout_ms: u64,
+    /// Longest wait for the next piece of a request body (408 after it).
+    pub body_read_timeout_ms: u64,
     /// Request body limit of a route that sets none (413 above it).
     pub max_body_bytes: u64,
     /// Total time of a request across attempts, for a route that sets none
@@ -297,6 +300,12 @@ impl Config {
                 file.header_timeout_ms,
                 5_000,
                 100..=120_000,
+            )?,
+            body_read_timeout_ms: within(
+                "body_read_timeout_ms",
+                file.body_read_timeout_ms,
+                15_000,
+                100..=600_000,
             )?,
             max_body_bytes: within(
                 "max_body_bytes",

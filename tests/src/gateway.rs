@@ -255,7 +255,12 @@ impl Gateway {
                 bail!("gateway exited with {st}: {}", g.log_tail());
             }
             if let Ok(r) = http.get(format!("http://{}/readyz", g.admin)).send().await {
-                if r.status() == 200 {
+                // Pingora binds each service on its own: ready once the
+                // proxy listeners accept too.
+                if r.status() == 200
+                    && tokio::net::TcpStream::connect(g.public).await.is_ok()
+                    && tokio::net::TcpStream::connect(g.internal).await.is_ok()
+                {
                     return Ok(());
                 }
             }
@@ -267,6 +272,16 @@ impl Gateway {
     }
 
     /// The last lines of the gateway's log.
+    /// Resident memory of the gateway process in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

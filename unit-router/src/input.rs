@@ -24,6 +24,9 @@ pub enum InputError {
     BadCharacter,
     /// The request body is malformed (framing, chunked encoding).
     BadBody,
+    /// The body's framing could be read two ways: `Transfer-Encoding` with
+    /// `Content-Length`, or a transfer coding other than a single `chunked`.
+    AmbiguousFraming,
 }
 
 impl InputError {
@@ -38,6 +41,9 @@ impl InputError {
             InputError::BadEscape => "the path has a malformed percent escape",
             InputError::EncodedSeparator => "the path has an encoded slash, backslash or NUL",
             InputError::BadBody => "the request body is malformed",
+            InputError::AmbiguousFraming => {
+                "the request framing is ambiguous: Transfer-Encoding must be a single 'chunked' and comes without Content-Length"
+            }
             InputError::BadCharacter => {
                 "the path has a backslash, a ';', a control character or bytes that are not UTF-8"
             }

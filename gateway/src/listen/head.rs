@@ -26,7 +26,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -109,6 +109,44 @@ enum Refusal {
     Timeout,
 }
 
+/// How long, and how many bytes, a refused connection is read and
+/// discarded after the answer and the FIN: closing a socket with unread
+/// bytes sends a reset, which can make the client lose the answer
+/// (nginx's lingering close). Bounded, so a client cannot hold it open.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Where a refusal is: writing the answer, sending the FIN, draining.
+enum Stage {
+    Writing,
+    Closing,
+    Draining {
+        drained: usize,
+        until: Pin<Box<Sleep>>,
+    },
+}
+
+/// Discard what the client still sends, until it closes or the linger
+/// limits are reached. Ready when done.
+fn poll_drain(
+    io: &mut Stream,
+    cx: &mut Context<'_>,
+    drained: &mut usize,
+    until: &mut Pin<Box<Sleep>>,
+) -> Poll<()> {
+    let mut scratch = [0u8; 4096];
+    loop {
+        if *drained >= LINGER_BYTES || until.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let mut rb = ReadBuf::new(&mut scratch);
+        match ready!(Pin::new(&mut *io).poll_read(cx, &mut rb)) {
+            Ok(()) if !rb.filled().is_empty() => *drained += rb.filled().len(),
+            _ => return Poll::Ready(()),
+        }
+    }
+}
+
 /// A client connection whose request heads are bounded in size and time.
 pub struct HeadGuard {
     inner: Stream,
@@ -120,7 +158,10 @@ pub struct HeadGuard {
     /// When the current head must be complete; `None` until its first byte.
     deadline: Option<Pin<Box<Sleep>>>,
     /// A refusal being written; reads fail once it is out.
-    refusing: Option<(Refusal, Canned)>,
+    refusing: Option<(Refusal, Canned, Stage)>,
+    /// Set when the gateway answered before reading a body: the close
+    /// lingers so the client sees the answer.
+    linger: AtomicBool,
     /// The JSON 400 written in place of the framework's head rejection.
     replaced: Option<Canned>,
 }
@@ -152,6 +193,7 @@ impl HeadGuard {
             read: 0,
             deadline,
             refusing: None,
+            linger: AtomicBool::new(false),
             replaced: None,
         })
     }
@@ -164,6 +206,12 @@ impl HeadGuard {
     /// The head has been parsed: stop counting until [`Self::rearm`].
     pub fn head_read(&self) {
         self.phase.store(BODY, Ordering::Release);
+    }
+
+    /// The gateway answered without reading the request body: drain a
+    /// little of it on close so the answer is not lost to a reset.
+    pub fn linger_on_close(&self) {
+        self.linger.store(true, Ordering::Release);
     }
 
     /// The request is over: the next bytes are the next request's head.
@@ -194,15 +242,34 @@ impl HeadGuard {
         };
         counter.inc();
         tracing::debug!(?why, read = self.read, "request head refused");
-        self.refusing = Some((why, canned));
+        self.refusing = Some((why, canned, Stage::Writing));
     }
 
-    /// Write the refusal, then fail the read so the connection ends.
+    /// Write the refusal, send the FIN, drain what the client still sends
+    /// (bounded), then fail the read so the connection ends.
     fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some((why, canned)) = self.refusing.as_mut() else {
+        let Some((why, canned, stage)) = self.refusing.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        ready!(canned.poll_out(&mut self.inner, cx));
+        loop {
+            match stage {
+                Stage::Writing => {
+                    ready!(canned.poll_out(&mut self.inner, cx));
+                    *stage = Stage::Closing;
+                }
+                Stage::Closing => {
+                    let _ = ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
+                    *stage = Stage::Draining {
+                        drained: 0,
+                        until: Box::pin(tokio::time::sleep(LINGER)),
+                    };
+                }
+                Stage::Draining { drained, until } => {
+                    ready!(poll_drain(&mut self.inner, cx, drained, until));
+                    break;
+                }
+            }
+        }
         let (kind, msg) = match why {
             Refusal::TooLarge => (io::ErrorKind::InvalidData, "request head too large"),
             Refusal::Timeout => (io::ErrorKind::TimedOut, "request head timed out"),
@@ -307,7 +374,15 @@ impl AsyncWrite for HeadGuard {
 #[async_trait]
 impl Shutdown for HeadGuard {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        self.inner.shutdown().await;
+        // A refusal written for the framework, or an answer sent before the
+        // body was read: linger so the client reads it.
+        if self.replaced.is_some() || self.linger.load(Ordering::Acquire) {
+            let mut drained = 0;
+            let mut until = Box::pin(tokio::time::sleep(LINGER));
+            let inner = &mut self.inner;
+            std::future::poll_fn(|cx| poll_drain(inner, cx, &mut drained, &mut until)).await;
+        }
     }
 }
 

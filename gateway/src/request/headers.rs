@@ -191,6 +191,32 @@ pub fn check_request_line(req: &mut RequestHeader) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Refuse the framings request smuggling lives on. With `Transfer-Encoding`
+/// present the only accepted value is one `chunked`, and no
+/// `Content-Length` may come with it. Pingora drops `Content-Length` from
+/// the parsed header when both are sent, so the raw head (`raw_head`) is
+/// where that shape is seen. Pingora itself refuses differing or
+/// malformed `Content-Length` values and a repeated `Host`.
+pub fn check_framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), InputError> {
+    let mut te = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let Some(first) = te.next() else {
+        return Ok(());
+    };
+    let single_chunked = te.next().is_none()
+        && first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    let with_length = raw_head.is_some_and(|raw| {
+        raw.split(|&b| b == b'\n')
+            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    });
+    if single_chunked && !with_length {
+        Ok(())
+    } else {
+        Err(InputError::AmbiguousFraming)
+    }
+}
+
 /// Size of the request head in bytes (name + value of every header, and the URI).
 pub fn head_size(req: &RequestHeader) -> usize {
     let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -267,6 +293,32 @@ mod tests {
         strip(&mut t, true);
         assert!(t.headers.get("x-forwarded-for").is_some());
         assert!(t.headers.get("baggage").is_none());
+    }
+
+    #[test]
+    fn framing_is_a_single_chunked_without_length() {
+        let req = |te: &[&str]| {
+            let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+            for v in te {
+                r.append_header("transfer-encoding", *v).unwrap();
+            }
+            r
+        };
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(check_framing(&req(&[]), None), Ok(()));
+        assert_eq!(check_framing(&req(&["chunked"]), Some(raw)), Ok(()));
+        assert_eq!(check_framing(&req(&["Chunked "]), None), Ok(()));
+        let with_cl = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let bad = [
+            check_framing(&req(&["chunked"]), Some(with_cl)),
+            check_framing(&req(&["gzip, chunked"]), None),
+            check_framing(&req(&["chunked", "chunked"]), None),
+            check_framing(&req(&["chunked, chunked"]), None),
+            check_framing(&req(&["identity"]), None),
+        ];
+        for r in bad {
+            assert_eq!(r, Err(InputError::AmbiguousFraming));
+        }
     }
 
     #[test]

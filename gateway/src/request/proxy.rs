@@ -98,10 +98,36 @@ impl UnitProxy {
         }
     }
 
+    /// Each read of the body waits at most `body_read_timeout_ms`, and never
+    /// past the deadline: a body trickled in byte by byte ends at the
+    /// route's total time (408).
+    fn bound_body_reads(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let idle = Duration::from_millis(self.shared.cfg.body_read_timeout_ms);
+        let left = ctx.time_left().unwrap_or(idle);
+        if left.is_zero() {
+            ctx.error = Some(GwError::RequestTimeout);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body not received within the route's time",
+            ));
+        }
+        session.set_read_timeout(Some(idle.min(left)));
+        Ok(())
+    }
+
     /// Answer `err` from the gateway itself; the request ends there.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, err: GwError) -> Result<bool> {
         // Recorded first: logged and counted even if the client is gone.
         ctx.error = Some(err.clone());
+        let h = &session.req_header().headers;
+        if h.contains_key(http::header::CONTENT_LENGTH)
+            || h.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            // Answered before the body was read: the close lingers.
+            if let Some(g) = HeadGuard::of(session.as_downstream().stream()) {
+                g.linger_on_close();
+            }
+        }
         respond(session, &err).await?;
         Ok(true)
     }
@@ -121,7 +147,7 @@ fn client_fault(ctx: &Ctx, e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
         || matches!(
             ctx.error,
-            Some(GwError::ClientClosed | GwError::PayloadTooLarge)
+            Some(GwError::ClientClosed | GwError::PayloadTooLarge | GwError::RequestTimeout)
         )
 }
 
@@ -132,6 +158,10 @@ fn proxy_error(e: &Error) -> GwError {
         return match e.etype() {
             ErrorType::ReadTimedout => GwError::RequestTimeout,
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::InvalidH2 => {
+                GwError::BadRequest(unit_router::InputError::BadBody)
+            }
+            // A chunk size or chunk framing that does not parse.
+            ErrorType::Custom("InvalidChunk") => {
                 GwError::BadRequest(unit_router::InputError::BadBody)
             }
             _ => GwError::ClientClosed,
@@ -184,7 +214,23 @@ impl ProxyHttp for UnitProxy {
         // Untrusted input never reaches an upstream: internal headers go,
         // the host is checked and the path normalised before routing.
         headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
-        if let Err(e) = headers::check_request_line(session.req_header_mut()) {
+        // The raw head is only needed to see a Content-Length beside a
+        // Transfer-Encoding, which Pingora has dropped from the parsed head.
+        let raw_head = if session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            session
+                .as_downstream()
+                .as_http1()
+                .map(|h| h.get_headers_raw_bytes())
+        } else {
+            None
+        };
+        let checked = headers::check_framing(session.req_header(), raw_head.as_deref())
+            .and_then(|()| headers::check_request_line(session.req_header_mut()));
+        if let Err(e) = checked {
             return self.answer(session, ctx, GwError::BadRequest(e)).await;
         }
         let req = session.req_header();
@@ -202,7 +248,10 @@ impl ProxyHttp for UnitProxy {
                 ctx.decision = Some(d);
                 ctx.plane = Some(plane);
                 return match limits {
-                    Ok(()) => Ok(false),
+                    Ok(()) => {
+                        self.bound_body_reads(session, ctx)?;
+                        Ok(false)
+                    }
                     Err(e) => self.answer(session, ctx, e).await,
                 };
             }
@@ -271,7 +320,7 @@ impl ProxyHttp for UnitProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
@@ -286,7 +335,7 @@ impl ProxyHttp for UnitProxy {
                 "request body over the route's limit",
             ));
         }
-        Ok(())
+        self.bound_body_reads(session, ctx)
     }
 
     async fn upstream_request_filter(
@@ -377,6 +426,13 @@ impl ProxyHttp for UnitProxy {
             0
         } else {
             let _ = respond(session, &err).await;
+            if matches!(err, GwError::PayloadTooLarge | GwError::RequestTimeout) {
+                // The body is still arriving: linger so the answer is read.
+                if let Some(g) = HeadGuard::of(session.as_downstream().stream()) {
+                    g.linger_on_close();
+                }
+                session.as_downstream_mut().shutdown().await;
+            }
             err.status()
         };
         ctx.error = Some(err);

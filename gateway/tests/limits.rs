@@ -1,0 +1,329 @@
+//! The size and time bounds a client meets, over raw sockets: a request
+//! head capped while it arrives (431) and due by a deadline however slowly
+//! it trickles (408), 200 slowloris connections beside normal traffic, a
+//! flood of unfinished heads within a stated memory bound, body limits
+//! (413), stalled and malformed bodies (408, 400) and the route's total
+//! deadline across attempts (504). Every refusal is the JSON error of the
+//! wire contract and reaches no unit.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{public, raw, start_with, total_received};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use unitgate_tests::gateway::{client, Units};
+
+/// Everything the gateway sends until it closes (or 15 s pass).
+async fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(text: &str) -> u16 {
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This process's soft limit on open files.
+fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+const HEAD: &str = "GET /orders/1 HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_growing_past_the_cap_is_431_before_it_ends() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(units.topology(&[]), dir.path(), "max_header_bytes = 4096\n").await;
+    let mut s = TcpStream::connect(public(&gw)).await.unwrap();
+    s.write_all(HEAD.as_bytes()).await.unwrap();
+    // 6 KiB of header in two parts, never finished.
+    let filler = format!("x-fill: {}\r\n", "a".repeat(3000));
+    s.write_all(filler.as_bytes()).await.unwrap();
+    s.write_all(filler.as_bytes()).await.unwrap();
+    let text = read_all(&mut s).await;
+    assert_eq!(status(&text), 431, "{text}");
+    assert!(text.contains(r#""error":"headers_too_large""#), "{text}");
+    assert_eq!(total_received(&units).await, 0);
+    let m = gw.admin("/metrics").await.1;
+    assert!(
+        m.contains(
+            r#"unitgate_request_heads_refused_total{listener="public",reason="too_large"} 1"#
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_byte_by_byte_is_408_at_the_head_deadline() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(
+        units.topology(&[]),
+        dir.path(),
+        "header_timeout_ms = 1000\n",
+    )
+    .await;
+    let mut s = TcpStream::connect(public(&gw)).await.unwrap();
+    let t0 = Instant::now();
+    // One byte every 100 ms: never 60 s without a byte, as Pingora alone
+    // would require, but the head is not done in a second.
+    let (mut rd, mut wr) = s.split();
+    let drip = async {
+        for b in HEAD.bytes().cycle().take(200) {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut out));
+    let (_, r) = tokio::join!(drip, read);
+    assert!(r.is_ok(), "the gateway closed the connection");
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 408, "{text}");
+    assert!(text.contains(r#""error":"request_timeout""#), "{text}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    // A connection that sends nothing at all is closed by the same clock.
+    let mut idle = TcpStream::connect(public(&gw)).await.unwrap();
+    let text = read_all(&mut idle).await;
+    assert_eq!(status(&text), 408, "{text}");
+    assert_eq!(total_received(&units).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_slowloris_connections_leave_normal_traffic_served() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "header_timeout_ms = 2000\nmax_connections_per_ip = 1000\n";
+    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let addr = public(&gw);
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let addr = addr.clone();
+        slow.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let t0 = Instant::now();
+            let (mut rd, mut wr) = s.split();
+            let drip = async {
+                for b in HEAD.bytes().cycle().take(100) {
+                    if wr.write_all(&[b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            };
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut out));
+            let (_, r) = tokio::join!(drip, read);
+            (
+                r.is_ok(),
+                status(&String::from_utf8_lossy(&out)),
+                t0.elapsed(),
+            )
+        }));
+    }
+    // Normal clients meanwhile: every request answered.
+    let c = client();
+    let url = gw.url("/orders/1");
+    let mut served = 0;
+    for _ in 0..100 {
+        let r = c
+            .get(&url)
+            .header("host", "api.example.com")
+            .header("x-user-id", "42")
+            .send()
+            .await
+            .unwrap();
+        served += usize::from(r.status() == 200);
+    }
+    assert_eq!(served, 100);
+    for h in slow {
+        let (closed, code, took) = h.await.unwrap();
+        assert!(closed, "a slow connection was left open ({took:?})");
+        assert_eq!(code, 408);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+    assert_eq!(total_received(&units).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_head_flood_stays_within_its_memory_bound() {
+    // 1,000 connections each holding a 30 KiB head that never ends (just
+    // under the 32 KiB cap): the gateway holds about the cap per
+    // connection, never Pingora's 1 MiB. Bound: 128 MiB over the idle
+    // gateway for the whole flood, 128 KiB a connection (measured: about
+    // 86 KiB in a debug build, the connection itself included).
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "header_timeout_ms = 4000\nmax_connections_per_ip = 2000\n";
+    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let addr = public(&gw);
+    let base = gw.rss_kib().unwrap();
+    let filler = format!("{HEAD}x-fill: {}", "a".repeat(30 * 1024));
+    // Both ends of every connection live on this machine: fewer under a
+    // low file limit.
+    let n = fd_limit()
+        .map_or(1000, |l| l.saturating_sub(200) / 2)
+        .min(1000);
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(filler.as_bytes()).await.unwrap();
+        conns.push(s);
+    }
+    let open = format!(r#"unitgate_connections_open{{listener="public"}} {n}"#);
+    unitgate_tests::eventually!(
+        Duration::from_secs(10),
+        gw.admin("/metrics").await.1.contains(&open),
+        "all connections open"
+    );
+    let during = gw.rss_kib().unwrap();
+    assert!(
+        during.saturating_sub(base) < 128 * 1024,
+        "RSS {base} KiB idle, {during} KiB during a flood of {n}"
+    );
+    // Each is answered 408 at the head deadline and closed.
+    let mut refused = 0;
+    for s in &mut conns {
+        refused += usize::from(status(&read_all(s).await) == 408);
+    }
+    assert_eq!(refused, n);
+    assert_eq!(total_received(&units).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_route_limit_are_413_and_stalled_or_broken_bodies_are_408_400() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let topology = units.topology(&[]).replacen(
+        "  path_prefix: /orders\n",
+        "  path_prefix: /orders\n  max_body_bytes: 1000\n",
+        1,
+    );
+    let gw = start_with(topology, dir.path(), "body_read_timeout_ms = 500\n").await;
+    let addr = public(&gw);
+    let post = "POST /orders/1 HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n";
+
+    // Declared over the limit: refused before a byte of the body is read.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let req = format!("{post}content-length: 5000\r\n\r\n{}", "b".repeat(5000));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let text = read_all(&mut s).await;
+    assert_eq!(status(&text), 413, "{text}");
+    assert!(text.contains(r#""error":"payload_too_large""#), "{text}");
+    assert_eq!(total_received(&units).await, 0);
+
+    // Chunked, no length declared: cut off once past the limit.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let chunk = format!("258\r\n{}\r\n", "c".repeat(600));
+    let req = format!("{post}transfer-encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let text = read_all(&mut s).await;
+    assert_eq!(status(&text), 413, "{text}");
+
+    // A body that stops arriving: 408 after the body read timeout.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let req = format!("{post}content-length: 100\r\n\r\n0123456789");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let t0 = Instant::now();
+    let text = read_all(&mut s).await;
+    assert_eq!(status(&text), 408, "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // A chunk size that is not hex: 400.
+    let (code, text) = raw(
+        &addr,
+        &[
+            "POST /orders/1 HTTP/1.1",
+            "host: api.example.com",
+            "x-user-id: 42",
+            "transfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0",
+        ],
+    )
+    .await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains(r#""error":"bad_request""#), "{text}");
+
+    // Within the limit: served.
+    let r = client()
+        .post(gw.url("/orders/1"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "42")
+        .body("d".repeat(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_deadline_bounds_every_attempt_together() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every orders endpoint accepts and never answers; each read may wait
+    // 3 s, but the route gives the whole request 600 ms.
+    let mut text = units
+        .topology(&[])
+        .replace(
+            "health_path: /healthz, health_interval_ms: 1000",
+            "read_timeout_ms: 3000",
+        )
+        .replacen(
+            "  path_prefix: /orders\n",
+            "  path_prefix: /orders\n  timeout_ms: 600\n",
+            1,
+        );
+    let mut holds = Vec::new();
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        text = text.replace(
+            &units.get(u, "orders").address().to_string(),
+            &l.local_addr().unwrap().to_string(),
+        );
+        holds.push(tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                open.push(s);
+            }
+        }));
+    }
+    let gw = start_with(text, dir.path(), "").await;
+    let t0 = Instant::now();
+    let (code, body) = raw(
+        &public(&gw),
+        &[
+            "GET /orders/3 HTTP/1.1",
+            "host: api.example.com",
+            "x-user-id: 3",
+        ],
+    )
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(code, 504, "{body}");
+    assert!(
+        body.contains(r#""error":"deadline_exceeded""#)
+            || body.contains(r#""error":"upstream_timeout""#),
+        "{body}"
+    );
+    // One 3 s read would already be over: the deadline cut it.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    for h in holds {
+        h.abort();
+    }
+}
