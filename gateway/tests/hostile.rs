@@ -296,3 +296,43 @@ async fn an_idle_keepalive_connection_is_closed_after_the_idle_limit() {
         t0.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_with_an_oversized_head_is_502() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every orders endpoint answers with a 1.1 MB response head, past what
+    // Pingora parses (1 MiB).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad = l.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+                    "a".repeat(1_100_000)
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    let mut text = units.topology(&[]);
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        text = text.replace(&units.get(u, "orders").address().to_string(), &bad);
+    }
+    let gw = start(text, dir.path()).await;
+    let (status, body) = raw(
+        &public(&gw),
+        &[
+            "GET /orders/3 HTTP/1.1",
+            "host: api.example.com",
+            "x-user-id: 3",
+        ],
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains(r#""error":"upstream_error""#), "{body}");
+    server.abort();
+}

@@ -306,12 +306,13 @@ impl ProxyHttp for UnitProxy {
                 }
             }
         }
-        // Every unit tried: a timeout on the last attempt is the answer (504).
-        let timed_out = ctx
+        // Every unit tried: a timeout (504) or a bad answer (502) on the last
+        // attempt is the answer; units that could not be reached are 503.
+        let last = ctx
             .last_failure
             .take()
-            .filter(|e| *e == GwError::UpstreamTimeout);
-        ctx.error = Some(timed_out.unwrap_or(no_unit));
+            .filter(|e| matches!(e, GwError::UpstreamTimeout | GwError::UpstreamError));
+        ctx.error = Some(last.unwrap_or(no_unit));
         Err(Error::explain(
             ErrorType::HTTPStatus(503),
             "no unit can serve",
