@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub hint_ttl_s: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub header_timeout_ms: Option<u64>,
+    pub read_buffer_bytes: Option<usize>,
     pub body_read_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
@@ -95,6 +96,9 @@ pub struct Config {
     /// Time to receive a whole request head, from its first byte (from
     /// accept for a connection's first request); 408 after it.
     pub header_timeout_ms: u64,
+    /// Pingora's per-connection read buffer below the HTTP parser on the
+    /// proxy listeners (Pingora's own default: 64 KiB a connection).
+    pub read_buffer_bytes: usize,
     /// Longest wait for the next piece of a request body (408 after it).
     pub body_read_timeout_ms: u64,
     /// Request body limit of a route that sets none (413 above it).
@@ -300,6 +304,12 @@ impl Config {
                 file.header_timeout_ms,
                 5_000,
                 100..=120_000,
+            )?,
+            read_buffer_bytes: within(
+                "read_buffer_bytes",
+                file.read_buffer_bytes,
+                0,
+                0..=1024 * 1024,
             )?,
             body_read_timeout_ms: within(
                 "body_read_timeout_ms",

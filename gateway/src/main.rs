@@ -6,6 +6,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use unitgate::config::{read_file, Config, FileConfig, Overrides};
 
+/// jemalloc as the allocator, with its background threads returning freed
+/// pages: the memory a burst of connections took goes back once they close
+/// (glibc's malloc kept it, 2,000 idle connections left 58 MB behind;
+/// mimalloc purges only when its threads allocate again;
+/// `docs/security.md`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// unitgate: edge API gateway for unit-based multi-active deployments.
 ///
 /// Routes each request to the user's home unit (by shard or region), keeps

@@ -61,7 +61,7 @@ impl ConnectionMetrics {
                 r,
                 counters(
                     "unitgate_request_heads_refused_total",
-                    "Request heads refused while read, by listener and reason (too_large: 431, timeout: 408, malformed: 400)",
+                    "Request heads refused while read, by listener and reason (too_large: 431, timeout: 408, malformed: 400, connect: 405)",
                     &["listener", "reason"],
                 ),
             )?,
@@ -75,6 +75,7 @@ impl ConnectionMetrics {
             too_large: c("too_large"),
             timeout: c("timeout"),
             malformed: c("malformed"),
+            connect: c("connect"),
         }
     }
 }

@@ -115,6 +115,15 @@ async fn every_smuggling_shape_is_a_json_400_that_reaches_no_unit() {
         "a refused request reached a unit"
     );
 
+    // CONNECT, which Pingora refuses before any hook: the JSON 405.
+    let text = exchange(
+        &addr,
+        "CONNECT api.example.com:443 HTTP/1.1\r\nhost: api.example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
+    assert!(text.contains(r#""error":"method_not_allowed""#), "{text}");
+
     // The honest framings still pass.
     for honest in [
         "content-length: 4\r\nconnection: close\r\n\r\nabcd",

@@ -228,6 +228,35 @@ fn route_rules() {
     assert!(Topology::build(1, &kv, NOW).is_ok());
 }
 
+#[test]
+fn route_limits_are_bounded() {
+    let route = |extra: serde_json::Value| {
+        let mut v = json!({"service":"orders","policy":"shard","path_prefix":"/x"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        with(sample_kv(), "routes/x", v)
+    };
+    for (extra, field) in [
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+        (json!({"timeout_ms": 600_001}), "timeout_ms"),
+        (
+            json!({"max_body_bytes": (64u64 << 30) + 1}),
+            "max_body_bytes",
+        ),
+    ] {
+        let e = one(route(extra.clone()));
+        assert!(
+            matches!(e, E::InvalidValue { ref key, field: ref f, .. } if key == "routes/x" && f == field),
+            "{extra}: {e:?}"
+        );
+    }
+    let kv = route(json!({"timeout_ms": 600_000, "max_body_bytes": 0}));
+    let t = Topology::build(1, &kv, NOW).unwrap();
+    let r = t.routes.routes().iter().find(|r| r.name == "x").unwrap();
+    assert_eq!((r.timeout_ms, r.max_body_bytes), (Some(600_000), Some(0)));
+}
+
 fn not_enforced(key: &str, field: &str, value: &str) -> E {
     E::NotEnforced {
         key: key.into(),

@@ -11,9 +11,10 @@
 //!   first request of a connection); a head not finished by then is
 //!   answered 408 and the connection closed, however steadily its bytes
 //!   trickle in;
-//! - turns the framework's own head-rejection response (an empty 400 with a
-//!   `Server: Pingora` header, sent before any proxy hook runs) into the
-//!   gateway's JSON 400, so every error the gateway sends has one shape.
+//! - turns the framework's own answers sent before any proxy hook runs (an
+//!   empty 400 with a `Server: Pingora` header for a head it cannot parse, a
+//!   405 for CONNECT) into the gateway's JSON errors, so every error the
+//!   gateway sends has one shape.
 //!
 //! The head phase ends when the proxy's first hook runs
 //! ([`HeadGuard::head_read`]); the next one starts when the request has
@@ -60,6 +61,7 @@ pub struct HeadCounters {
     pub too_large: IntCounter,
     pub timeout: IntCounter,
     pub malformed: IntCounter,
+    pub connect: IntCounter,
 }
 
 /// Phase of the connection, as set by the proxy hooks.
@@ -347,16 +349,27 @@ impl AsyncWrite for HeadGuard {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         // Written before any proxy hook ran: the framework refusing a head
-        // it could not parse. The client gets the gateway's JSON 400 once;
-        // the framework's bytes are dropped.
+        // it could not parse (400), or a CONNECT (405). The client gets the
+        // gateway's JSON answer once; the framework's bytes are dropped.
+        let counters = &this.counters;
         let canned = this.replaced.get_or_insert_with(|| {
-            this.counters.malformed.inc();
-            Canned::new(
-                400,
-                "Bad Request",
-                "bad_request",
-                "the request head is malformed",
-            )
+            if buf.starts_with(b"HTTP/1.1 405") {
+                counters.connect.inc();
+                Canned::new(
+                    405,
+                    "Method Not Allowed",
+                    "method_not_allowed",
+                    "CONNECT is not supported",
+                )
+            } else {
+                counters.malformed.inc();
+                Canned::new(
+                    400,
+                    "Bad Request",
+                    "bad_request",
+                    "the request head is malformed",
+                )
+            }
         });
         ready!(canned.poll_out(&mut this.inner, cx));
         Poll::Ready(Ok(buf.len()))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use config_center::file::FileSource;
 use config_center::ConfigCenter;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -107,7 +108,11 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
             open: shared.metrics.connections.open.with_label_values(&[name]),
         };
         let mut svc = Service::new(name.to_owned(), app);
-        svc.add_tcp(&addr.to_string());
+        // No read buffer below the parser by default: the head guard's cap
+        // is then what a connection holds (Pingora's default 64 KiB buffer
+        // would sit under it on every connection, idle ones included).
+        let buffers = L4BufferSettings::default().read(cfg.read_buffer_bytes);
+        svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
         server.add_service(svc);
     }
     let mut admin = Service::new(

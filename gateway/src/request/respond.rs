@@ -84,7 +84,9 @@ impl GwError {
             GwError::Deadline => "the request's time ran out before an upstream answered",
             GwError::UpstreamUnavailable => "the upstream service could not be reached",
             GwError::UpstreamTimeout => "the upstream service did not answer in time",
-            GwError::UpstreamError => "the upstream service sent a malformed answer or broke the connection",
+            GwError::UpstreamError => {
+                "the upstream service sent a malformed answer or broke the connection"
+            }
             GwError::Internal => "internal error",
         }
     }
