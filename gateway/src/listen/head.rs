@@ -345,7 +345,8 @@ impl AsyncWrite for HeadGuard {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.phase.load(Ordering::Acquire) == BODY {
+        if this.phase.load(Ordering::Acquire) != HEAD {
+            // The request's own answer, or its end written after `logging`.
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         // Written before any proxy hook ran: the framework refusing a head
@@ -390,7 +391,7 @@ impl Shutdown for HeadGuard {
         self.inner.shutdown().await;
         // A refusal written for the framework, or an answer sent before the
         // body was read: linger so the client reads it.
-        if self.replaced.is_some() || self.linger.load(Ordering::Acquire) {
+        if self.replaced.take().is_some() || self.linger.swap(false, Ordering::AcqRel) {
             let mut drained = 0;
             let mut until = Box::pin(tokio::time::sleep(LINGER));
             let inner = &mut self.inner;

@@ -57,11 +57,20 @@ impl UnitProxy {
         }
     }
 
+    /// End the attempt without blaming the upstream: `err` is the answer,
+    /// and there is no retry.
+    fn cancel_attempt(&self, ctx: &mut Ctx, err: GwError, mut e: Box<Error>) -> Box<Error> {
+        self.end_attempt(ctx, Outcome::Cancelled);
+        ctx.error = Some(err);
+        e.set_retry(false);
+        e
+    }
+
     /// Whether one more attempt is allowed (attempt cap, time left, retry
     /// budget).
     fn may_retry(&self, ctx: &Ctx, kind: &str) -> bool {
         if ctx.attempts.count >= self.shared.cfg.max_attempts
-            || ctx.time_left().is_some_and(|t| t.is_zero())
+            || ctx.time_left().is_some_and(|t| t < MIN_ATTEMPT_TIME)
         {
             return false;
         }
@@ -139,6 +148,23 @@ fn gw_error(e: RouteError) -> GwError {
         RouteError::NoUnit { .. } => GwError::NoUnit,
         RouteError::HopLimit { .. } => GwError::HopLimit,
     }
+}
+
+/// No attempt is started with less time than this left before the deadline.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(50);
+
+/// A timeout that fired because the request's deadline ran out (each
+/// attempt's timeouts are cut to the time left): the route's answer is 504
+/// `deadline_exceeded`, and the upstream is not blamed for it.
+fn deadline_hit(ctx: &Ctx, e: &Error) -> Option<GwError> {
+    let timeout = matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    let spent = ctx
+        .time_left()
+        .is_some_and(|t| t < Duration::from_millis(5));
+    (timeout && spent).then_some(GwError::Deadline)
 }
 
 /// Whether a failed request is the client's doing (gone, garbage, over a
@@ -326,6 +352,14 @@ impl ProxyHttp for UnitProxy {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if session.was_upgraded() {
+            // A WebSocket (or other upgraded) connection: its frames are not
+            // a request body. Bounded by the connection limits and the idle
+            // keep-alive time, not by the request's body limit or deadline.
+            let idle = Duration::from_secs(self.shared.cfg.keepalive_idle_s);
+            session.set_read_timeout(Some(idle));
+            return Ok(());
+        }
         // Counted as it streams: a body without a declared length (chunked)
         // is cut off at the limit.
         ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
@@ -350,11 +384,17 @@ impl ProxyHttp for UnitProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // Upgraded (WebSocket): the client may stay quiet as long as an
+            // idle keep-alive connection may, not just a body's read timeout.
+            let idle = Duration::from_secs(self.shared.cfg.keepalive_idle_s);
+            session.set_read_timeout(Some(idle));
+        }
         Ok(())
     }
 
@@ -374,6 +414,9 @@ impl ProxyHttp for UnitProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(err) = deadline_hit(ctx, &e) {
+            return self.cancel_attempt(ctx, err, e);
+        }
         // Nothing reached the upstream: any method may be retried.
         self.end_attempt(ctx, Outcome::Failed);
         ctx.last_failure = Some(proxy_error(&e));
@@ -397,6 +440,14 @@ impl ProxyHttp for UnitProxy {
             self.end_attempt(ctx, Outcome::ClientGone);
             e.set_retry(false);
             return e;
+        }
+        if let Some(err) = deadline_hit(ctx, &e) {
+            return self.cancel_attempt(ctx, err, e);
+        }
+        if e.etype() == &ErrorType::ReadTimedout && !session.is_body_done() {
+            // The upstream was still waiting for the body when its answer
+            // timed out: the client stopped sending, not the upstream's fault.
+            return self.cancel_attempt(ctx, GwError::RequestTimeout, e);
         }
         self.end_attempt(ctx, Outcome::Failed);
         ctx.last_failure = Some(proxy_error(&e));

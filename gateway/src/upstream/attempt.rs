@@ -17,6 +17,10 @@ pub enum Outcome {
     Failed,
     /// The client went away: says nothing about the upstream.
     ClientGone,
+    /// Ended by the gateway, not the upstream: the request's deadline ran
+    /// out, or the client stopped sending its body. Says nothing about the
+    /// upstream either.
+    Cancelled,
 }
 
 impl Outcome {
@@ -26,6 +30,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed => "error",
             Outcome::ClientGone => "client_gone",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -61,7 +66,7 @@ impl Attempts {
                 ep.end(t0.elapsed(), false, policy);
                 self.tried_endpoints.push(ep.addr);
             }
-            Outcome::ClientGone => ep.cancel(),
+            Outcome::ClientGone | Outcome::Cancelled => ep.cancel(),
         }
         true
     }
