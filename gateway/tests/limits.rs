@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{public, raw, start_with, total_received};
+use common::{public, raw, start_with, total_received, OkUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use unitgate_tests::gateway::{client, Units};
@@ -108,16 +108,19 @@ async fn a_head_trickled_byte_by_byte_is_408_at_the_head_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_slowloris_connections_leave_normal_traffic_served() {
-    let units = Units::start().await;
+    let up = OkUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = "header_timeout_ms = 2000\nmax_connections_per_ip = 1000\n";
-    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let gw = start_with(up.topology(), dir.path(), config).await;
     let addr = public(&gw);
     let mut slow = Vec::new();
     for _ in 0..200 {
         let addr = addr.clone();
         slow.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let mut s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
+                .await
+                .expect("slow connection accepted in time")
+                .unwrap();
             let t0 = Instant::now();
             let (mut rd, mut wr) = s.split();
             let drip = async {
@@ -142,24 +145,29 @@ async fn two_hundred_slowloris_connections_leave_normal_traffic_served() {
     let c = client();
     let url = gw.url("/orders/1");
     let mut served = 0;
-    for _ in 0..100 {
-        let r = c
+    for i in 0..100 {
+        let send = c
             .get(&url)
             .header("host", "api.example.com")
             .header("x-user-id", "42")
-            .send()
+            .send();
+        let r = tokio::time::timeout(Duration::from_secs(10), send)
             .await
+            .unwrap_or_else(|_| panic!("normal request {i} answered in time: {}", gw.log_tail()))
             .unwrap();
         served += usize::from(r.status() == 200);
     }
     assert_eq!(served, 100);
     for h in slow {
-        let (closed, code, took) = h.await.unwrap();
+        let (closed, code, took) = tokio::time::timeout(Duration::from_secs(40), h)
+            .await
+            .expect("slow connection ended")
+            .unwrap();
         assert!(closed, "a slow connection was left open ({took:?})");
         assert_eq!(code, 408);
         assert!(took < Duration::from_secs(10), "{took:?}");
     }
-    assert_eq!(total_received(&units).await, 100);
+    assert_eq!(up.received(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,10 +177,10 @@ async fn a_partial_head_flood_stays_within_its_memory_bound() {
     // connection, never Pingora's 1 MiB. Bound: 96 MiB over the idle
     // gateway for the whole flood, 96 KiB a connection (measured: about
     // 60 KiB in a debug build, the connection itself included).
-    let units = Units::start().await;
+    let up = OkUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = "header_timeout_ms = 20000\nmax_connections_per_ip = 2000\n";
-    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let gw = start_with(up.topology(), dir.path(), config).await;
     let addr = public(&gw);
     let base = gw.rss_kib().unwrap();
     let filler = format!("{HEAD}x-fill: {}", "a".repeat(30 * 1024));
@@ -214,7 +222,7 @@ async fn a_partial_head_flood_stays_within_its_memory_bound() {
         .await
         .expect("every connection answered within 30 s");
     assert_eq!(all.iter().filter(|&&c| c == 431).count(), n, "{all:?}");
-    assert_eq!(total_received(&units).await, 0);
+    assert_eq!(up.received(), 0);
 }
 
 /// Await every task, in order.
@@ -442,4 +450,65 @@ async fn a_body_stalled_past_the_upstream_read_timeout_is_the_clients_408() {
         "{attempts:?}"
     );
     assert_eq!(attempts.len(), 1, "one attempt: {attempts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_is_outside_the_body_limit_and_body_timeout() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every orders endpoint switches protocols and then echoes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo = l.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut b).await.is_ok() {
+                    head.push(b[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut text = units.topology(&[]).replacen(
+        "  path_prefix: /orders\n",
+        "  path_prefix: /orders\n  max_body_bytes: 1000\n  timeout_ms: 2000\n",
+        1,
+    );
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        text = text.replace(&units.get(u, "orders").address().to_string(), &echo);
+    }
+    let gw = start_with(text, dir.path(), "body_read_timeout_ms = 300\n").await;
+    let mut s = TcpStream::connect(public(&gw)).await.unwrap();
+    s.write_all(
+        b"GET /orders/ws HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Over the body limit, after longer than the body read timeout, and
+    // past the route's deadline: still echoed.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let frame = vec![b'a' + round; 3000];
+        s.write_all(&frame).await.unwrap();
+        let mut got = vec![0u8; frame.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .expect("echoed in time")
+            .unwrap();
+        assert_eq!(got, frame, "round {round}");
+    }
+    server.abort();
 }

@@ -188,7 +188,16 @@ impl Gateway {
         a: &GatewayArgs,
         state_dir: &tempfile::TempDir,
     ) -> Result<(Child, SocketAddr, SocketAddr, SocketAddr, PathBuf)> {
-        let (public, internal, admin) = (free_port(), free_port(), free_port());
+        // Three different ports: a port freed by one pick can be the next.
+        let public = free_port();
+        let internal = std::iter::repeat_with(free_port)
+            .take(100)
+            .find(|&p| p != public)
+            .unwrap_or(public);
+        let admin = std::iter::repeat_with(free_port)
+            .take(100)
+            .find(|&p| p != public && p != internal)
+            .unwrap_or(internal);
         let log = state_dir.path().join("gateway.log");
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", &format!("127.0.0.1:{public}")])

@@ -57,6 +57,21 @@ impl UnitProxy {
         }
     }
 
+    /// No route takes the request: 405 with `Allow` when some route takes
+    /// the path with other methods, else 404.
+    fn not_routed(&self, req: &RequestHeader, plane: &Plane) -> GwError {
+        let allow = plane.snap.topology.routes.allowed_methods(
+            headers::host(req),
+            req.uri.path(),
+            self.listener,
+        );
+        if allow.is_empty() {
+            GwError::NoRoute
+        } else {
+            GwError::MethodNotAllowed(allow.join(", "))
+        }
+    }
+
     /// End the attempt without blaming the upstream: `err` is the answer,
     /// and there is no retry.
     fn cancel_attempt(&self, ctx: &mut Ctx, err: GwError, mut e: Box<Error>) -> Box<Error> {
@@ -150,6 +165,24 @@ fn gw_error(e: RouteError) -> GwError {
     }
 }
 
+/// The edge input rules on the parsed head: framing, then the request
+/// line (the Host checked, the path normalised in place).
+fn check_input(session: &mut Session) -> std::result::Result<(), unit_router::InputError> {
+    // The raw head is only needed to see a Content-Length beside a
+    // Transfer-Encoding, which Pingora has dropped from the parsed head.
+    let te = http::header::TRANSFER_ENCODING;
+    let raw_head = if session.req_header().headers.contains_key(te) {
+        session
+            .as_downstream()
+            .as_http1()
+            .map(|h| h.get_headers_raw_bytes())
+    } else {
+        None
+    };
+    headers::check_framing(session.req_header(), raw_head.as_deref())?;
+    headers::check_request_line(session.req_header_mut())
+}
+
 /// No attempt is started with less time than this left before the deadline.
 const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(50);
 
@@ -240,23 +273,7 @@ impl ProxyHttp for UnitProxy {
         // Untrusted input never reaches an upstream: internal headers go,
         // the host is checked and the path normalised before routing.
         headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
-        // The raw head is only needed to see a Content-Length beside a
-        // Transfer-Encoding, which Pingora has dropped from the parsed head.
-        let raw_head = if session
-            .req_header()
-            .headers
-            .contains_key(http::header::TRANSFER_ENCODING)
-        {
-            session
-                .as_downstream()
-                .as_http1()
-                .map(|h| h.get_headers_raw_bytes())
-        } else {
-            None
-        };
-        let checked = headers::check_framing(session.req_header(), raw_head.as_deref())
-            .and_then(|()| headers::check_request_line(session.req_header_mut()));
-        if let Err(e) = checked {
+        if let Err(e) = check_input(session) {
             return self.answer(session, ctx, GwError::BadRequest(e)).await;
         }
         let req = session.req_header();
@@ -281,18 +298,7 @@ impl ProxyHttp for UnitProxy {
                     Err(e) => self.answer(session, ctx, e).await,
                 };
             }
-            Err(RouteError::NoRoute) => {
-                let allow = plane.snap.topology.routes.allowed_methods(
-                    headers::host(req),
-                    req.uri.path(),
-                    self.listener,
-                );
-                if allow.is_empty() {
-                    GwError::NoRoute
-                } else {
-                    GwError::MethodNotAllowed(allow.join(", "))
-                }
-            }
+            Err(RouteError::NoRoute) => self.not_routed(req, &plane),
             Err(e) => gw_error(e),
         };
         ctx.plane = Some(plane);

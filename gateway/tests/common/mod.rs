@@ -92,3 +92,79 @@ pub async fn total_received(units: &Units) -> usize {
     }
     n
 }
+
+/// A plain HTTP/1.1 upstream on loopback that answers every request 200
+/// `ok` and counts the requests that are not health checks. For tests that
+/// load the gateway with many connections: it has no teardown to wait on.
+pub struct OkUpstream {
+    pub addr: String,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OkUpstream {
+    pub async fn start() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(s);
+                    loop {
+                        // One head (these tests send no bodies upstream).
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            match tokio::io::AsyncBufReadExt::read_line(&mut s, &mut line).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => head.push_str(&line),
+                            }
+                        }
+                        if !head.starts_with("GET /healthz") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.get_mut().write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        OkUpstream {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// The sample topology with every endpoint at this upstream.
+    pub fn topology(&self) -> String {
+        let text = std::fs::read_to_string(unitgate_tests::sample_path()).unwrap();
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("127.0.0.1:18") {
+            out.push_str(&rest[..i]);
+            out.push_str(&self.addr);
+            rest = &rest[i + "127.0.0.1:18".len() + 3..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn received(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for OkUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
