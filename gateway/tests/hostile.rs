@@ -109,6 +109,14 @@ async fn a_method_no_route_takes_is_405_with_allow() {
         "{text}"
     );
     assert!(text.contains(r#""error":"method_not_allowed""#), "{text}");
+    // Methods are case-sensitive: `get` is not GET, and never reaches the
+    // unit as a GET the route list let through.
+    let (status, text) = raw(
+        &public(&gw),
+        &["get /config/1 HTTP/1.1", "host: api.example.com"],
+    )
+    .await;
+    assert_eq!(status, 405, "{text}");
     assert!(units.received("ct-1", "config").await.is_empty());
 }
 

@@ -72,6 +72,10 @@ const SHAPES: &[(&str, &str)] = &[
     ("a header name that is not a token", "x[a]: 1\r\n\r\n"),
     ("a second Host", "host: evil.example.com\r\n\r\n"),
     (
+        "a second user key (routed on one, the unit acting on the other)",
+        "x-user-id: 80\r\ncontent-length: 0\r\n\r\n",
+    ),
+    (
         "a chunk size that overflows",
         "transfer-encoding: chunked\r\n\r\nfffffffffffffffffffff1\r\nx\r\n0\r\n\r\n",
     ),

@@ -24,6 +24,10 @@ pub enum InputError {
     BadCharacter,
     /// The request body is malformed (framing, chunked encoding).
     BadBody,
+    /// The user header appears more than once, or lists several values:
+    /// routing on one and forwarding all would let the unit act on another
+    /// user than the one the request was routed for.
+    AmbiguousUser,
     /// The body's framing could be read two ways: `Transfer-Encoding` with
     /// `Content-Length`, or a transfer coding other than a single `chunked`.
     AmbiguousFraming,
@@ -41,6 +45,9 @@ impl InputError {
             InputError::BadEscape => "the path has a malformed percent escape",
             InputError::EncodedSeparator => "the path has an encoded slash, backslash or NUL",
             InputError::BadBody => "the request body is malformed",
+            InputError::AmbiguousUser => {
+                "the user header must appear once, with one value"
+            }
             InputError::AmbiguousFraming => {
                 "the request framing is ambiguous: Transfer-Encoding must be a single 'chunked' and comes without Content-Length"
             }

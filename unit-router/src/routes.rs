@@ -51,7 +51,7 @@ impl Route {
             && self
                 .methods
                 .as_ref()
-                .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                .is_none_or(|ms| ms.iter().any(|m| m == method))
     }
 }
 
@@ -346,8 +346,13 @@ mod tests {
     fn method_and_listener_filter() {
         let t = table();
         assert_eq!(
-            name(&t, "api.example.com", "/orders", "post", Listener::Public).unwrap(),
+            name(&t, "api.example.com", "/orders", "POST", Listener::Public).unwrap(),
             "orders-post"
+        );
+        // Methods are case-sensitive (RFC 9110): `post` is another method.
+        assert_ne!(
+            name(&t, "api.example.com", "/orders", "post", Listener::Public).as_deref(),
+            Some("orders-post")
         );
         assert_eq!(
             name(&t, "api.example.com", "/orders", "GET", Listener::Internal),

@@ -217,6 +217,43 @@ pub fn check_framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(),
     }
 }
 
+/// The user header (`cluster.user_header`) appears at most once, with one
+/// value (no list): the request is routed on it, and the unit must see the
+/// same key.
+pub fn one_user_key(req: &RequestHeader, name: &str) -> Result<(), InputError> {
+    let mut all = req.headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() || first.is_some_and(|v| v.as_bytes().contains(&b',')) {
+        return Err(InputError::AmbiguousUser);
+    }
+    Ok(())
+}
+
+/// A `Content-Length` (Pingora has already refused differing or malformed
+/// values) is sent upstream as one plain decimal number: `005` or a
+/// repeated `5, 5` could be read otherwise by the unit's server.
+pub fn canonical_length(req: &mut RequestHeader) -> Result<(), InputError> {
+    let cl = http::header::CONTENT_LENGTH;
+    let mut values = req.headers.get_all(&cl).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    let plain =
+        |v: &http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+    let simple = plain(first) && first.as_bytes()[0] != b'0' || first.as_bytes() == b"0";
+    if simple && values.next().is_none() {
+        return Ok(());
+    }
+    let n = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or(InputError::AmbiguousFraming)?;
+    req.insert_header(cl, n.to_string())
+        .map_err(|_| InputError::AmbiguousFraming)
+}
+
 /// Size of the request head in bytes (name + value of every header, and the URI).
 pub fn head_size(req: &RequestHeader) -> usize {
     let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -318,6 +355,41 @@ mod tests {
         ];
         for r in bad {
             assert_eq!(r, Err(InputError::AmbiguousFraming));
+        }
+    }
+
+    #[test]
+    fn one_user_key_and_one_plain_length() {
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        assert_eq!(one_user_key(&r, "x-user-id"), Ok(()));
+        r.append_header("x-user-id", "42").unwrap();
+        assert_eq!(one_user_key(&r, "x-user-id"), Ok(()));
+        r.append_header("x-user-id", "80").unwrap();
+        assert_eq!(
+            one_user_key(&r, "x-user-id"),
+            Err(InputError::AmbiguousUser)
+        );
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("x-user-id", "42, 80").unwrap();
+        assert_eq!(
+            one_user_key(&r, "x-user-id"),
+            Err(InputError::AmbiguousUser)
+        );
+
+        for (sent, want) in [
+            (&["5"][..], "5"),
+            (&["0"][..], "0"),
+            (&["005"][..], "5"),
+            (&["5", "5"][..], "5"),
+            (&["5, 5"][..], "5"),
+        ] {
+            let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+            for v in sent {
+                r.append_header("content-length", *v).unwrap();
+            }
+            canonical_length(&mut r).unwrap();
+            let got: Vec<_> = r.headers.get_all("content-length").iter().collect();
+            assert_eq!(got, [want], "{sent:?}");
         }
     }
 

@@ -165,9 +165,13 @@ fn gw_error(e: RouteError) -> GwError {
     }
 }
 
-/// The edge input rules on the parsed head: framing, then the request
-/// line (the Host checked, the path normalised in place).
-fn check_input(session: &mut Session) -> std::result::Result<(), unit_router::InputError> {
+/// The edge input rules on the parsed head: framing (with the
+/// `Content-Length` rewritten as one plain number), one user key, then the
+/// request line (the Host checked, the path normalised in place).
+fn check_input(
+    session: &mut Session,
+    user_header: &str,
+) -> std::result::Result<(), unit_router::InputError> {
     // The raw head is only needed to see a Content-Length beside a
     // Transfer-Encoding, which Pingora has dropped from the parsed head.
     let te = http::header::TRANSFER_ENCODING;
@@ -180,6 +184,8 @@ fn check_input(session: &mut Session) -> std::result::Result<(), unit_router::In
         None
     };
     headers::check_framing(session.req_header(), raw_head.as_deref())?;
+    headers::one_user_key(session.req_header(), user_header)?;
+    headers::canonical_length(session.req_header_mut())?;
     headers::check_request_line(session.req_header_mut())
 }
 
@@ -273,7 +279,8 @@ impl ProxyHttp for UnitProxy {
         // Untrusted input never reaches an upstream: internal headers go,
         // the host is checked and the path normalised before routing.
         headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
-        if let Err(e) = check_input(session) {
+        let user_header = plane.snap.topology.cluster.user_header.as_str();
+        if let Err(e) = check_input(session, user_header) {
             return self.answer(session, ctx, GwError::BadRequest(e)).await;
         }
         let req = session.req_header();
