@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{now, public, raw, start, start_with, status_of, total_received};
+use common::{now, orders_never_answer, public, raw, start, start_with, status_of, total_received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Reason};
 use unitgate_tests::gateway::{client, Units};
@@ -198,20 +198,7 @@ async fn an_upstream_that_never_answers_is_504_within_the_read_timeouts() {
         "read_timeout_ms: 300",
     );
     text.push_str("\ndrain/dc/sh-a: {reason: test}\n");
-    let mut holds = Vec::new();
-    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        text = text.replace(
-            &units.get(u, "orders").address().to_string(),
-            &l.local_addr().unwrap().to_string(),
-        );
-        holds.push(tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                open.push(s);
-            }
-        }));
-    }
+    let (text, holds) = orders_never_answer(&units, text).await;
     let gw = start(text, dir.path()).await;
     let t0 = Instant::now();
     let (status, text) = raw(

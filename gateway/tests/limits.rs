@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{public, raw, start_with, total_received, OkUpstream};
+use common::{orders_never_answer, public, raw, start_with, total_received, trickle, OkUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use unitgate_tests::gateway::{client, Units};
@@ -78,20 +78,10 @@ async fn a_head_trickled_byte_by_byte_is_408_at_the_head_deadline() {
     let t0 = Instant::now();
     // One byte every 100 ms: never 60 s without a byte, as Pingora alone
     // would require, but the head is not done in a second.
-    let (mut rd, mut wr) = s.split();
-    let drip = async {
-        for b in HEAD.bytes().cycle().take(200) {
-            if wr.write_all(&[b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut out));
-    let (_, r) = tokio::join!(drip, read);
-    assert!(r.is_ok(), "the gateway closed the connection");
-    let text = String::from_utf8_lossy(&out);
+    let drip: Vec<u8> = HEAD.bytes().cycle().take(200).collect();
+    let every = Duration::from_millis(100);
+    let (closed, text) = trickle(&mut s, &drip, every, Duration::from_secs(15)).await;
+    assert!(closed, "the gateway closed the connection");
     assert_eq!(status(&text), 408, "{text}");
     assert!(text.contains(r#""error":"request_timeout""#), "{text}");
     let took = t0.elapsed();
@@ -122,23 +112,10 @@ async fn two_hundred_slowloris_connections_leave_normal_traffic_served() {
                 .expect("slow connection accepted in time")
                 .unwrap();
             let t0 = Instant::now();
-            let (mut rd, mut wr) = s.split();
-            let drip = async {
-                for b in HEAD.bytes().cycle().take(100) {
-                    if wr.write_all(&[b]).await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            };
-            let mut out = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut out));
-            let (_, r) = tokio::join!(drip, read);
-            (
-                r.is_ok(),
-                status(&String::from_utf8_lossy(&out)),
-                t0.elapsed(),
-            )
+            let drip: Vec<u8> = HEAD.bytes().cycle().take(100).collect();
+            let every = Duration::from_millis(300);
+            let (closed, text) = trickle(&mut s, &drip, every, Duration::from_secs(20)).await;
+            (closed, status(&text), t0.elapsed())
         }));
     }
     // Normal clients meanwhile: every request answered.
@@ -305,7 +282,7 @@ async fn the_route_deadline_bounds_every_attempt_together() {
     let dir = tempfile::tempdir().unwrap();
     // Every orders endpoint accepts and never answers; each read may wait
     // 3 s, but the route gives the whole request 600 ms.
-    let mut text = units
+    let text = units
         .topology(&[])
         .replace(
             "health_path: /healthz, health_interval_ms: 1000",
@@ -316,20 +293,7 @@ async fn the_route_deadline_bounds_every_attempt_together() {
             "  path_prefix: /orders\n  timeout_ms: 600\n",
             1,
         );
-    let mut holds = Vec::new();
-    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        text = text.replace(
-            &units.get(u, "orders").address().to_string(),
-            &l.local_addr().unwrap().to_string(),
-        );
-        holds.push(tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                open.push(s);
-            }
-        }));
-    }
+    let (text, holds) = orders_never_answer(&units, text).await;
     let gw = start_with(text, dir.path(), "").await;
     let t0 = Instant::now();
     let (code, body) = raw(
@@ -389,20 +353,11 @@ async fn every_head_on_a_kept_alive_connection_has_the_same_bounds() {
     s.write_all(first.as_bytes()).await.unwrap();
     let n = s.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    let (mut rd, mut wr) = s.split();
-    let drip = async {
-        for b in HEAD.bytes().cycle().take(100) {
-            if wr.write_all(&[b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut out));
-    let (_, r) = tokio::join!(drip, read);
-    assert!(r.is_ok(), "the gateway closed the connection");
-    assert_eq!(status(&String::from_utf8_lossy(&out)), 408);
+    let drip: Vec<u8> = HEAD.bytes().cycle().take(100).collect();
+    let every = Duration::from_millis(100);
+    let (closed, text) = trickle(&mut s, &drip, every, Duration::from_secs(15)).await;
+    assert!(closed, "the gateway closed the connection");
+    assert_eq!(status(&text), 408, "{text}");
 
     // A malformed second head: the JSON 400.
     let mut s = TcpStream::connect(public(&gw)).await.unwrap();

@@ -168,3 +168,50 @@ impl Drop for OkUpstream {
         self.task.abort();
     }
 }
+
+/// Send `bytes` one byte every `every` on `s` while reading what the
+/// gateway answers, until it closes or `within` passes: whether it closed,
+/// and what it sent.
+pub async fn trickle(
+    s: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    every: Duration,
+    within: Duration,
+) -> (bool, String) {
+    let (mut rd, mut wr) = s.split();
+    let drip = async {
+        for b in bytes {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+    };
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(within, rd.read_to_end(&mut out));
+    let (_, r) = tokio::join!(drip, read);
+    (r.is_ok(), String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Point every orders endpoint of `text` at a listener that accepts and
+/// never answers; the tasks holding them (abort when done).
+pub async fn orders_never_answer(
+    units: &Units,
+    mut text: String,
+) -> (String, Vec<tokio::task::JoinHandle<()>>) {
+    let mut holds = Vec::new();
+    for u in ["bj-1", "bj-2", "sh-1", "sh-2"] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        text = text.replace(
+            &units.get(u, "orders").address().to_string(),
+            &l.local_addr().unwrap().to_string(),
+        );
+        holds.push(tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                open.push(s);
+            }
+        }));
+    }
+    (text, holds)
+}
