@@ -1,0 +1,308 @@
+//! The processes under test and their configurations: one nginx origin
+//! serving fixed bodies, and the proxies in front of it (nginx, haproxy,
+//! the bare Pingora proxy, unitgate), each with one worker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::http;
+use crate::procs::{Pin, Proc};
+
+/// The bodies the origin serves, by path.
+pub const BODIES: [(&str, usize); 2] = [("/bench/1k", 1024), ("/bench/64k", 64 * 1024)];
+
+/// Where the harness finds its programs.
+pub struct Programs {
+    pub nginx: PathBuf,
+    pub haproxy: PathBuf,
+    pub unitgate: PathBuf,
+    pub bare: PathBuf,
+}
+
+/// Something the load generator can aim at.
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    /// Header lines every request carries (Host, and unitgate's cookie).
+    pub headers: Vec<(String, String)>,
+    /// The process behind it (None for the origin reached directly: its
+    /// process is the origin's).
+    pub proc: Option<Proc>,
+}
+
+impl Target {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// Start the nginx origin on `port` pinned to `pin`.
+pub fn origin(p: &Programs, dir: &Path, port: u16, pin: Pin) -> Result<Proc> {
+    let root = dir.join("origin-root");
+    std::fs::create_dir_all(root.join("bench"))?;
+    for (path, size) in BODIES {
+        std::fs::write(root.join(&path[1..]), vec![b'x'; size])?;
+    }
+    let conf = format!(
+        "{common}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    root {root};
+    location = /healthz {{ return 200 \"ok\\n\"; }}
+    location / {{ }}
+  }}
+}}
+",
+        common = nginx_common(dir, "origin"),
+        root = root.display()
+    );
+    start_nginx(p, dir, "origin", &conf, pin)
+}
+
+/// nginx as a reverse proxy with upstream keep-alive.
+pub fn nginx_proxy(p: &Programs, dir: &Path, port: u16, origin: u16, pin: Pin) -> Result<Proc> {
+    let conf = format!(
+        "{common}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_requests 100000000; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+  }}
+}}
+",
+        common = nginx_common(dir, "nginx")
+    );
+    start_nginx(p, dir, "nginx", &conf, pin)
+}
+
+fn nginx_common(dir: &Path, name: &str) -> String {
+    let d = dir.join(format!("{name}-nginx"));
+    let _ = std::fs::create_dir_all(&d);
+    format!(
+        "daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {conns}; }}
+",
+        d = d.display(),
+        nofile = crate::procs::fd_hard_limit(),
+        conns = crate::procs::fd_hard_limit()
+            .saturating_sub(100)
+            .min(30_000),
+    )
+}
+
+fn start_nginx(p: &Programs, dir: &Path, name: &str, conf: &str, pin: Pin) -> Result<Proc> {
+    let path = dir.join(format!("{name}.nginx.conf"));
+    std::fs::write(&path, conf)?;
+    // The prefix holds nginx's temp dirs; -e keeps startup errors off
+    // /var/log.
+    let prefix = dir.join(format!("{name}-nginx"));
+    let args = vec![
+        "-p".into(),
+        prefix.display().to_string(),
+        "-e".into(),
+        prefix.join("error.log").display().to_string(),
+        "-c".into(),
+        path.display().to_string(),
+    ];
+    Proc::start(name, pin, &p.nginx, &args, &[], dir, "-TERM")
+}
+
+/// The most connections haproxy can accept here: it wants two descriptors
+/// per connection (client and server side) plus a few, within the hard limit.
+pub fn haproxy_maxconn() -> u64 {
+    (crate::procs::fd_hard_limit().saturating_sub(20) / 2).min(30_000)
+}
+
+/// haproxy with one thread and connection reuse to the origin.
+pub fn haproxy(p: &Programs, dir: &Path, port: u16, origin: u16, pin: Pin) -> Result<Proc> {
+    let conf = format!(
+        "global
+  nbthread 1
+  maxconn {maxconn}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server origin 127.0.0.1:{origin}
+",
+        maxconn = haproxy_maxconn()
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf)?;
+    let args = vec!["-db".into(), "-f".into(), path.display().to_string()];
+    Proc::start("haproxy", pin, &p.haproxy, &args, &[], dir, "-TERM")
+}
+
+/// The bare Pingora proxy (Pingora's defaults, one thread).
+pub fn bare(p: &Programs, dir: &Path, port: u16, origin: u16, pin: Pin) -> Result<Proc> {
+    let args = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--upstream".into(),
+        format!("127.0.0.1:{origin}"),
+        "--threads".into(),
+        "1".into(),
+    ];
+    Proc::start("bare-pingora", pin, &p.bare, &args, &[], dir, "-INT")
+}
+
+/// The topology unitgate runs on in the bench: two shard units in two
+/// datacenters of one region, both served by the origin, one shard route.
+/// User 42 lives in unit u1 (dc bj-a).
+pub fn topology_yaml(origin: u16) -> String {
+    let unit = |dc: &str, other: &str| {
+        format!(
+            "{{dc: {dc}, kind: shard, failover: [{other}], services: {{origin: {{endpoints: [\"127.0.0.1:{origin}\"], health_path: /healthz, health_interval_ms: 1000}}}}}}"
+        )
+    };
+    format!(
+        "cluster: {{shards: 100, shard_hash: mod, user_header: x-user-id, token_ttl_s: 86400, max_hops: 2}}
+regions/r1: {{entries: [api.example.com]}}
+datacenters/bj-a: {{region: r1}}
+datacenters/bj-b: {{region: r1}}
+units/u1: {u1}
+units/u2: {u2}
+shardmap: {{ranges: [{{from: 0, to: 49, unit: u1}}, {{from: 50, to: 99, unit: u2}}]}}
+routes/bench: {{hosts: [\"*.example.com\", 127.0.0.1, localhost], path_prefix: /bench, service: origin, policy: shard, auth: none, listener: public}}
+",
+        u1 = unit("bj-a", "u2"),
+        u2 = unit("bj-b", "u1"),
+    )
+}
+
+/// Ports of one unitgate.
+pub struct GatewayPorts {
+    pub public: u16,
+    pub internal: u16,
+    pub admin: u16,
+}
+
+/// Where a bench unitgate gets its topology.
+pub enum Source<'a> {
+    File(&'a Path),
+    Etcd(&'a str),
+}
+
+/// Start unitgate with one worker thread on `ports`.
+pub fn unitgate(
+    p: &Programs,
+    dir: &Path,
+    name: &str,
+    ports: &GatewayPorts,
+    source: Source<'_>,
+    pin: Pin,
+) -> Result<Proc> {
+    let secrets = dir.join("secrets.toml");
+    if !secrets.exists() {
+        std::fs::write(&secrets, secrets_toml()?)?;
+    }
+    let state = dir.join(format!("{name}-state"));
+    std::fs::create_dir_all(&state)?;
+    let source_line = match source {
+        Source::File(f) => format!("topology_file = \"{}\"", f.display()),
+        Source::Etcd(url) => format!("etcd = [\"{url}\"]"),
+    };
+    let conf = format!(
+        "id = \"{name}\"
+region = \"r1\"
+dc = \"bj-a\"
+listen = \"127.0.0.1:{public}\"
+internal_listen = \"127.0.0.1:{internal}\"
+admin_listen = \"127.0.0.1:{admin}\"
+{source_line}
+secrets = \"{secrets}\"
+state_dir = \"{state}\"
+threads = 1
+max_connections = 50000
+max_connections_per_ip = 50000
+",
+        public = ports.public,
+        internal = ports.internal,
+        admin = ports.admin,
+        secrets = secrets.display(),
+        state = state.display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, conf)?;
+    let args = vec!["--config".into(), path.display().to_string()];
+    Proc::start(
+        name,
+        pin,
+        &p.unitgate,
+        &args,
+        &[("RUST_LOG", "warn")],
+        dir,
+        "-INT",
+    )
+}
+
+/// A fresh random routing-token and dye key for this run.
+fn secrets_toml() -> Result<String> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "active = \"bench\"\n[keys]\nbench = \"hex:{hex}\"\n"
+    ))
+}
+
+/// The routing cookie unitgate gives user 42, to echo on every request.
+pub async fn unitgate_cookie(addr: SocketAddr) -> Result<String> {
+    let r = http::get(
+        addr,
+        BODIES[0].0,
+        &[
+            ("Host".into(), "api.example.com".into()),
+            ("x-user-id".into(), "42".into()),
+        ],
+        Duration::from_secs(5),
+    )
+    .await?;
+    anyhow::ensure!(
+        r.status == 200,
+        "unitgate answered {} for user 42",
+        r.status
+    );
+    anyhow::ensure!(
+        r.body.len() == BODIES[0].1,
+        "unitgate passed a body of {} bytes, not {}",
+        r.body.len(),
+        BODIES[0].1
+    );
+    let set = r
+        .header("set-cookie")
+        .context("unitgate set no routing cookie")?;
+    let pair = set.split(';').next().unwrap_or_default().trim();
+    anyhow::ensure!(pair.starts_with("ug_route="), "unexpected cookie {set:?}");
+    Ok(pair.to_owned())
+}
