@@ -281,22 +281,31 @@ fn merge_instances(
 /// Each unit's fallback: its failover list, then same-kind units of its
 /// region, then any other same-kind unit, each once, never itself.
 fn compute_fallbacks(units: &mut [Unit]) {
+    // One pass per unit over all units, with a bitmap of those already in
+    // the order: O(units^2) (a search of the order instead made it cubic,
+    // about 0.5 s for 1,000 units).
+    let mut seen = vec![false; units.len()];
     for i in 0..units.len() {
-        let me = UnitId(i as u16);
         let (kind, region) = (units[i].kind, units[i].region);
-        let mut order: Vec<UnitId> = units[i].failover.clone();
+        seen.fill(false);
+        seen[i] = true;
+        let mut order: Vec<UnitId> = Vec::with_capacity(units.len());
+        for &id in &units[i].failover {
+            if !std::mem::replace(&mut seen[id.index()], true) {
+                order.push(id);
+            }
+        }
         for same_region_only in [true, false] {
             for (j, u) in units.iter().enumerate() {
-                let id = UnitId(j as u16);
-                if id != me
-                    && u.kind == kind
+                if u.kind == kind
                     && (!same_region_only || u.region == region)
-                    && !order.contains(&id)
+                    && !std::mem::replace(&mut seen[j], true)
                 {
-                    order.push(id);
+                    order.push(UnitId(j as u16));
                 }
             }
         }
+        order.shrink_to_fit();
         units[i].fallback = order;
     }
 }
