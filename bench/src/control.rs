@@ -112,6 +112,7 @@ pub async fn drain_times(
         "unitgate-etcd",
         &ports,
         Source::Etcd(&endpoint),
+        "",
         pin,
     )?;
     let admin: SocketAddr = ([127, 0, 0, 1], ports.admin).into();

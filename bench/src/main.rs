@@ -61,9 +61,39 @@ struct Args {
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
+    /// Parts to run (comma-separated): throughput, latency, memory, control.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,latency,memory,control"
+    )]
+    parts: Vec<Part>,
+    /// Another unitgate measured beside the first, as NAME=BINARY or
+    /// NAME=BINARY;TOML-LINE (a before/after in one run), e.g.
+    /// 'ws=target/release/unitgate;work_stealing = true'. Repeatable.
+    #[arg(long)]
+    variant: Vec<String>,
     /// Where results.md, latency.dat and latency.png go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Throughput,
+    Latency,
+    Memory,
+    Control,
+}
+
+/// A `--variant`: name, binary, extra configuration line.
+fn parse_variant(v: &str) -> Result<(&'static str, PathBuf, String)> {
+    let (name, rest) = v
+        .split_once('=')
+        .with_context(|| format!("--variant {v:?}: expected NAME=BINARY[;TOML-LINE]"))?;
+    let (bin, conf) = rest.split_once(';').unwrap_or((rest, ""));
+    let name: &'static str = Box::leak(format!("unitgate:{name}").into_boxed_str());
+    Ok((name, existing(PathBuf::from(bin))?, conf.to_owned()))
 }
 
 fn main() -> Result<()> {
@@ -110,7 +140,12 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
     let d = dir.path();
     // nginx workers may drop to an unprivileged user: let them read.
     std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let ports = free_ports(7)?;
+    let variants = a
+        .variant
+        .iter()
+        .map(|v| parse_variant(v))
+        .collect::<Result<Vec<_>>>()?;
+    let ports = free_ports(7 + 3 * variants.len())?;
     let origin_port = ports[0];
     let _origin = peers::origin(p, d, origin_port, load_pin)?;
     let origin: SocketAddr = ([127, 0, 0, 1], origin_port).into();
@@ -153,6 +188,7 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
                 "unitgate",
                 &gw_ports,
                 Source::File(&topology),
+                "",
                 proxy_pin,
             )?),
             &host,
@@ -173,12 +209,22 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
             bail!("{} not ready: {e:#}\n{log}", t.name);
         }
     }
-    let cookie = peers::unitgate_cookie(targets[4].addr).await?;
-    targets[4].headers.push(("Cookie".into(), cookie));
+    for t in targets
+        .iter_mut()
+        .filter(|t| t.name.starts_with("unitgate"))
+    {
+        let cookie = peers::unitgate_cookie(t.addr).await?;
+        t.headers.push(("Cookie".into(), cookie));
+    }
 
     // Throughput, interleaved: each round starts one target later.
     let mut runs = Vec::new();
-    for (path, size) in BODIES {
+    let bodies = if a.parts.contains(&Part::Throughput) || a.parts.contains(&Part::Latency) {
+        &BODIES[..]
+    } else {
+        &[]
+    };
+    for &(path, size) in bodies {
         let body = if size >= 1024 * 64 { "64 KiB" } else { "1 KiB" };
         let mut rows: Vec<(&'static str, Vec<f64>, u64)> =
             targets.iter().map(|t| (t.name, Vec::new(), 0)).collect();
@@ -198,10 +244,32 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
         }
         runs.push(BodyRun { body, rows });
     }
-    report::throughput(md, &runs);
+    if a.parts.contains(&Part::Throughput) {
+        report::throughput(md, &runs);
+    }
 
     // Latency at 25/50/75 % of the slowest proxy's 1 KiB maximum.
-    let slowest = runs[0]
+    if a.parts.contains(&Part::Latency) {
+        latency(a, &targets, &runs[0], load_pin, md)?;
+    }
+    if a.parts.contains(&Part::Memory) {
+        memory(a, &targets, md).await?;
+    }
+    drop(targets);
+    if a.parts.contains(&Part::Control) {
+        control(a, p, d, origin_port, proxy_pin, md).await?;
+    }
+    Ok(())
+}
+
+fn latency(
+    a: &Args,
+    targets: &[Target],
+    first: &BodyRun,
+    load_pin: Pin,
+    md: &mut String,
+) -> Result<()> {
+    let slowest = first
         .rows
         .iter()
         .filter(|(n, _, _)| *n != "direct")
@@ -210,7 +278,7 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
     let mut lat_rows = Vec::new();
     for level in [25u32, 50, 75] {
         let rate = ((slowest * f64::from(level) / 100.0) as u64).max(1);
-        for t in &targets {
+        for t in targets {
             let lat = load::oha(&a.oha, t, BODIES[0].0, rate, a.latency_secs, load_pin)?;
             eprintln!(
                 "latency {level}% ({rate}/s) {:>12}: p99 {:.3} ms",
@@ -230,7 +298,10 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
         Some(png) => md.push_str(&format!("\nLatency plot: `{}`\n", png.display())),
         None => md.push_str("\n(gnuplot not found: no latency plot)\n"),
     }
+    Ok(())
+}
 
+async fn memory(a: &Args, targets: &[Target], md: &mut String) -> Result<()> {
     // Memory with idle keep-alive connections, one proxy at a time.
     let mut mem = Vec::new();
     for t in targets.iter().filter(|t| t.proc.is_some()) {
@@ -263,9 +334,17 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
         });
     }
     report::memory(md, &mem, a.idle);
-    drop(targets);
+    Ok(())
+}
 
-    // Control plane.
+async fn control(
+    a: &Args,
+    p: &Programs,
+    d: &std::path::Path,
+    origin_port: u16,
+    proxy_pin: Pin,
+    md: &mut String,
+) -> Result<()> {
     let kv = control::large_kv(a.units, a.routes);
     let (apply_med, apply_max) = report::ms_median_max(&control::apply_times(&kv, a.reps)?);
     let drains = control::drain_times(p, d, origin_port, a.reps, proxy_pin).await?;

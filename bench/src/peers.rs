@@ -15,6 +15,7 @@ use crate::procs::{Pin, Proc};
 pub const BODIES: [(&str, usize); 2] = [("/bench/1k", 1024), ("/bench/64k", 64 * 1024)];
 
 /// Where the harness finds its programs.
+#[derive(Clone)]
 pub struct Programs {
     pub nginx: PathBuf,
     pub haproxy: PathBuf,
@@ -217,6 +218,7 @@ pub fn unitgate(
     name: &str,
     ports: &GatewayPorts,
     source: Source<'_>,
+    extra_conf: &str,
     pin: Pin,
 ) -> Result<Proc> {
     let secrets = dir.join("secrets.toml");
@@ -242,6 +244,7 @@ state_dir = \"{state}\"
 threads = 1
 max_connections = 50000
 max_connections_per_ip = 50000
+{extra_conf}
 ",
         public = ports.public,
         internal = ports.internal,

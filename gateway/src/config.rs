@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub trusted_proxies: Option<Vec<String>>,
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     pub max_attempts: Option<u8>,
     pub max_connections: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
@@ -79,6 +80,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub trusted_proxies: Vec<IpNet>,
     pub threads: usize,
+    /// Let idle worker threads steal tasks from busy ones (Pingora's
+    /// `work_stealing`). Off by default: each connection stays on the thread
+    /// that accepted it, which measured faster (docs/BENCHMARKS.md).
+    pub work_stealing: bool,
     /// Upstream attempts per request, first one included.
     pub max_attempts: u8,
     /// Connections open at once on each listener.
@@ -276,6 +281,7 @@ impl Config {
             state_dir: o.state_dir.or(file.state_dir),
             trusted_proxies,
             threads: within("threads", file.threads, 2, 1..=256)?,
+            work_stealing: file.work_stealing.unwrap_or(false),
             max_attempts: within("max_attempts", file.max_attempts, 3, 1..=8)?,
             max_connections: within(
                 "max_connections",

@@ -71,6 +71,7 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     crate::control::start(shared.clone()).context("starting the control thread")?;
     let conf = ServerConf {
         threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(10),
         max_retries: usize::from(cfg.max_attempts),
