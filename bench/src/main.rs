@@ -122,6 +122,8 @@ fn main() -> Result<()> {
     };
     which("wrk")?;
     std::fs::create_dir_all(&args.out)?;
+    // Absolute, so that gnuplot (run inside it) finds its output path.
+    args.out = std::fs::canonicalize(&args.out)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -194,6 +196,28 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
             &host,
         ),
     ];
+    for (i, (name, bin, conf)) in variants.iter().enumerate() {
+        let vp = GatewayPorts {
+            public: ports[7 + 3 * i],
+            internal: ports[8 + 3 * i],
+            admin: ports[9 + 3 * i],
+        };
+        let programs = Programs {
+            unitgate: bin.clone(),
+            ..p.clone()
+        };
+        let log_name = name.replace(':', "-");
+        let proc = peers::unitgate(
+            &programs,
+            d,
+            &log_name,
+            &vp,
+            Source::File(&topology),
+            conf,
+            proxy_pin,
+        )?;
+        targets.push(target(name, vp.public, Some(proc), &host));
+    }
     for t in &mut targets {
         let ready = http::wait_status(
             t.addr,
@@ -204,8 +228,8 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
         )
         .await;
         if let Err(e) = ready {
-            let log =
-                std::fs::read_to_string(d.join(format!("{}.log", t.name))).unwrap_or_default();
+            let log = std::fs::read_to_string(d.join(format!("{}.log", t.name.replace(':', "-"))))
+                .unwrap_or_default();
             bail!("{} not ready: {e:#}\n{log}", t.name);
         }
     }
