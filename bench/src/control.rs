@@ -13,52 +13,10 @@ use serde_json::json;
 use crate::peers::{self, GatewayPorts, Programs, Source};
 use crate::procs::{free_ports, Pin};
 
-/// A topology of `units` shard units (one shard each, two services of two
-/// endpoints, over 10 regions and 20 datacenters) and `routes` routes.
+/// The control-plane topology: `units` shard units running two services,
+/// and `routes` routes (`unit_router::fixture::sized_kv`).
 pub fn large_kv(units: usize, routes: usize) -> Kv {
-    let mut kv = Kv::new();
-    let mut put = |k: String, v: serde_json::Value| kv.insert(k, v.to_string());
-    put(
-        "cluster".into(),
-        json!({"shards": units, "shard_hash": "xxh3"}),
-    );
-    for r in 0..10 {
-        put(
-            format!("regions/r{r}"),
-            json!({"entries": [format!("api-r{r}.example.com")]}),
-        );
-        for d in 0..2 {
-            put(
-                format!("datacenters/dc{}", r * 2 + d),
-                json!({"region": format!("r{r}")}),
-            );
-        }
-    }
-    let services = json!({
-        "svc0": {"endpoints": ["127.0.0.1:9000", "127.0.0.1:9001"]},
-        "svc1": {"endpoints": ["127.0.0.1:9002", "127.0.0.1:9003"]},
-    });
-    for u in 0..units {
-        put(
-            format!("units/u{u:04}"),
-            json!({"dc": format!("dc{}", u % 20), "kind": "shard",
-                   "failover": [format!("u{:04}", (u + 1) % units)], "services": services}),
-        );
-    }
-    let ranges: Vec<_> = (0..units)
-        .map(|u| json!({"from": u, "to": u, "unit": format!("u{u:04}")}))
-        .collect();
-    put("shardmap".into(), json!({ "ranges": ranges }));
-    let hosts = routes.div_ceil(100).max(1);
-    for r in 0..routes {
-        put(
-            format!("routes/r{r:05}"),
-            json!({"hosts": [format!("api{}.example.com", r % hosts)],
-                   "path_prefix": format!("/v1/p{}", r / hosts),
-                   "service": format!("svc{}", r % 2), "policy": "shard"}),
-        );
-    }
-    kv
+    unit_router::fixture::sized_kv(units, 2, routes)
 }
 
 /// Times to validate, index and publish `kv`, `reps` times (fresh epoch each).

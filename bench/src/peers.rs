@@ -50,9 +50,7 @@ pub fn origin(p: &Programs, dir: &Path, port: u16, pin: Pin) -> Result<Proc> {
     let conf = format!(
         "{common}
 http {{
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
+{HTTP_COMMON}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     root {root};
@@ -72,9 +70,7 @@ pub fn nginx_proxy(p: &Programs, dir: &Path, port: u16, origin: u16, pin: Pin) -
     let conf = format!(
         "{common}
 http {{
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
+{HTTP_COMMON}
   upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_requests 100000000; }}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
@@ -90,6 +86,12 @@ http {{
     );
     start_nginx(p, dir, "nginx", &conf, pin)
 }
+
+/// The `http` settings both nginx configurations share: no access log,
+/// client connections kept alive for the whole run.
+const HTTP_COMMON: &str = "  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;";
 
 fn nginx_common(dir: &Path, name: &str) -> String {
     let d = dir.join(format!("{name}-nginx"));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{orders_never_answer, public, raw, start_with, total_received, trickle, OkUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use unitgate_tests::gateway::{client, Units};
+use unitgate_tests::gateway::{client, Gateway, Units};
 
 /// Everything the gateway sends until it closes (or 15 s pass).
 async fn read_all(s: &mut TcpStream) -> String {
@@ -312,18 +312,7 @@ async fn the_route_deadline_bounds_every_attempt_together() {
     assert!(took < Duration::from_millis(2500), "{took:?}");
     // The route's deadline is not the endpoint's failure: nothing is
     // counted against it (no ejection), no retry is made.
-    let m = gw.admin("/metrics").await.1;
-    let attempts: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("unitgate_upstream_attempts_total{"))
-        .collect();
-    assert!(
-        attempts
-            .iter()
-            .all(|l| l.contains(r#"outcome="cancelled""#)),
-        "{attempts:?}"
-    );
-    assert_eq!(attempts.len(), 1, "one attempt: {attempts:?}");
+    one_cancelled_attempt(&gw).await;
     for h in holds {
         h.abort();
     }
@@ -393,18 +382,7 @@ async fn a_body_stalled_past_the_upstream_read_timeout_is_the_clients_408() {
     let text = read_all(&mut s).await;
     assert_eq!(status(&text), 408, "{text}");
     // Not the upstream's failure: no endpoint blamed, no retry elsewhere.
-    let m = gw.admin("/metrics").await.1;
-    let attempts: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("unitgate_upstream_attempts_total{"))
-        .collect();
-    assert!(
-        attempts
-            .iter()
-            .all(|l| l.contains(r#"outcome="cancelled""#)),
-        "{attempts:?}"
-    );
-    assert_eq!(attempts.len(), 1, "one attempt: {attempts:?}");
+    one_cancelled_attempt(&gw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,4 +444,21 @@ async fn an_upgraded_connection_is_outside_the_body_limit_and_body_timeout() {
         assert_eq!(got, frame, "round {round}");
     }
     server.abort();
+}
+
+/// The gateway's metrics show exactly one upstream attempt, and it was
+/// cancelled: the endpoint was not blamed and nothing was retried.
+async fn one_cancelled_attempt(gw: &Gateway) {
+    let m = gw.admin("/metrics").await.1;
+    let attempts: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("unitgate_upstream_attempts_total{"))
+        .collect();
+    assert!(
+        attempts
+            .iter()
+            .all(|l| l.contains(r#"outcome="cancelled""#)),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts.len(), 1, "one attempt: {attempts:?}");
 }
