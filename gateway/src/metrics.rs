@@ -22,6 +22,8 @@ pub struct Metrics {
 /// Client connections by listener.
 pub struct ConnectionMetrics {
     pub open: IntGaugeVec,
+    /// Open connections waiting for their next request (parked).
+    pub idle: IntGaugeVec,
     pub refused: IntCounterVec,
     /// Request heads refused while being read (too large, too slow,
     /// malformed), by listener and reason.
@@ -45,6 +47,16 @@ impl ConnectionMetrics {
                     Opts::new(
                         "unitgate_connections_open",
                         "Client connections open now, by listener",
+                    ),
+                    &["listener"],
+                ),
+            )?,
+            idle: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_connections_idle",
+                        "Client connections waiting for their next request, by listener (part of unitgate_connections_open)",
                     ),
                     &["listener"],
                 ),

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{now, orders_never_answer, public, raw, start, start_with, status_of, total_received};
+use common::{
+    keepalive_status, now, orders_never_answer, public, raw, start, start_with, status_of,
+    total_received,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Reason};
 use unitgate_tests::gateway::{client, Units};
@@ -289,6 +292,64 @@ async fn an_idle_keepalive_connection_is_closed_after_the_idle_limit() {
         t0.elapsed() >= Duration::from_millis(900),
         "{:?}",
         t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_wait_parked_and_wake_on_their_next_request() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(units.topology(&[]), dir.path()).await;
+    let head = b"GET /orders/1 HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n\r\n";
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(public(&gw)).await.unwrap();
+        s.write_all(head).await.unwrap();
+        assert_eq!(keepalive_status(&mut s).await, 200);
+        conns.push(s);
+    }
+    let gauges = |open: usize, idle: usize| {
+        [
+            format!(r#"unitgate_connections_open{{listener="public"}} {open}"#),
+            format!(r#"unitgate_connections_idle{{listener="public"}} {idle}"#),
+        ]
+    };
+    let shows = |want: [String; 2]| {
+        let gw = &gw;
+        async move {
+            let m = gw.admin("/metrics").await.1;
+            want.iter().all(|w| m.lines().any(|l| l == w))
+        }
+    };
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        shows(gauges(20, 20)).await,
+        "all twenty connections wait parked"
+    );
+    // A request's first byte alone wakes its connection; the parser then
+    // reads that byte and the rest as one head.
+    conns[0].write_all(&head[..1]).await.unwrap();
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        shows(gauges(20, 19)).await,
+        "the first byte woke its connection"
+    );
+    conns[0].write_all(&head[1..]).await.unwrap();
+    assert_eq!(keepalive_status(&mut conns[0]).await, 200);
+    for s in &mut conns {
+        s.write_all(head).await.unwrap();
+        assert_eq!(keepalive_status(s).await, 200);
+    }
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        shows(gauges(20, 20)).await,
+        "parked again after their second and third requests"
+    );
+    drop(conns);
+    unitgate_tests::eventually!(
+        Duration::from_secs(5),
+        shows(gauges(0, 0)).await,
+        "closed connections are neither open nor idle"
     );
 }
 

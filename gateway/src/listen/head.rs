@@ -33,6 +33,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
@@ -166,6 +167,9 @@ pub struct HeadGuard {
     linger: AtomicBool,
     /// The JSON 400 written in place of the framework's head rejection.
     replaced: Option<Canned>,
+    /// Bytes read by [`Peek::try_peek`], handed to the parser before the
+    /// socket's (empty, and holding no memory, while the connection idles).
+    peeked: Bytes,
 }
 
 impl std::fmt::Debug for HeadGuard {
@@ -197,6 +201,7 @@ impl HeadGuard {
             refusing: None,
             linger: AtomicBool::new(false),
             replaced: None,
+            peeked: Bytes::new(),
         })
     }
 
@@ -302,12 +307,12 @@ impl HeadGuard {
         }
         let n = if buf.remaining() <= room {
             let before = buf.filled().len();
-            ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+            ready!(self.poll_source(cx, buf))?;
             buf.filled().len() - before
         } else {
             // Never hand the parser more than the head may still take.
             let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+            ready!(self.poll_source(cx, &mut part))?;
             let n = part.filled().len();
             buf.advance(n);
             n
@@ -321,6 +326,43 @@ impl HeadGuard {
     }
 }
 
+impl HeadGuard {
+    /// Read into `buf`: peeked bytes first, then the socket.
+    fn poll_source(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.peeked.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.peeked.len().min(buf.remaining());
+        buf.put_slice(&self.peeked.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+
+    /// Read from the socket until at least `want` bytes are peeked. Each
+    /// read takes what the socket has (up to [`PEEK_READ`]), so the parser
+    /// then finds the head without another system call.
+    fn poll_peek(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<()>> {
+        while self.peeked.len() < want {
+            let mut scratch = [0u8; PEEK_READ];
+            let mut rb = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.peeked = if self.peeked.is_empty() {
+                Bytes::copy_from_slice(rb.filled())
+            } else {
+                let mut joined = BytesMut::from(&self.peeked[..]);
+                joined.extend_from_slice(rb.filled());
+                joined.freeze()
+            };
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The most one peek reads from the socket (the parser's first buffer).
+const PEEK_READ: usize = 4096;
+
 impl AsyncRead for HeadGuard {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -332,7 +374,7 @@ impl AsyncRead for HeadGuard {
             return this.poll_refusal(cx);
         }
         if this.phase.load(Ordering::Acquire) == BODY {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.poll_source(cx, buf);
         }
         this.poll_head_read(cx, buf)
     }
@@ -436,9 +478,13 @@ impl GetSocketDigest for HeadGuard {
     }
 }
 
+/// Waits until `buf.len()` bytes came in and copies them, leaving them to
+/// be read: how an idle connection is parked ([`super::idle`]).
 #[async_trait]
 impl Peek for HeadGuard {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        std::future::poll_fn(|cx| self.poll_peek(cx, buf.len())).await?;
+        buf.copy_from_slice(&self.peeked[..buf.len()]);
+        Ok(true)
     }
 }

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::{IntCounterVec, IntGauge};
 
 use super::head::{HeadCounters, HeadGuard, HeadLimits};
+use super::idle::{serve, Parking};
 
 /// Slots of the per-address table (65,536 x 4 bytes).
 const SLOTS: usize = 1 << 16;
@@ -58,17 +59,17 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// The open-connections gauge, up for as long as this lives.
-struct OpenGauge<'a>(&'a IntGauge);
+/// A gauge, one up for as long as this lives.
+pub(super) struct GaugeUp<'a>(&'a IntGauge);
 
-impl<'a> OpenGauge<'a> {
-    fn up(g: &'a IntGauge) -> Self {
+impl<'a> GaugeUp<'a> {
+    pub(super) fn up(g: &'a IntGauge) -> Self {
         g.inc();
-        OpenGauge(g)
+        GaugeUp(g)
     }
 }
 
-impl Drop for OpenGauge<'_> {
+impl Drop for GaugeUp<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -128,12 +129,15 @@ impl ConnCounts {
 
 /// A Pingora app behind connection limits: each connection is admitted
 /// once and served by `inner` (keep-alive requests included) until it
-/// closes, its request heads bounded by [`HeadGuard`].
+/// closes, its request heads bounded by [`HeadGuard`], parked between
+/// requests ([`serve`]).
 pub struct Limited<A> {
     pub inner: Arc<A>,
     pub counts: ConnCounts,
     pub head: HeadLimits,
     pub head_counters: Arc<HeadCounters>,
+    /// Where a connection waits for its next request.
+    pub parking: Parking,
     pub listener: &'static str,
     pub refused: IntCounterVec,
     /// Connections open now on this listener.
@@ -141,7 +145,7 @@ pub struct Limited<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -163,17 +167,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
                 return None; // dropped: closed before a byte is read
             }
         };
-        let _open = OpenGauge::up(&self.open);
+        let _open = GaugeUp::up(&self.open);
         let session = HeadGuard::wrap(session, self.head, self.head_counters.clone());
-        let mut next = Some(session);
-        while let Some(s) = next {
-            next = self.inner.process_new(s, shutdown).await;
-        }
+        serve(&self.inner, session, &self.parking, shutdown).await;
         None
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await
+        ServerApp::cleanup(&*self.inner).await
     }
 }
 

@@ -1,9 +1,10 @@
 //! Assemble and run the gateway: check the configuration, load keys, geo and
 //! the first topology, start the control plane, bind the three listeners,
 //! each behind its connection limits ([`limits`]) and request-head bounds
-//! ([`head`]).
+//! ([`head`]), idle connections parked between requests ([`idle`]).
 
 pub mod head;
+pub mod idle;
 pub mod limits;
 
 use std::sync::Arc;
@@ -104,6 +105,11 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
                 timeout: std::time::Duration::from_millis(cfg.header_timeout_ms),
             },
             head_counters: Arc::new(shared.metrics.connections.head_counters(name)),
+            parking: idle::Parking {
+                first: std::time::Duration::from_millis(cfg.header_timeout_ms),
+                between: std::time::Duration::from_secs(cfg.keepalive_idle_s),
+                parked: shared.metrics.connections.idle.with_label_values(&[name]),
+            },
             listener: name,
             refused: shared.metrics.connections.refused.clone(),
             open: shared.metrics.connections.open.with_label_values(&[name]),

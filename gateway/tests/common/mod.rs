@@ -81,6 +81,37 @@ pub async fn status_of(addr: &str, head: &[&str]) -> u16 {
         .unwrap_or(0)
 }
 
+/// Read one response (head and `content-length` body) off a kept-alive
+/// connection; its status. Panics if it does not come within 10 s.
+pub async fn keepalive_status(s: &mut tokio::net::TcpStream) -> u16 {
+    let read = async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the response head");
+            got.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while got.len() < head_end + length {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed within the response body");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s")
+}
+
 pub fn public(gw: &Gateway) -> String {
     gw.url("").trim_start_matches("http://").to_owned()
 }
