@@ -26,6 +26,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -342,8 +343,8 @@ impl HeadGuard {
     /// then finds the head without another system call.
     fn poll_peek(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<()>> {
         while self.peeked.len() < want {
-            let mut scratch = [0u8; PEEK_READ];
-            let mut rb = ReadBuf::new(&mut scratch);
+            let mut scratch = [MaybeUninit::<u8>::uninit(); PEEK_READ];
+            let mut rb = ReadBuf::uninit(&mut scratch);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));

@@ -12,8 +12,8 @@
 //!
 //! A parked connection waits at most `first` for its first request (the
 //! head guard's clock, which runs from accept, then answers 408) and at
-//! most `between` for each next one, and is closed at once when the server
-//! shuts down. Connections that do not speak plain HTTP/1 (ALPN `h2`) go
+//! most `between` for each next one; once the server is shutting down no
+//! connection is parked again. Connections that do not speak plain HTTP/1 (ALPN `h2`) go
 //! to Pingora's own dispatch.
 
 use std::sync::Arc;
@@ -99,29 +99,17 @@ async fn park(
     within: Duration,
     shutdown: &ShutdownWatch,
 ) -> Wake {
+    // Shutting down: no more requests on this connection. A connection
+    // parked when the shutdown starts is dropped with the runtime after
+    // the grace period.
     if *shutdown.borrow() {
         return Wake::Closed;
     }
     let _parked = GaugeUp::up(&parking.parked);
     let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(within, stream.try_peek(&mut first)) => match peeked {
-            Ok(Ok(_)) => Wake::Data,
-            Ok(Err(_)) => Wake::Closed,
-            Err(_) => Wake::Timeout,
-        },
-        () = shutting_down(shutdown.clone()) => Wake::Closed,
-    }
-}
-
-/// Ready once the server starts shutting down (never, if it cannot say).
-async fn shutting_down(mut shutdown: ShutdownWatch) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    match tokio::time::timeout(within, stream.try_peek(&mut first)).await {
+        Ok(Ok(_)) => Wake::Data,
+        Ok(Err(_)) => Wake::Closed,
+        Err(_) => Wake::Timeout,
     }
 }

@@ -105,7 +105,10 @@ pub async fn keepalive_status(s: &mut tokio::net::TcpStream) -> u16 {
             assert!(n > 0, "closed within the response body");
             got.extend_from_slice(&chunk[..n]);
         }
-        head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        head.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
     };
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
