@@ -14,9 +14,29 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub retry_budget_exhausted: IntCounter,
     pub tokens: IntCounterVec,
+    /// `tokens` by result, resolved once (the request path counts one per
+    /// request).
+    pub token: TokenCounters,
     pub dyes: IntCounterVec,
     pub connections: ConnectionMetrics,
     pub config: ConfigMetrics,
+}
+
+/// `unitgate_routing_tokens_total` by result.
+pub struct TokenCounters {
+    pub valid: IntCounter,
+    pub rejected: IntCounter,
+    pub issued: IntCounter,
+}
+
+impl TokenCounters {
+    fn of(tokens: &IntCounterVec) -> Self {
+        TokenCounters {
+            valid: tokens.with_label_values(&["valid"]),
+            rejected: tokens.with_label_values(&["rejected"]),
+            issued: tokens.with_label_values(&["issued"]),
+        }
+    }
 }
 
 /// Client connections by listener.
@@ -134,7 +154,17 @@ impl Metrics {
         let buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
+        let tokens = reg(
+            &r,
+            counters(
+                "unitgate_routing_tokens_total",
+                "Routing tokens by result (valid, rejected, issued)",
+                &["result"],
+            ),
+        )?;
         Ok(Metrics {
+            token: TokenCounters::of(&tokens),
+            tokens,
             requests: reg(
                 &r,
                 counters(
@@ -175,14 +205,6 @@ impl Metrics {
                 IntCounter::new(
                     "unitgate_retry_budget_exhausted_total",
                     "Retries refused because the retry budget was spent",
-                ),
-            )?,
-            tokens: reg(
-                &r,
-                counters(
-                    "unitgate_routing_tokens_total",
-                    "Routing tokens by result (valid, rejected, issued)",
-                    &["result"],
                 ),
             )?,
             dyes: reg(

@@ -2,6 +2,7 @@
 //! every listed key verifies, so keys rotate without invalidating live tokens.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -27,6 +28,8 @@ pub enum KeyringError {
 /// into its HMAC state once (signing and verifying clone that state).
 #[derive(Clone)]
 pub struct Keyring {
+    /// Unique per [`Keyring::new`] (clones share it: same keys).
+    id: u64,
     active: String,
     signer: HmacSha256,
     keys: BTreeMap<String, HmacSha256>,
@@ -75,11 +78,19 @@ impl Keyring {
             .get(active)
             .cloned()
             .ok_or_else(|| KeyringError::UnknownActive(active.to_owned()))?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Keyring {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             active: active.to_owned(),
             signer,
             keys,
         })
+    }
+
+    /// Which keyring this is: two keyrings with the same id hold the same
+    /// keys (what a cache of verified tokens is keyed by).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The signing kid.

@@ -88,6 +88,7 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
         let proxy = UnitProxy {
             shared: shared.clone(),
             listener,
+            duration: shared.metrics.duration.with_label_values(&[name]),
         };
         let per_ip = match listener {
             Listener::Public => Some(cfg.max_connections_per_ip),

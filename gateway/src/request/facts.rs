@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use unit_router::{Dye, Facts, Listener, RouteToken, UnitId};
 use unitgate_geo::{GeoLookup, Location};
 
-use crate::request::headers;
+use crate::request::{headers, token_cache};
 use crate::state::{Plane, Shared};
 
 /// What the gateway knows about one request beyond its header.
@@ -100,15 +100,15 @@ impl RequestFacts {
 
 fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<RouteToken> {
     let raw = headers::token(req)?;
-    let tokens = &shared.metrics.tokens;
-    match RouteToken::decode(raw, &shared.keys, now) {
+    let counts = &shared.metrics.token;
+    match token_cache::verify(raw, &shared.keys, now) {
         Ok(t) => {
-            tokens.with_label_values(&["valid"]).inc();
+            counts.valid.inc();
             Some(t)
         }
         Err(e) => {
             tracing::debug!(error = %e, "routing token ignored");
-            tokens.with_label_values(&["rejected"]).inc();
+            counts.rejected.inc();
             None
         }
     }

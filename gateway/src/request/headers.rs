@@ -5,11 +5,18 @@
 
 use std::net::IpAddr;
 
+use http::header::{HeaderName, COOKIE, HOST};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use unit_router::dye;
 use unit_router::input::{check_host, normalize_path, InputError};
-use unit_router::token::{COOKIE, HEADER as ROUTE_HEADER};
+use unit_router::token::{COOKIE as ROUTE_COOKIE, HEADER as ROUTE_HEADER};
+
+/// Header names used on every request, parsed once (a `&str` name is
+/// parsed on each lookup).
+pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
     nets.iter().any(|n| n.contains(&ip))
@@ -41,7 +48,7 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, nets: &[IpNet]) -> Opt
 }
 
 /// Every value of header `name` that is visible ASCII.
-fn values<'a>(req: &'a RequestHeader, name: &str) -> impl Iterator<Item = &'a str> {
+fn values<'a>(req: &'a RequestHeader, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     req.headers
         .get_all(name)
         .iter()
@@ -50,7 +57,7 @@ fn values<'a>(req: &'a RequestHeader, name: &str) -> impl Iterator<Item = &'a st
 
 /// Value of cookie `name` in any `Cookie` header.
 pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    values(req, "cookie")
+    values(req, &COOKIE)
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             let (k, v) = c.trim().split_once('=')?;
@@ -60,7 +67,8 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 
 /// The routing token the client echoed (cookie first, then header).
 pub fn token(req: &RequestHeader) -> Option<&str> {
-    cookie(req, COOKIE).or_else(|| req.headers.get(ROUTE_HEADER).and_then(|v| v.to_str().ok()))
+    cookie(req, ROUTE_COOKIE)
+        .or_else(|| req.headers.get(ROUTE_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// Remove every `x-unit-*` header, every `ug.*` baggage entry, the routing
@@ -97,13 +105,13 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
 /// Remove the routing cookie from every `Cookie` header (other cookies are
 /// kept as sent; a header left empty goes).
 pub fn strip_route_cookie(req: &mut RequestHeader) {
-    if !values(req, "cookie").any(|v| v.split(';').any(is_route_cookie)) {
+    if !values(req, &COOKIE).any(|v| v.split(';').any(is_route_cookie)) {
         return;
     }
     // Values that are not visible ASCII cannot hold our cookie: kept as sent.
     let kept: Vec<http::HeaderValue> = req
         .headers
-        .get_all("cookie")
+        .get_all(&COOKIE)
         .iter()
         .filter_map(|raw| {
             let Ok(v) = raw.to_str() else {
@@ -119,7 +127,7 @@ pub fn strip_route_cookie(req: &mut RequestHeader) {
                 .filter(|v| !v.is_empty())
         })
         .collect();
-    req.remove_header("cookie");
+    req.remove_header(&COOKIE);
     for v in kept {
         let _ = req.append_header("cookie", v);
     }
@@ -128,19 +136,19 @@ pub fn strip_route_cookie(req: &mut RequestHeader) {
 fn is_route_cookie(c: &str) -> bool {
     c.trim()
         .split_once('=')
-        .is_some_and(|(k, _)| k.trim() == COOKIE)
+        .is_some_and(|(k, _)| k.trim() == ROUTE_COOKIE)
 }
 
 /// Remove every `ug.*` entry from `baggage` (the header goes if nothing is left).
 pub fn strip_baggage(req: &mut RequestHeader) {
-    let kept: Vec<String> = values(req, "baggage")
+    let kept: Vec<String> = values(req, &BAGGAGE)
         .map(dye::strip)
         .filter(|v| !v.is_empty())
         .collect();
-    if req.headers.get("baggage").is_none() {
+    if req.headers.get(&BAGGAGE).is_none() {
         return;
     }
-    req.remove_header("baggage");
+    req.remove_header(&BAGGAGE);
     if !kept.is_empty() {
         let _ = req.insert_header("baggage", kept.join(","));
     }
@@ -148,7 +156,7 @@ pub fn strip_baggage(req: &mut RequestHeader) {
 
 /// The whole `baggage` value (several headers joined).
 pub fn baggage(req: &RequestHeader) -> Option<String> {
-    let v: Vec<&str> = values(req, "baggage").collect();
+    let v: Vec<&str> = values(req, &BAGGAGE).collect();
     (!v.is_empty()).then(|| v.join(","))
 }
 
@@ -158,7 +166,7 @@ pub fn baggage(req: &RequestHeader) -> Option<String> {
 /// Afterwards the upstream request line is exactly the path the router
 /// sees (origin-form, the query kept as sent).
 pub fn check_request_line(req: &mut RequestHeader) -> Result<(), InputError> {
-    let host_header = req.headers.get("host");
+    let host_header = req.headers.get(&HOST);
     if host_header.is_some_and(|h| h.to_str().is_err()) {
         return Err(InputError::BadHost);
     }
@@ -268,7 +276,7 @@ pub fn head_size(req: &RequestHeader) -> usize {
 /// The request host: the `Host` header, else the URI authority (HTTP/2).
 pub fn host(req: &RequestHeader) -> &str {
     req.headers
-        .get("host")
+        .get(&HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("")

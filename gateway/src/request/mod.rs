@@ -11,3 +11,4 @@ pub mod locate;
 pub mod proxy;
 pub mod render;
 pub mod respond;
+pub mod token_cache;

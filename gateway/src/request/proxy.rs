@@ -13,6 +13,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
+use pingora_prometheus::prometheus::Histogram;
 use unit_router::{decide, Decision, Listener, RouteError};
 
 use crate::listen::head::HeadGuard;
@@ -28,6 +29,8 @@ use crate::upstream::peer::http_peer;
 pub struct UnitProxy {
     pub shared: Arc<Shared>,
     pub listener: Listener,
+    /// `unitgate_request_duration_seconds` of this listener.
+    pub duration: Histogram,
 }
 
 impl UnitProxy {
@@ -546,17 +549,14 @@ impl ProxyHttp for UnitProxy {
                 tracing::warn!(error = %e, status, route, unit = ctx.target_name(), "request failed");
             }
         }
-        let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&[
-                self.listener_name(),
-                route,
-                reason,
-                status.to_string().as_str(),
-            ])
+        // Status codes are 100-999, or 0 when nothing was answered.
+        let code = http::StatusCode::from_u16(status).ok();
+        let code = code.as_ref().map_or("0", http::StatusCode::as_str);
+        self.shared
+            .metrics
+            .requests
+            .with_label_values(&[self.listener_name(), route, reason, code])
             .inc();
-        m.duration
-            .with_label_values(&[self.listener_name()])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        self.duration.observe(ctx.started.elapsed().as_secs_f64());
     }
 }

@@ -21,14 +21,14 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
     headers::strip_baggage(up);
     if let Some(dye) = d.dye(topo, ctx.facts.dye.as_ref(), exp) {
         let existing = headers::baggage(up);
-        up.remove_header("baggage");
+        up.remove_header(&headers::BAGGAGE);
         up.insert_header("baggage", dye.merge_into(existing.as_deref(), &shared.keys))?;
         shared.metrics.dyes.with_label_values(&["set"]).inc();
     }
     if let Some(ip) = ctx.facts.client_ip {
         let xff = match up
             .headers
-            .get("x-forwarded-for")
+            .get(&headers::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) => format!("{prev}, {ip}"),
@@ -36,7 +36,7 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
         };
         up.insert_header("x-forwarded-for", xff)?;
     }
-    if up.headers.get("x-forwarded-proto").is_none() {
+    if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
         up.insert_header("x-forwarded-proto", "http")?;
     }
     Ok(())
@@ -81,6 +81,6 @@ pub fn mint(shared: &Shared, topo: &Topology, a: &Affinity, now: i64) -> (String
         exp,
         &shared.keys,
     );
-    shared.metrics.tokens.with_label_values(&["issued"]).inc();
+    shared.metrics.token.issued.inc();
     (tok.encode(&shared.keys), exp)
 }
