@@ -241,6 +241,16 @@ fn listeners(
 }
 
 impl Config {
+    /// The keep-alive timeout of the framework's HTTP/1 session. Idle time
+    /// between requests is bounded where the connection is parked
+    /// (`keepalive_idle_s`, `listen/idle.rs`); the framework applies this
+    /// one to every read of a request head, which must not cut a head off
+    /// before the head guard's `header_timeout_ms` answers 408.
+    pub fn session_keepalive_s(&self) -> u64 {
+        self.keepalive_idle_s
+            .max(self.header_timeout_ms.div_ceil(1000))
+    }
+
     /// Merge file and flags and check the result.
     pub fn resolve(mut file: FileConfig, mut o: Overrides) -> Result<Config, ConfigError> {
         let prefix = o

@@ -97,6 +97,22 @@ async fn a_head_trickled_byte_by_byte_is_408_at_the_head_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_limit_shorter_than_the_head_timeout_still_gets_the_408() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Gaps between the head's bytes longer than the keep-alive limit: the
+    // head is still the head guard's to bound (408 at its deadline), not
+    // closed without an answer at the first long gap.
+    let config = "keepalive_idle_s = 1\nheader_timeout_ms = 3000\n";
+    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let mut s = TcpStream::connect(public(&gw)).await.unwrap();
+    let every = Duration::from_millis(1400);
+    let (closed, text) = trickle(&mut s, HEAD.as_bytes(), every, Duration::from_secs(15)).await;
+    assert!(closed, "the gateway closed the connection");
+    assert_eq!(status(&text), 408, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_slowloris_connections_leave_normal_traffic_served() {
     let up = OkUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -17,10 +17,11 @@
 //!   gateway sends has one shape.
 //!
 //! The head phase ends when the proxy's first hook runs
-//! ([`HeadGuard::head_read`]); the next one starts when the request has
-//! been logged ([`HeadGuard::rearm`]). Idle time between keep-alive
-//! requests is not head time: it is bounded by the keep-alive limit, and the
-//! head clock starts at the next request's first byte. Body bytes are never
+//! ([`HeadGuard::head_read`]); the next one starts when the framework hands
+//! the connection back for reuse, any unread body drained
+//! ([`HeadGuard::rearm`], from [`super::idle`]). Idle time between
+//! keep-alive requests is not head time: it is bounded where the connection
+//! is parked, and the head clock starts at the next request's first byte. Body bytes are never
 //! counted. HTTP/2 connections (ALPN `h2`) are not guarded: their framing
 //! has its own limits.
 

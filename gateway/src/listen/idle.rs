@@ -12,8 +12,8 @@
 //!
 //! A parked connection waits at most `first` for its first request (the
 //! head guard's clock, which runs from accept, then answers 408) and at
-//! most `between` for each next one; once the server is shutting down no
-//! connection is parked again. Connections that do not speak plain HTTP/1 (ALPN `h2`) go
+//! most `between` for each next one. When the server starts shutting down,
+//! parked connections are closed; a request already sent is still served. Connections that do not speak plain HTTP/1 (ALPN `h2`) go
 //! to Pingora's own dispatch.
 
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::IntGauge;
 
+use super::head::HeadGuard;
 use super::limits::GaugeUp;
 
 /// How long a parked connection may wait for a request's first byte, and
@@ -34,6 +35,10 @@ pub struct Parking {
     pub first: Duration,
     /// Between keep-alive requests.
     pub between: Duration,
+    /// The keep-alive timeout handed to the framework's session, which
+    /// applies it to every read of a request head: at least the head
+    /// timeout, so the head guard's 408 always comes first.
+    pub session_keepalive_s: u64,
     /// `unitgate_connections_idle` of the listener.
     pub parked: IntGauge,
 }
@@ -65,14 +70,15 @@ where
         }
         return;
     }
+    let mut watch = shutdown.clone();
     // A first head that does not come in time is the head guard's to
     // answer (408): the request is started either way.
-    if park(&mut stream, parking, parking.first, shutdown).await == Wake::Closed {
+    if park(&mut stream, parking, parking.first, &mut watch).await == Wake::Closed {
         return;
     }
     let mut session = ServerSession::new_http1(stream);
-    // The proxy sets its own idle limit on the session; `None` stops reuse.
-    session.set_keepalive((!*shutdown.borrow()).then_some(parking.between.as_secs()));
+    // `None` stops reuse; the proxy sets the same value on every request.
+    session.set_keepalive((!*shutdown.borrow()).then_some(parking.session_keepalive_s));
     session.set_keepalive_reuses_remaining(
         app.server_options().and_then(|o| o.keepalive_request_limit),
     );
@@ -81,7 +87,12 @@ where
         // Pipelining is never enabled, so no bytes of the next request are
         // held in `settings`: the socket has all of them.
         let (mut stream, settings) = reused.consume();
-        if park(&mut stream, parking, parking.between, shutdown).await != Wake::Data {
+        // The request is over, its unread body drained by the framework:
+        // the next bytes are the next request's head.
+        if let Some(guard) = HeadGuard::of(Some(&stream)) {
+            guard.rearm();
+        }
+        if park(&mut stream, parking, parking.between, &mut watch).await != Wake::Data {
             return;
         }
         let mut session = ServerSession::new_http1(stream);
@@ -97,19 +108,37 @@ async fn park(
     stream: &mut Stream,
     parking: &Parking,
     within: Duration,
-    shutdown: &ShutdownWatch,
+    shutdown: &mut ShutdownWatch,
 ) -> Wake {
-    // Shutting down: no more requests on this connection. A connection
-    // parked when the shutdown starts is dropped with the runtime after
-    // the grace period.
+    let mut first = [0u8; 1];
     if *shutdown.borrow() {
-        return Wake::Closed;
+        // Shutting down: a request the client already sent is served (the
+        // framework turns keep-alive off); none is waited for.
+        return match tokio::time::timeout(Duration::ZERO, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => Wake::Data,
+            _ => Wake::Closed,
+        };
     }
     let _parked = GaugeUp::up(&parking.parked);
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(within, stream.try_peek(&mut first)).await {
-        Ok(Ok(_)) => Wake::Data,
-        Ok(Err(_)) => Wake::Closed,
-        Err(_) => Wake::Timeout,
+    tokio::select! {
+        biased;
+        peeked = tokio::time::timeout(within, stream.try_peek(&mut first)) => match peeked {
+            Ok(Ok(_)) => Wake::Data,
+            Ok(Err(_)) => Wake::Closed,
+            Err(_) => Wake::Timeout,
+        },
+        () = shutting_down(shutdown) => Wake::Closed,
+    }
+}
+
+/// Ready once the server starts shutting down (never, if it cannot say).
+async fn shutting_down(shutdown: &mut ShutdownWatch) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -109,6 +109,7 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
             parking: idle::Parking {
                 first: std::time::Duration::from_millis(cfg.header_timeout_ms),
                 between: std::time::Duration::from_secs(cfg.keepalive_idle_s),
+                session_keepalive_s: cfg.session_keepalive_s(),
                 parked: shared.metrics.connections.idle.with_label_values(&[name]),
             },
             listener: name,

@@ -274,9 +274,10 @@ impl ProxyHttp for UnitProxy {
             return self.answer(session, ctx, GwError::NotReady).await;
         };
         // Pingora keeps an HTTP/1.1 connection open forever between
-        // requests; an idle client gets `keepalive_idle_s`.
+        // requests; here idle time is bounded where the connection is
+        // parked (`listen/idle.rs`), and this bounds each read of a head.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(shared.cfg.keepalive_idle_s));
+            session.set_keepalive(Some(shared.cfg.session_keepalive_s()));
         }
         ctx.facts = RequestFacts::gather(shared, self.listener, session, &plane);
         // Untrusted input never reaches an upstream: internal headers go,
@@ -517,10 +518,6 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        // The next bytes on this connection are the next request's head.
-        if let Some(g) = HeadGuard::of(session.as_downstream().stream()) {
-            g.rearm();
-        }
         let outcome = match e {
             Some(e) if client_fault(ctx, e) => Outcome::ClientGone,
             Some(_) => Outcome::Failed,
