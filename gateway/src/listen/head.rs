@@ -21,9 +21,9 @@
 //! the connection back for reuse, any unread body drained
 //! ([`HeadGuard::rearm`], from [`super::idle`]). Idle time between
 //! keep-alive requests is not head time: it is bounded where the connection
-//! is parked, and the head clock starts at the next request's first byte. Body bytes are never
-//! counted. HTTP/2 connections (ALPN `h2`) are not guarded: their framing
-//! has its own limits.
+//! is parked, and the head clock starts at the next request's first byte.
+//! Body bytes are never counted. HTTP/2 connections (ALPN `h2`) are not
+//! guarded: their framing has its own limits.
 
 use std::future::Future;
 use std::io;

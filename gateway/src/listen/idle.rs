@@ -13,8 +13,9 @@
 //! A parked connection waits at most `first` for its first request (the
 //! head guard's clock, which runs from accept, then answers 408) and at
 //! most `between` for each next one. When the server starts shutting down,
-//! parked connections are closed; a request already sent is still served. Connections that do not speak plain HTTP/1 (ALPN `h2`) go
-//! to Pingora's own dispatch.
+//! parked connections are closed; a request already sent is still served.
+//! Connections that do not speak plain HTTP/1 (ALPN `h2`) go to Pingora's
+//! own dispatch.
 
 use std::sync::Arc;
 use std::time::Duration;
