@@ -20,3 +20,4 @@ pub mod request;
 pub mod secrets;
 pub mod state;
 pub mod upstream;
+pub mod verified;

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -91,6 +92,9 @@ struct Key {
 
 /// One issuer, ready to verify.
 pub struct Issuer {
+    /// Unique per [`Issuer::new`]: what verified tokens are remembered
+    /// under ([`super::cache`]).
+    id: u64,
     name: String,
     iss: String,
     aud: Vec<String>,
@@ -147,7 +151,9 @@ impl Issuer {
                 return Err(IssuerError::DuplicateKid(kid));
             }
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Issuer {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_owned(),
             iss: spec.iss.clone(),
             aud: spec.aud.clone(),
@@ -162,6 +168,16 @@ impl Issuer {
     /// The issuer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Which issuer this is (unique per [`Issuer::new`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Unix seconds from which a token expiring at `exp` is refused.
+    pub fn void_from(&self, exp: i64) -> i64 {
+        exp.saturating_add(i64::try_from(self.leeway_s).unwrap_or(i64::MAX))
     }
 
     /// Verify `token` at unix time `now`.
@@ -237,7 +253,7 @@ impl Issuer {
             None => return Err(AuthError::NoExpiry),
             Some(v) => v.as_i64().ok_or(AuthError::Malformed)?,
         };
-        if now >= exp.saturating_add(leeway) {
+        if now >= self.void_from(exp) {
             return Err(AuthError::Expired);
         }
         if let Some(nbf) = claims.get("nbf") {
@@ -276,19 +292,19 @@ fn claim_text(v: Option<&Value>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use base64::Engine as _;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
-    const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/rsa-private.pem");
+    pub(crate) const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/rsa-private.pem");
     const RSA_PUBLIC: &str = include_str!("../../tests/fixtures/jwt/rsa-public.pem");
-    const EC_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/ec-private.pem");
+    pub(crate) const EC_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/ec-private.pem");
     const OTHER_EC_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/other-ec-private.pem");
     const OTHER_EC_JWK: &str = include_str!("../../tests/fixtures/jwt/other-ec-public.jwk.json");
     const JWKS: &str = include_str!("../../tests/fixtures/jwt/jwks.json");
-    const NOW: i64 = 1_800_000_000;
+    pub(crate) const NOW: i64 = 1_800_000_000;
 
     fn spec(iss: &str, algs: &[&str], jwks: Value) -> IssuerSpec {
         serde_json::from_value(json!({
@@ -303,7 +319,7 @@ mod tests {
         .unwrap()
     }
 
-    fn issuer() -> Issuer {
+    pub(crate) fn issuer() -> Issuer {
         let jwks: Value = serde_json::from_str(JWKS).unwrap();
         Issuer::new(
             "corp",
@@ -312,11 +328,11 @@ mod tests {
         .unwrap()
     }
 
-    fn claims() -> Value {
+    pub(crate) fn claims() -> Value {
         json!({"iss": "https://id.example.com", "aud": "api", "sub": "42", "tenant": "t1", "exp": NOW + 600})
     }
 
-    fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, pem: &str) -> String {
+    pub(crate) fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, pem: &str) -> String {
         let mut h = Header::new(alg);
         h.kid = kid.map(str::to_owned);
         let key = match alg {

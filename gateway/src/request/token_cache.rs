@@ -8,36 +8,22 @@
 //! same token bytes, under the same keyring, skips all three and only has
 //! the expiry checked again. Only tokens that verified enter, so forged
 //! tokens cannot fill the table; its size is fixed ([`SLOTS`] entries of at
-//! most `MAX_TOKEN_LEN` bytes each, per thread), and a new token simply
-//! takes its slot. The answer is always the one [`RouteToken::decode`]
+//! most `MAX_TOKEN_LEN` bytes each, per thread, [`crate::verified`]), and a
+//! new token simply takes its slot. The answer is always the one [`RouteToken::decode`]
 //! would give.
 
 use std::cell::RefCell;
-use std::hash::{BuildHasher, RandomState};
 
 use unit_router::token::TokenError;
 use unit_router::{Keyring, RouteToken};
 
+use crate::verified::{Hit, Verified};
+
 /// Entries per worker thread.
 pub const SLOTS: usize = 1024;
 
-struct Entry {
-    keyring: u64,
-    raw: Box<str>,
-    token: RouteToken,
-}
-
-struct Cache {
-    /// Keyed per thread, so which tokens share a slot cannot be chosen.
-    hasher: RandomState,
-    slots: Vec<Option<Entry>>,
-}
-
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache {
-        hasher: RandomState::new(),
-        slots: (0..SLOTS).map(|_| None).collect(),
-    });
+    static CACHE: RefCell<Verified<RouteToken>> = RefCell::new(Verified::new(SLOTS));
 }
 
 /// `raw` verified under `keys` at unix time `now`: what
@@ -45,22 +31,13 @@ thread_local! {
 pub fn verify(raw: &str, keys: &Keyring, now: i64) -> Result<RouteToken, TokenError> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let slot = (cache.hasher.hash_one(raw) as usize) % SLOTS;
-        if let Some(e) = &cache.slots[slot] {
-            if e.keyring == keys.id() && *e.raw == *raw {
-                return if e.token.exp > now {
-                    Ok(e.token.clone())
-                } else {
-                    Err(TokenError::Expired)
-                };
-            }
+        match cache.get(keys.id(), raw, now) {
+            Hit::Valid(token) => return Ok(token),
+            Hit::Expired => return Err(TokenError::Expired),
+            Hit::Miss => {}
         }
         let token = RouteToken::decode(raw, keys, now)?;
-        cache.slots[slot] = Some(Entry {
-            keyring: keys.id(),
-            raw: raw.into(),
-            token: token.clone(),
-        });
+        cache.put(keys.id(), raw, token.clone(), token.exp);
         Ok(token)
     })
 }
