@@ -64,6 +64,28 @@ impl<T: Clone> Verified<T> {
         }
     }
 
+    /// `raw` verified under `scope` at `now`: the remembered answer, or
+    /// `verify`'s (the value, and until when it is valid), remembered when
+    /// it verified. A remembered entry that has expired answers `expired`.
+    pub fn through<E>(
+        &mut self,
+        scope: u64,
+        raw: &str,
+        now: i64,
+        expired: E,
+        verify: impl FnOnce() -> Result<(T, i64), E>,
+    ) -> Result<T, E> {
+        match self.get(scope, raw, now) {
+            Hit::Valid(value) => Ok(value),
+            Hit::Expired => Err(expired),
+            Hit::Miss => {
+                let (value, until) = verify()?;
+                self.put(scope, raw, value.clone(), until);
+                Ok(value)
+            }
+        }
+    }
+
     /// Remember that `raw` verified under `scope` as `value`, valid while
     /// `now < until`.
     pub fn put(&mut self, scope: u64, raw: &str, value: T, until: i64) {

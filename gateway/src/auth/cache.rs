@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use super::jwt::{AuthError, Identity, Issuer};
-use crate::verified::{Hit, Verified};
+use crate::verified::Verified;
 
 /// Entries per worker thread.
 pub const SLOTS: usize = 1024;
@@ -25,15 +25,13 @@ thread_local! {
 /// `token` verified by `issuer` at unix time `now`, remembered when valid.
 pub fn verify(issuer: &Issuer, token: &str, now: i64) -> Result<Identity, AuthError> {
     CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        match cache.get(issuer.id(), token, now) {
-            Hit::Valid(id) => return Ok(id),
-            Hit::Expired => return Err(AuthError::Expired),
-            Hit::Miss => {}
-        }
-        let id = issuer.verify(token, now)?;
-        cache.put(issuer.id(), token, id.clone(), issuer.void_from(id.exp));
-        Ok(id)
+        cache
+            .borrow_mut()
+            .through(issuer.id(), token, now, AuthError::Expired, || {
+                let id = issuer.verify(token, now)?;
+                let until = issuer.void_from(id.exp);
+                Ok((id, until))
+            })
     })
 }
 

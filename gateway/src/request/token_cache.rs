@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use unit_router::token::TokenError;
 use unit_router::{Keyring, RouteToken};
 
-use crate::verified::{Hit, Verified};
+use crate::verified::Verified;
 
 /// Entries per worker thread.
 pub const SLOTS: usize = 1024;
@@ -30,15 +30,13 @@ thread_local! {
 /// [`RouteToken::decode`] answers, remembered when it is a token.
 pub fn verify(raw: &str, keys: &Keyring, now: i64) -> Result<RouteToken, TokenError> {
     CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        match cache.get(keys.id(), raw, now) {
-            Hit::Valid(token) => return Ok(token),
-            Hit::Expired => return Err(TokenError::Expired),
-            Hit::Miss => {}
-        }
-        let token = RouteToken::decode(raw, keys, now)?;
-        cache.put(keys.id(), raw, token.clone(), token.exp);
-        Ok(token)
+        cache
+            .borrow_mut()
+            .through(keys.id(), raw, now, TokenError::Expired, || {
+                let token = RouteToken::decode(raw, keys, now)?;
+                let exp = token.exp;
+                Ok((token, exp))
+            })
     })
 }
 
