@@ -232,13 +232,12 @@ impl Issuer {
                 _ => AuthError::Malformed,
             })?;
         let claims = data.claims;
-        self.check_times(&claims, now)?;
+        let exp = self.check_times(&claims, now)?;
         let user = claim_text(claims.get(&self.user_claim)).ok_or(AuthError::NoUser)?;
         let tenant = self
             .tenant_claim
             .as_ref()
             .and_then(|c| claim_text(claims.get(c)));
-        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         Ok(Identity {
             issuer: self.name.clone(),
             user,
@@ -247,7 +246,8 @@ impl Issuer {
         })
     }
 
-    fn check_times(&self, claims: &Map<String, Value>, now: i64) -> Result<(), AuthError> {
+    /// `exp` and `nbf` against `now`, with the leeway; the token's `exp`.
+    fn check_times(&self, claims: &Map<String, Value>, now: i64) -> Result<i64, AuthError> {
         let leeway = i64::try_from(self.leeway_s).unwrap_or(i64::MAX);
         let exp = match claims.get("exp") {
             None => return Err(AuthError::NoExpiry),
@@ -262,7 +262,7 @@ impl Issuer {
                 return Err(AuthError::NotYetValid);
             }
         }
-        Ok(())
+        Ok(exp)
     }
 }
 
