@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,
+    pub quota_max_keys: Option<usize>,
 }
 
 /// Where the topology comes from.
@@ -113,6 +114,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Consecutive failures that eject an endpoint.
     pub eject_after_failures: u32,
+    /// Keys one quota's counters hold at most on this gateway (see
+    /// `quota/limiter.rs` for the bound).
+    pub quota_max_keys: usize,
 }
 
 /// Values given on the command line: a partial configuration that wins
@@ -346,6 +350,12 @@ impl Config {
                 100..=unit_router::MAX_ROUTE_TIMEOUT_MS,
             )?,
             eject_after_failures: file.eject_after_failures.unwrap_or(3).max(1),
+            quota_max_keys: within(
+                "quota_max_keys",
+                file.quota_max_keys,
+                100_000,
+                1_000..=10_000_000,
+            )?,
         })
     }
 }

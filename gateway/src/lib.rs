@@ -3,7 +3,8 @@
 //! A thin shell around `unit-router`, laid out along a request's way:
 //! [`listen`] binds the listeners; [`request`] gathers the request's facts
 //! once, asks the router and renders the decision; [`upstream`] picks the
-//! endpoint (p2c-EWMA, health, retry budget); [`control`] keeps the
+//! endpoint (p2c-EWMA, health, retry budget); [`auth`] verifies JWTs and
+//! [`quota`] counts requests against the routes' quotas; [`control`] keeps the
 //! topology, endpoint health and geo data current off the request path;
 //! [`admin`] serves health, status, metrics and GSLB checks. [`state`] is
 //! what they share.
@@ -16,6 +17,7 @@ pub mod control;
 pub mod demo;
 pub mod listen;
 pub mod metrics;
+pub mod quota;
 pub mod request;
 pub mod secrets;
 pub mod state;

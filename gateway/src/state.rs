@@ -5,13 +5,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use config_center::{ConfigCenter, Snapshot};
 use unit_router::{Here, Keyring};
 use unitgate_geo::MmdbGeo;
 
+use crate::auth::fetch::Fetched;
+use crate::auth::index::AuthIndex;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::quota::index::Quotas;
 use crate::upstream::budget::RetryBudget;
 use crate::upstream::pool::{EjectPolicy, Pools};
 use pingora_prometheus::prometheus;
@@ -23,6 +26,8 @@ pub struct Plane {
     pub snap: Arc<Snapshot>,
     pub pools: Pools,
     pub here: Here,
+    /// The snapshot's quotas with this gateway's share of each.
+    pub quotas: Quotas,
 }
 
 /// Shared gateway state.
@@ -40,6 +45,13 @@ pub struct Shared {
     pub clock_origin: Instant,
     /// Epoch of the plane in force (for registration and status).
     pub applied_epoch: AtomicI64,
+    /// The issuers in force (rebuilt with the plane, and when a fetched JWK
+    /// set changes).
+    pub auth: ArcSwap<AuthIndex>,
+    /// JWK sets fetched from the issuers' `jwks_uri`.
+    pub jwks: Arc<Fetched>,
+    /// One rebuild of the issuers at a time (snapshot and fetcher).
+    auth_rebuild: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -67,6 +79,9 @@ impl Shared {
             policy,
             clock_origin: Instant::now(),
             applied_epoch: AtomicI64::new(0),
+            auth: ArcSwap::from_pointee(AuthIndex::default()),
+            jwks: Arc::new(Fetched::default()),
+            auth_rebuild: std::sync::Mutex::new(()),
         }))
     }
 
@@ -94,11 +109,37 @@ impl Shared {
         if self.cfg.dc.is_some() && here.dc.is_none() {
             tracing::warn!(dc = ?self.cfg.dc, "this gateway's dc is not in the topology; policy local falls back to region");
         }
+        let quotas = Quotas::build(
+            &snap.topology,
+            old.as_ref().map(|p| &p.quotas),
+            self.cfg.quota_max_keys,
+        );
+        self.refresh_auth(&snap.topology);
         let epoch = snap.epoch();
-        self.plane
-            .store(Some(Arc::new(Plane { snap, pools, here })));
+        self.plane.store(Some(Arc::new(Plane {
+            snap,
+            pools,
+            here,
+            quotas,
+        })));
         self.applied_epoch.store(epoch, Ordering::SeqCst);
         self.metrics.config.epoch.set(epoch);
         tracing::info!(epoch, "plane updated");
+    }
+
+    /// Rebuild the issuers of the plane in force (a fetched JWK set changed).
+    pub fn refresh_auth_now(&self) {
+        if let Some(p) = self.plane.load_full() {
+            self.refresh_auth(&p.snap.topology);
+        }
+    }
+
+    /// Rebuild the issuers of `topo` with the fetched JWK sets, keeping
+    /// those that did not change. Off the request path.
+    pub fn refresh_auth(&self, topo: &unit_router::Topology) {
+        let _one = self.auth_rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.auth.load();
+        let index = AuthIndex::build(topo, &self.jwks, Some(&old));
+        self.auth.store(Arc::new(index));
     }
 }

@@ -397,6 +397,17 @@ pub fn decide<H: HealthView + ?Sized>(
         .routes
         .find(facts.host, facts.path, facts.method, facts.listener)
         .ok_or(RouteError::NoRoute)?;
+    decide_route(topo, route_id, facts, health)
+}
+
+/// The decision for a request already matched to `route_id` (the gateway
+/// matches once, checks the route's auth, then asks with the verified user).
+pub fn decide_route<H: HealthView + ?Sized>(
+    topo: &Topology,
+    route_id: RouteId,
+    facts: &Facts<'_>,
+    health: &H,
+) -> Result<Decision, RouteError> {
     let route = topo.routes.get(route_id);
     let ask = Ask {
         topo,

@@ -57,33 +57,14 @@ pub enum TopologyError {
     UnknownService { key: String, service: String },
     #[error("{key}: policy center but no unit has kind center")]
     CenterWithoutUnit { key: String },
-    /// Not reported while route quotas are not enforced (see [`Self::NotEnforced`]).
-    #[error("{key}: unknown quota {quota:?}")]
+    #[error("{key}: unknown quota {quota:?} (no quotas/{quota})")]
     UnknownQuota { key: String, quota: String },
-    /// Not reported while route auth is not enforced (see [`Self::NotEnforced`]).
+    #[error("{key}: unknown issuer {issuer:?} (no auth/issuers/{issuer})")]
+    UnknownIssuer { key: String, issuer: String },
     #[error("{key}: auth {mode} but no issuer is configured under auth/issuers/")]
     AuthWithoutIssuer { key: String, mode: String },
-    /// The route asks for something this version does not enforce (`auth`
-    /// other than `none`, a `quota`): refused rather than served without it.
-    #[error("{key}: {field} {value:?} is not enforced by this version; {}", not_enforced_fix(.field))]
-    NotEnforced {
-        key: String,
-        field: String,
-        value: String,
-    },
     #[error("{key}: matches the same requests as {other}")]
     ConflictingRoute { key: String, other: String },
-}
-
-/// How to fix a route that asks for `field`, which is not enforced yet.
-fn not_enforced_fix(field: &str) -> &'static str {
-    match field {
-        "auth" => {
-            "set auth to \"none\" or remove it (route auth arrives with auth and quota enforcement)"
-        }
-        "quota" => "remove it (route quotas arrive with auth and quota enforcement)",
-        _ => "remove it",
-    }
 }
 
 /// Every problem found in one candidate topology, in key order.

@@ -17,6 +17,7 @@ pub mod fixture;
 pub mod health;
 pub mod ids;
 pub mod input;
+pub mod jwks;
 pub mod keys;
 pub mod reason;
 pub mod routes;
@@ -31,8 +32,8 @@ pub const MAX_ROUTE_TIMEOUT_MS: u64 = 600_000;
 pub const MAX_BODY_BYTES: u64 = 64 << 30;
 
 pub use decide::{
-    decide, hint_value, locate, Affinity, Decision, Facts, Here, KeySource, Located, RouteError,
-    DEFAULT_HINT_TTL_S,
+    decide, decide_route, hint_value, locate, Affinity, Decision, Facts, Here, KeySource, Located,
+    RouteError, DEFAULT_HINT_TTL_S,
 };
 pub use drain::{Drain, DrainTarget, Stranded};
 pub use dye::{Dye, DyeError};

@@ -36,7 +36,12 @@ pub struct Route {
     pub service_name: String,
     pub policy: Policy,
     pub auth: AuthMode,
-    pub quota: Option<String>,
+    /// The issuers whose tokens the route takes (empty without auth).
+    pub issuers: Vec<String>,
+    /// Claims a verified token must carry (name, value), sorted by name.
+    pub require_claims: Vec<(String, String)>,
+    /// The quotas the route is counted against, by name.
+    pub quotas: Vec<String>,
     pub listener: ListenerScope,
     /// Request body limit; `None`: the gateway's default.
     pub max_body_bytes: Option<u64>,
@@ -273,7 +278,9 @@ mod tests {
             service_name: "svc".into(),
             policy: Policy::Shard,
             auth: AuthMode::None,
-            quota: None,
+            issuers: Vec::new(),
+            require_claims: Vec::new(),
+            quotas: Vec::new(),
             max_body_bytes: None,
             timeout_ms: None,
             listener: l,

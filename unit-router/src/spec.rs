@@ -155,12 +155,23 @@ pub struct RouteSpec {
     pub methods: Option<Vec<String>>,
     pub service: String,
     pub policy: Policy,
-    /// Not enforced yet: anything but `none` is refused by validation.
+    /// Whether a verified JWT is required, optional or not asked for.
     #[serde(default)]
     pub auth: AuthMode,
-    /// Not enforced yet: any quota is refused by validation.
-    #[serde(default)]
-    pub quota: Option<String>,
+    /// The issuers (`auth/issuers/<name>`) whose tokens the route takes;
+    /// none: every issuer of the topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<Vec<String>>,
+    /// Claims a verified token must carry for this route (403 otherwise):
+    /// claim name to value. A string claim matches when equal or, for a
+    /// space-separated list such as `scope`, when it holds the value; an
+    /// array claim when one element is equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub require_claims: BTreeMap<String, String>,
+    /// The quota (`quotas/<name>`) or quotas the route is counted against;
+    /// a request must pass every one.
+    #[serde(default, skip_serializing_if = "QuotaRefs::is_empty")]
+    pub quota: QuotaRefs,
     #[serde(default)]
     pub listener: ListenerScope,
     /// Request body limit in bytes (413 above it); none: the gateway's
@@ -224,17 +235,51 @@ pub struct DrainSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerSpec {
+    /// The `iss` claim its tokens carry.
     pub iss: String,
+    /// Audiences: a token must name one of them (none: `aud` not checked).
     #[serde(default)]
     pub aud: Vec<String>,
+    /// Allowed algorithms: asymmetric ones, or with `shared_secret` HS ones.
     pub algs: Vec<String>,
-    pub jwks: serde_json::Value,
+    /// The JWK set, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// Where to fetch the JWK set (in the background, never on the request
+    /// path); merged with `jwks`, the inline key winning on a shared `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// How often the `jwks_uri` set is fetched again, and the least time
+    /// between two fetches caused by unknown key ids.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_s: u64,
+    /// The claim that names the user (the shard routing key).
     #[serde(default = "default_user_claim")]
     pub user_claim: String,
-    #[serde(default)]
+    /// The claim that names the tenant (for `key: tenant` quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
     #[serde(default = "default_leeway")]
     pub leeway_s: u64,
+    /// The largest token taken from this issuer, bytes.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// A cookie that may carry the token when no `Authorization: Bearer`
+    /// header does (browsers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The issuer signs with a secret it shares with the gateway (HS256,
+    /// HS384, HS512 with `oct` keys inline); never mixed with public keys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_secret: bool,
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_max_token_bytes() -> usize {
+    8 * 1024
 }
 
 fn default_user_claim() -> String {
@@ -259,6 +304,45 @@ pub struct QuotaSpec {
 
 fn default_per_s() -> u32 {
     1
+}
+
+/// A route's quotas: `"name"` or `["name", ...]` on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "OneOrMany", into = "OneOrMany")]
+pub struct QuotaRefs(pub Vec<String>);
+
+impl QuotaRefs {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    None(()),
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for QuotaRefs {
+    fn from(v: OneOrMany) -> Self {
+        QuotaRefs(match v {
+            OneOrMany::None(()) => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        })
+    }
+}
+
+impl From<QuotaRefs> for OneOrMany {
+    fn from(q: QuotaRefs) -> Self {
+        match <[String; 1]>::try_from(q.0) {
+            Ok([one]) => OneOrMany::One(one),
+            Err(v) if v.is_empty() => OneOrMany::None(()),
+            Err(v) => OneOrMany::Many(v),
+        }
+    }
 }
 
 /// What a quota counts by.

@@ -194,18 +194,24 @@ fn route_rules() {
             service: "billing".into()
         }
     );
-    // Route quotas and auth are not enforced: refused, whether or not they exist.
+    // A quota or an issuer must exist.
     assert_eq!(
         one(route(
             json!({"service":"orders","policy":"shard","path_prefix":"/x","quota":"nope"})
         )),
-        not_enforced("routes/x", "quota", "nope")
+        E::UnknownQuota {
+            key: "routes/x".into(),
+            quota: "nope".into()
+        }
     );
     assert_eq!(
         one(route(
             json!({"service":"orders","policy":"shard","path_prefix":"/x","auth":"required"})
         )),
-        not_enforced("routes/x", "auth", "required")
+        E::AuthWithoutIssuer {
+            key: "routes/x".into(),
+            mode: "required".into()
+        }
     );
     let e = one(route(
         json!({"service":"orders","policy":"shard","path_prefix":"x"}),
@@ -257,25 +263,27 @@ fn route_limits_are_bounded() {
     assert_eq!((r.timeout_ms, r.max_body_bytes), (Some(600_000), Some(0)));
 }
 
-fn not_enforced(key: &str, field: &str, value: &str) -> E {
-    E::NotEnforced {
-        key: key.into(),
-        field: field.into(),
-        value: value.into(),
-    }
+/// The test issuer's public key (RS256), as a JWK set.
+fn jwks() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../gateway/tests/fixtures/jwt/jwks.json")).unwrap()
+}
+
+fn issuer_json(extra: serde_json::Value) -> serde_json::Value {
+    let mut i = json!({"iss":"https://id.example.com","algs":["RS256","ES256"],"jwks":jwks()});
+    i.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    i
 }
 
 #[test]
-fn routes_fail_closed_on_auth_and_quota() {
-    let issuer = json!({"iss":"https://id.example.com","algs":["RS256"],"jwks":{"keys":[]}});
+fn routes_name_the_issuers_and_quotas_they_use() {
     let quota = json!({"key":"user","rate":100,"burst":200});
-    // Even with an issuer and the quota configured (both valid on their own).
     let base = with(
-        with(sample_kv(), "auth/issuers/main", issuer),
+        with(sample_kv(), "auth/issuers/main", issuer_json(json!({}))),
         "quotas/per-user",
         quota,
     );
-    assert!(Topology::build(1, &base, NOW).is_ok());
     let orders = |extra: serde_json::Value| {
         let mut r = json!({"hosts":["api.example.com"],"path_prefix":"/orders","service":"orders","policy":"shard"});
         r.as_object_mut()
@@ -283,30 +291,163 @@ fn routes_fail_closed_on_auth_and_quota() {
             .extend(extra.as_object().unwrap().clone());
         with(base.clone(), "routes/orders", r)
     };
-    for mode in ["required", "optional"] {
-        let e = one(orders(json!({ "auth": mode })));
-        assert_eq!(e, not_enforced("routes/orders", "auth", mode));
-        assert!(e.to_string().starts_with(&format!(
-            "routes/orders: auth \"{mode}\" is not enforced by this version; "
-        )));
-    }
-    let e = one(orders(json!({"quota":"per-user"})));
-    assert_eq!(e, not_enforced("routes/orders", "quota", "per-user"));
+    // Auth with every issuer, or named ones; one quota or several.
+    let t = Topology::build(
+        1,
+        &orders(json!({"auth":"required","quota":"per-user","require_claims":{"scope":"orders"}})),
+        NOW,
+    )
+    .unwrap();
+    let r = t
+        .routes
+        .routes()
+        .iter()
+        .find(|r| r.name == "orders")
+        .unwrap();
+    assert_eq!(r.issuers, ["main"]);
+    assert_eq!(r.quotas, ["per-user"]);
+    assert_eq!(
+        r.require_claims,
+        [("scope".to_owned(), "orders".to_owned())]
+    );
+    assert_eq!(t.issuer_keys["main"].kids(), ["ec-1", "rsa-1"]);
+    let both = with(
+        orders(json!({"auth":"optional","issuers":["main"],"quota":["per-user","per-ip"]})),
+        "quotas/per-ip",
+        json!({"key":"ip","rate":10,"burst":10}),
+    );
+    let t = Topology::build(1, &both, NOW).unwrap();
+    let r = t
+        .routes
+        .routes()
+        .iter()
+        .find(|r| r.name == "orders")
+        .unwrap();
+    assert_eq!(r.quotas, ["per-user", "per-ip"]);
+    // References that do not resolve.
+    assert_eq!(
+        one(orders(json!({"auth":"required","issuers":["other"]}))),
+        E::UnknownIssuer {
+            key: "routes/orders".into(),
+            issuer: "other".into()
+        }
+    );
+    let e = one(orders(json!({"quota":"nope"})));
+    assert_eq!(
+        e,
+        E::UnknownQuota {
+            key: "routes/orders".into(),
+            quota: "nope".into()
+        }
+    );
     assert_eq!(
         e.to_string(),
-        "routes/orders: quota \"per-user\" is not enforced by this version; remove it (route quotas arrive with auth and quota enforcement)"
+        "routes/orders: unknown quota \"nope\" (no quotas/nope)"
     );
-    // Both on one route: both named.
+    // Auth without any issuer in the topology.
+    let mut none = orders(json!({"auth":"required"}));
+    none.remove("auth/issuers/main");
     assert_eq!(
-        errors(&orders(json!({"auth":"optional","quota":"per-user"}))),
-        [
-            not_enforced("routes/orders", "auth", "optional"),
-            not_enforced("routes/orders", "quota", "per-user"),
-        ]
+        one(none),
+        E::AuthWithoutIssuer {
+            key: "routes/orders".into(),
+            mode: "required".into()
+        }
     );
-    // What is enforced passes: auth none, quota null or absent.
-    assert!(Topology::build(1, &orders(json!({"auth":"none","quota":null})), NOW).is_ok());
-    assert!(Topology::build(1, &orders(json!({})), NOW).is_ok());
+    // What only makes sense with auth, and lists that say nothing.
+    for (extra, field) in [
+        (json!({"issuers":["main"]}), "issuers"),
+        (json!({"require_claims":{"scope":"x"}}), "require_claims"),
+        (
+            json!({"auth":"optional","require_claims":{"scope":"x"}}),
+            "require_claims",
+        ),
+        (json!({"auth":"required","issuers":[]}), "issuers"),
+        (json!({"quota":["per-user","per-user"]}), "quota"),
+    ] {
+        let e = one(orders(extra.clone()));
+        assert!(
+            matches!(e, E::InvalidValue { ref key, field: ref f, .. } if key == "routes/orders" && f == field),
+            "{extra}: {e:?}"
+        );
+    }
+    // A broken issuer is reported once, not again by the route using it.
+    let broken = with(
+        orders(json!({"auth":"required","issuers":["main"]})),
+        "auth/issuers/main",
+        issuer_json(json!({"algs":["HS256"]})),
+    );
+    let e = one(broken);
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "auth/issuers/main" && field == "algs"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn issuers_with_unusable_keys_or_mixed_algorithms_are_refused() {
+    let cases = [
+        (
+            json!({"algs":["RS256","HS256"]}),
+            "algs",
+            "shared-secret algorithm",
+        ),
+        (
+            json!({"algs":["HS256","RS256"],"shared_secret":true}),
+            "algs",
+            "lists only HS256",
+        ),
+        (json!({"algs":["none"]}), "algs", "is not one of"),
+        (
+            json!({"jwks":{"keys":[{"kty":"RSA","kid":"k","n":"@@","e":"AQAB"}]}}),
+            "jwks",
+            "not usable",
+        ),
+        (
+            json!({"jwks":{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}}),
+            "jwks",
+            "no kid",
+        ),
+        (json!({"jwks":{"keys":"nope"}}), "jwks", "not a JWK set"),
+        (
+            json!({"algs":["ES256"]}),
+            "jwks",
+            "which the issuer does not list",
+        ),
+        (json!({"jwks":null}), "jwks", "give the keys inline"),
+        (json!({"jwks_uri":"ftp://keys"}), "jwks_uri", "not an http"),
+        (json!({"leeway_s":301}), "leeway_s", "over 300"),
+        (
+            json!({"max_token_bytes":0}),
+            "max_token_bytes",
+            "not within",
+        ),
+        (json!({"jwks_refresh_s":0}), "jwks_refresh_s", "not within"),
+        (json!({"cookie":"a b"}), "cookie", "not a cookie name"),
+    ];
+    for (extra, field, says) in cases {
+        let e = one(with(
+            sample_kv(),
+            "auth/issuers/main",
+            issuer_json(extra.clone()),
+        ));
+        assert!(
+            matches!(e, E::InvalidValue { ref key, field: ref f, ref message } if key == "auth/issuers/main" && f == field && message.contains(says)),
+            "{extra}: {e:?}"
+        );
+    }
+    // A shared-secret issuer with its secret inline, and a fetched-only one.
+    let hs = json!({"iss":"https://hs.example.com","algs":["HS256"],"shared_secret":true,
+        "jwks":{"keys":[{"kty":"oct","kid":"s1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}});
+    let fetched = json!({"iss":"https://id.example.com","algs":["RS256"],"jwks_uri":"https://id.example.com/jwks.json"});
+    let kv = with(
+        with(sample_kv(), "auth/issuers/hs", hs),
+        "auth/issuers/far",
+        fetched,
+    );
+    let t = Topology::build(1, &kv, NOW).unwrap();
+    assert_eq!(t.issuer_keys["hs"].kids(), ["s1"]);
+    assert!(t.issuer_keys["far"].is_empty());
 }
 
 #[test]
@@ -314,7 +455,7 @@ fn issuer_and_quota_keys_are_still_validated() {
     let e = one(with(
         sample_kv(),
         "auth/issuers/main",
-        json!({"iss":"","algs":["RS256"],"jwks":{"keys":[]}}),
+        issuer_json(json!({"iss":""})),
     ));
     assert!(
         matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "auth/issuers/main" && field == "iss"),

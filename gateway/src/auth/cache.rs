@@ -6,33 +6,39 @@
 //! it verified, by exact bytes and issuer ([`crate::verified`]); a token
 //! seen again skips the verification and only has its expiry (with the
 //! issuer's leeway) checked. Only tokens that verified enter. Bound:
-//! [`SLOTS`] entries of at most [`MAX_TOKEN_BYTES`](super::jwt::MAX_TOKEN_BYTES)
-//! each, per thread (about 8 MiB at worst, typical tokens 1 KiB). The
+//! [`SLOTS`] entries of at most the issuer's `max_token_bytes` (8 KiB by
+//! default) each, per thread (about 8 MiB at worst, typical tokens 1 KiB). The
 //! answer is always the one [`Issuer::verify`] would give.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use super::jwt::{AuthError, Identity, Issuer};
-use crate::verified::Verified;
+use crate::verified::{Hit, Verified};
 
 /// Entries per worker thread.
 pub const SLOTS: usize = 1024;
 
 thread_local! {
-    static CACHE: RefCell<Verified<Identity>> = RefCell::new(Verified::new(SLOTS));
+    static CACHE: RefCell<Verified<Arc<Identity>>> = RefCell::new(Verified::new(SLOTS));
 }
 
 /// `token` verified by `issuer` at unix time `now`, remembered when valid.
-pub fn verify(issuer: &Issuer, token: &str, now: i64) -> Result<Identity, AuthError> {
+pub fn verify(issuer: &Issuer, token: &str, now: i64) -> Result<Arc<Identity>, AuthError> {
     CACHE.with(|cache| {
         cache
             .borrow_mut()
             .through(issuer.id(), token, now, AuthError::Expired, || {
                 let id = issuer.verify(token, now)?;
                 let until = issuer.void_from(id.exp);
-                Ok((id, until))
+                Ok((Arc::new(id), until))
             })
     })
+}
+
+/// Whether `issuer` verified `token` on this thread and it is still valid.
+pub fn remembered(issuer: &Issuer, token: &str, now: i64) -> bool {
+    CACHE.with(|cache| matches!(cache.borrow().get(issuer.id(), token, now), Hit::Valid(_)))
 }
 
 #[cfg(test)]
@@ -74,7 +80,7 @@ mod tests {
             "jwks": jwks, "user_claim": "sub", "tenant_claim": "tenant", "leeway_s": 0
         }))
         .unwrap();
-        Issuer::new("strict", &spec).unwrap()
+        Issuer::from_spec("strict", &spec).unwrap()
     }
 
     proptest! {
@@ -92,7 +98,7 @@ mod tests {
             for (t, i, dt) in calls {
                 let (token, issuer) = (&tokens()[t], &issuers[i]);
                 let now = NOW + dt;
-                prop_assert_eq!(verify(issuer, token, now), issuer.verify(token, now));
+                prop_assert_eq!(verify(issuer, token, now).map(|i| (*i).clone()), issuer.verify(token, now));
             }
         }
     }

@@ -11,18 +11,15 @@
 //! for a key (`jku`, `x5u`, an embedded `jwk`) are never read: the key is
 //! always the issuer's.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use unit_router::jwks::{self, JwksError, KeySet};
 use unit_router::spec::IssuerSpec;
-
-/// The largest token accepted (bytes), until issuers say their own.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Why a token is refused. The message is the RFC 6750
 /// `error_description`: it names the check, never a key or a claim value.
@@ -54,23 +51,6 @@ pub enum AuthError {
     NoUser,
 }
 
-/// Why an issuer's configuration cannot verify anything.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IssuerError {
-    #[error("algorithm {0:?} is not supported")]
-    Algorithm(String),
-    #[error("jwks is not a JWK set: {0}")]
-    Jwks(String),
-    #[error("the key at jwks.keys[{0}] has no kid")]
-    NoKid(usize),
-    #[error("kid {0:?} appears twice")]
-    DuplicateKid(String),
-    #[error("key {kid:?} is not usable: {why}")]
-    Key { kid: String, why: String },
-    #[error("key {kid:?} is for {alg}, which the issuer does not list")]
-    KeyAlgorithm { kid: String, alg: String },
-}
-
 /// Who a verified token says the caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -82,12 +62,8 @@ pub struct Identity {
     pub tenant: Option<String>,
     /// Unix seconds after which the token is void.
     pub exp: i64,
-}
-
-struct Key {
-    key: DecodingKey,
-    /// The JWK's own `alg`, when it states one.
-    alg: Option<Algorithm>,
+    /// Every claim of the token (for the routes' `require_claims`).
+    pub claims: Arc<Map<String, Value>>,
 }
 
 /// One issuer, ready to verify.
@@ -99,58 +75,20 @@ pub struct Issuer {
     iss: String,
     aud: Vec<String>,
     algs: Vec<Algorithm>,
-    keys: HashMap<String, Key>,
+    keys: KeySet,
     user_claim: String,
     tenant_claim: Option<String>,
     leeway_s: u64,
-}
-
-/// Whether `kid` is plain: 1-128 of `A-Z a-z 0-9 . _ -`.
-fn plain_kid(kid: &str) -> bool {
-    (1..=128).contains(&kid.len())
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn key_of(i: usize, jwk: &Jwk, algs: &[Algorithm]) -> Result<(String, Key), IssuerError> {
-    let kid = jwk.common.key_id.clone().ok_or(IssuerError::NoKid(i))?;
-    let alg = match jwk.common.key_algorithm {
-        Some(a) => {
-            let name = a.to_string();
-            let alg =
-                Algorithm::from_str(&name).map_err(|_| IssuerError::Algorithm(name.clone()))?;
-            if !algs.contains(&alg) {
-                return Err(IssuerError::KeyAlgorithm { kid, alg: name });
-            }
-            Some(alg)
-        }
-        None => None,
-    };
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| IssuerError::Key {
-        kid: kid.clone(),
-        why: e.to_string(),
-    })?;
-    Ok((kid, Key { key, alg }))
+    max_token_bytes: usize,
+    /// The spec it was built from (to tell whether a new snapshot changes it).
+    spec: IssuerSpec,
 }
 
 impl Issuer {
-    /// The issuer `name` as the topology states it.
-    pub fn new(name: &str, spec: &IssuerSpec) -> Result<Self, IssuerError> {
-        let algs = spec
-            .algs
-            .iter()
-            .map(|a| Algorithm::from_str(a).map_err(|_| IssuerError::Algorithm(a.clone())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let set: JwkSet = serde_json::from_value(spec.jwks.clone())
-            .map_err(|e| IssuerError::Jwks(e.to_string()))?;
-        let mut keys = HashMap::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            let (kid, key) = key_of(i, jwk, &algs)?;
-            if keys.insert(kid.clone(), key).is_some() {
-                return Err(IssuerError::DuplicateKid(kid));
-            }
-        }
+    /// The issuer `name` as the topology states it, verifying with `keys`
+    /// (its inline keys, merged with those fetched from its `jwks_uri`).
+    pub fn new(name: &str, spec: &IssuerSpec, keys: KeySet) -> Result<Self, JwksError> {
+        let algs = jwks::algorithms(&spec.algs, spec.shared_secret)?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Issuer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -162,7 +100,34 @@ impl Issuer {
             user_claim: spec.user_claim.clone(),
             tenant_claim: spec.tenant_claim.clone(),
             leeway_s: spec.leeway_s,
+            max_token_bytes: spec.max_token_bytes,
+            spec: spec.clone(),
         })
+    }
+
+    /// The issuer with its inline keys only.
+    pub fn from_spec(name: &str, spec: &IssuerSpec) -> Result<Self, JwksError> {
+        let algs = jwks::algorithms(&spec.algs, spec.shared_secret)?;
+        let keys = match &spec.jwks {
+            Some(set) => KeySet::parse(set, &algs)?,
+            None => KeySet::default(),
+        };
+        Self::new(name, spec, keys)
+    }
+
+    /// The spec it was built from.
+    pub fn spec(&self) -> &IssuerSpec {
+        &self.spec
+    }
+
+    /// The keys it verifies with.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The `iss` its tokens carry.
+    pub fn iss(&self) -> &str {
+        &self.iss
     }
 
     /// The issuer's name.
@@ -182,8 +147,8 @@ impl Issuer {
 
     /// Verify `token` at unix time `now`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::TooLarge(MAX_TOKEN_BYTES));
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge(self.max_token_bytes));
         }
         // The algorithm first, by name: `none` (any case) and names the
         // issuer does not list are refused before anything else is read.
@@ -198,7 +163,7 @@ impl Issuer {
         let kid = header
             .kid
             .as_deref()
-            .filter(|k| plain_kid(k))
+            .filter(|k| jwks::plain_kid(k))
             .ok_or(AuthError::BadKeyId)?;
         let key = self.keys.get(kid).ok_or(AuthError::UnknownKeyId)?;
         if key.alg.is_some_and(|a| a != header.alg) {
@@ -243,6 +208,7 @@ impl Issuer {
             user,
             tenant,
             exp,
+            claims: Arc::new(claims),
         })
     }
 
@@ -280,6 +246,21 @@ fn header_alg(token: &str) -> Result<Algorithm, AuthError> {
         .and_then(Value::as_str)
         .ok_or(AuthError::Malformed)?;
     Algorithm::from_str(name).map_err(|_| AuthError::AlgorithmNotAccepted)
+}
+
+/// The `iss` claim of a token, unverified: which of several issuers a
+/// route trusts to verify it with (the verification then checks it).
+pub fn unverified_iss(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Iss>(&raw).ok()?.iss
 }
 
 /// A claim usable as a key: a non-empty string, or an integer.
@@ -321,7 +302,7 @@ pub(crate) mod tests {
 
     pub(crate) fn issuer() -> Issuer {
         let jwks: Value = serde_json::from_str(JWKS).unwrap();
-        Issuer::new(
+        Issuer::from_spec(
             "corp",
             &spec("https://id.example.com", &["RS256", "ES256"], jwks),
         )
@@ -364,6 +345,7 @@ pub(crate) mod tests {
             user: "42".into(),
             tenant: Some("t1".into()),
             exp: NOW + 600,
+            claims: Arc::new(claims().as_object().unwrap().clone()),
         };
         assert_eq!(i.verify(&rs(&claims()), NOW), Ok(want.clone()));
         let es = sign(Algorithm::ES256, Some("ec-1"), &claims(), EC_PRIVATE);
@@ -529,18 +511,15 @@ pub(crate) mod tests {
             );
         }
         let mut c = claims();
-        c["pad"] = json!("x".repeat(MAX_TOKEN_BYTES));
-        assert_eq!(
-            i.verify(&rs(&c), NOW),
-            Err(AuthError::TooLarge(MAX_TOKEN_BYTES))
-        );
+        c["pad"] = json!("x".repeat(8 * 1024));
+        assert_eq!(i.verify(&rs(&c), NOW), Err(AuthError::TooLarge(8 * 1024)));
     }
 
     #[test]
     fn a_token_of_one_issuer_is_refused_by_another() {
         // Another issuer trusting only the attacker's key, under the same kid.
         let other: Value = serde_json::from_str(OTHER_EC_JWK).unwrap();
-        let b = Issuer::new(
+        let b = Issuer::from_spec(
             "partner",
             &spec(
                 "https://partner.example",
@@ -557,37 +536,5 @@ pub(crate) mod tests {
         let theirs = sign(Algorithm::ES256, Some("ec-1"), &c, OTHER_EC_PRIVATE);
         assert!(b.verify(&theirs, NOW).is_ok());
         assert_eq!(issuer().verify(&theirs, NOW), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn unusable_issuers_are_refused_with_the_reason() {
-        let jwks: Value = serde_json::from_str(JWKS).unwrap();
-        let new = |algs: &[&str], jwks: Value| Issuer::new("x", &spec("i", algs, jwks)).err();
-        assert_eq!(
-            new(&["ES256"], jwks.clone()),
-            Some(IssuerError::KeyAlgorithm {
-                kid: "rsa-1".into(),
-                alg: "RS256".into()
-            })
-        );
-        assert_eq!(
-            new(&["XX1"], jwks.clone()),
-            Some(IssuerError::Algorithm("XX1".into()))
-        );
-        let twice = json!({"keys": [jwks["keys"][0], jwks["keys"][0]]});
-        assert_eq!(
-            new(&["RS256"], twice),
-            Some(IssuerError::DuplicateKid("rsa-1".into()))
-        );
-        let mut no_kid = jwks["keys"][1].clone();
-        no_kid.as_object_mut().unwrap().remove("kid");
-        assert_eq!(
-            new(&["ES256"], json!({"keys": [no_kid]})),
-            Some(IssuerError::NoKid(0))
-        );
-        assert!(matches!(
-            new(&["RS256"], json!({"nokeys": 1})),
-            Some(IssuerError::Jwks(_))
-        ));
     }
 }

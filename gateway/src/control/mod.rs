@@ -29,6 +29,61 @@ pub fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
         .spawn(move || rt.block_on(run(shared)))
 }
 
+/// Fetch the issuers' `jwks_uri` sets in the background
+/// ([`crate::auth::fetch`]); a changed set rebuilds the issuers.
+async fn jwks_fetcher(shared: Arc<Shared>) {
+    let (_keep, never) = tokio::sync::watch::channel(false);
+    let issuers = {
+        let shared = shared.clone();
+        move || {
+            shared
+                .plane
+                .load()
+                .as_ref()
+                .map(|p| {
+                    p.snap
+                        .topology
+                        .issuers
+                        .iter()
+                        .filter(|(_, s)| s.jwks_uri.is_some())
+                        .map(|(n, s)| (n.clone(), s.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let on_change = {
+        let shared = shared.clone();
+        move || shared.refresh_auth_now()
+    };
+    crate::auth::fetch::run(shared.jwks.clone(), issuers, on_change, never).await;
+}
+
+/// Every few seconds: drop idle quota keys, count table resets, publish
+/// the keys held.
+async fn quota_sweeper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(plane) = shared.plane.load_full() else {
+            continue;
+        };
+        for q in plane.quotas.all() {
+            q.limiter.sweep();
+            let m = &shared.metrics.quota;
+            m.keys
+                .with_label_values(&[q.name.as_str()])
+                .set(q.limiter.keys() as i64);
+            let resets = q.limiter.take_resets();
+            if resets > 0 {
+                m.resets
+                    .with_label_values(&[q.name.as_str()])
+                    .inc_by(resets);
+            }
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>) {
     let center = shared.center.clone();
     match shared.cfg.topology.clone() {
@@ -49,6 +104,8 @@ async fn run(shared: Arc<Shared>) {
     }
     tokio::spawn(center.clone().run_drain_expiry());
     tokio::spawn(health_checks(shared.clone()));
+    tokio::spawn(jwks_fetcher(shared.clone()));
+    tokio::spawn(quota_sweeper(shared.clone()));
     if let Some(geo) = shared.geo.clone() {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));

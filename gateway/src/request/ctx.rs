@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use unit_router::{Decision, Listener};
 
+use crate::quota::gate::Limits;
 use crate::request::facts::RequestFacts;
 use crate::request::respond::GwError;
 use crate::state::Plane;
@@ -35,6 +36,9 @@ pub struct Ctx {
     /// How the last upstream attempt failed (a timeout makes the final
     /// answer a 504 once no unit is left).
     pub last_failure: Option<GwError>,
+    /// The route's quota fields for the answer (`RateLimit-Policy`,
+    /// `RateLimit`).
+    pub limits: Option<Limits>,
 }
 
 impl Ctx {
@@ -52,6 +56,7 @@ impl Ctx {
             upstream_status: None,
             error: None,
             last_failure: None,
+            limits: None,
         }
     }
 

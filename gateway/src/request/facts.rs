@@ -5,12 +5,14 @@
 //! router asks ([`RequestFacts::for_router`]), never copied.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
-use unit_router::{Dye, Facts, Listener, RouteToken, UnitId};
+use unit_router::{Dye, Facts, Listener, RouteId, RouteToken, UnitId};
 use unitgate_geo::{GeoLookup, Location};
 
+use crate::auth::jwt::Identity;
 use crate::request::{headers, token_cache};
 use crate::state::{Plane, Shared};
 
@@ -27,6 +29,10 @@ pub struct RequestFacts {
     pub token: Option<RouteToken>,
     /// A verified, unexpired dye (internal listener).
     pub dye: Option<Dye>,
+    /// The route the request matched (set once matched).
+    pub route: Option<RouteId>,
+    /// The identity of a verified JWT (routes with auth).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// Unix seconds now.
@@ -66,6 +72,8 @@ impl RequestFacts {
             location,
             token,
             dye,
+            route: None,
+            identity: None,
         }
     }
 
@@ -84,8 +92,7 @@ impl RequestFacts {
             host: headers::host(req),
             path: req.uri.path(),
             method: req.method.as_str(),
-            // The auth issue's seam: the verified JWT user claim goes here.
-            claim_user: None,
+            claim_user: self.identity.as_ref().map(|i| i.user.as_str()),
             token: self.token.as_ref(),
             header_user: req.headers.get(user_header).and_then(|v| v.to_str().ok()),
             country: self.location.as_ref().and_then(|l| l.country()),

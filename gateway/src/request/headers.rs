@@ -17,6 +17,12 @@ use unit_router::token::{COOKIE as ROUTE_COOKIE, HEADER as ROUTE_HEADER};
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The verified JWT's user claim, set by the gateway only.
+pub const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
+/// The verified JWT's tenant claim, set by the gateway only.
+pub const X_AUTH_TENANT: HeaderName = HeaderName::from_static("x-auth-tenant");
+/// The issuer (`auth/issuers/<name>`) that verified the token.
+pub const X_AUTH_ISSUER: HeaderName = HeaderName::from_static("x-auth-issuer");
 
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
     nets.iter().any(|n| n.contains(&ip))
@@ -71,7 +77,8 @@ pub fn token(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.headers.get(ROUTE_HEADER).and_then(|v| v.to_str().ok()))
 }
 
-/// Remove every `x-unit-*` header, every `ug.*` baggage entry, the routing
+/// Remove every `x-unit-*` and `x-auth-*` header (the identity the gateway
+/// asserts after verifying a token), every `ug.*` baggage entry, the routing
 /// cookie, and, unless the peer is a trusted proxy, every `x-forwarded-*`,
 /// `forwarded`, `x-real-ip`, `true-client-ip`, `x-client-ip` and
 /// `cf-connecting-ip` header (client identity is the gateway's to assert).
@@ -82,6 +89,7 @@ pub fn strip(req: &mut RequestHeader, peer_trusted: bool) {
         .filter(|k| {
             let k = k.as_str();
             k.starts_with("x-unit-")
+                || k.starts_with("x-auth-")
                 || (!peer_trusted
                     && (k.starts_with("x-forwarded-")
                         || matches!(

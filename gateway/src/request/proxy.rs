@@ -14,9 +14,13 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use pingora_prometheus::prometheus::Histogram;
-use unit_router::{decide, Decision, Listener, RouteError};
+use unit_router::routes::Route;
+use unit_router::spec::AuthMode;
+use unit_router::{decide, decide_route, Decision, Listener, RouteError};
 
+use crate::auth::gate::Refusal;
 use crate::listen::head::HeadGuard;
+use crate::quota::gate::{Caller, UserKey};
 use crate::request::ctx::Ctx;
 use crate::request::facts::RequestFacts;
 use crate::request::respond::{respond, GwError};
@@ -46,7 +50,77 @@ impl UnitProxy {
         let f = ctx
             .facts
             .for_router(self.listener, req, plane, &ctx.attempts.tried_units);
-        decide(&plane.snap.topology, &f, &plane.pools)
+        match ctx.facts.route {
+            Some(r) => decide_route(&plane.snap.topology, r, &f, &plane.pools),
+            None => decide(&plane.snap.topology, &f, &plane.pools),
+        }
+    }
+
+    /// Whether the route admits the request: its auth (the verified
+    /// identity goes into the facts, its user key outranking the others)
+    /// and its quotas (their fields go into the answer).
+    fn admit(
+        &self,
+        route: &Route,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+        plane: &Plane,
+    ) -> Result<(), GwError> {
+        let shared = &self.shared;
+        if route.auth != AuthMode::None {
+            let m = &shared.metrics.auth;
+            let index = shared.auth.load();
+            match crate::auth::gate::check(route, req, &index, &shared.jwks, ctx.facts.now) {
+                Ok(Some(id)) => {
+                    m.valid.inc();
+                    ctx.facts.identity = Some(id);
+                }
+                Ok(None) => m.anonymous.inc(),
+                Err(r) => {
+                    let (counter, err) = match r {
+                        Refusal::Missing => (&m.missing, GwError::TokenMissing),
+                        Refusal::BadRequest => (&m.invalid, GwError::CredentialMalformed),
+                        Refusal::Invalid(e) => (&m.invalid, GwError::TokenInvalid(e)),
+                        Refusal::Forbidden(_) => (&m.forbidden, GwError::Forbidden),
+                    };
+                    counter.inc();
+                    return Err(err);
+                }
+            }
+        }
+        if route.quotas.is_empty() {
+            return Ok(());
+        }
+        let user_header = plane.snap.topology.cluster.user_header.as_str();
+        let user_key = match ctx.facts.token.as_ref().and_then(|t| t.shard) {
+            Some(s) => Some(UserKey::Shard(s)),
+            None => req
+                .headers
+                .get(user_header)
+                .and_then(|v| v.to_str().ok())
+                .filter(|k| !k.is_empty())
+                .map(UserKey::Header),
+        };
+        let caller = Caller {
+            ip: ctx.facts.client_ip,
+            identity: ctx.facts.identity.as_deref(),
+            user_key,
+        };
+        match crate::quota::gate::check(route, &plane.quotas, &caller) {
+            Ok(limits) => {
+                ctx.limits = limits;
+                Ok(())
+            }
+            Err(x) => {
+                shared
+                    .metrics
+                    .quota
+                    .refused
+                    .with_label_values(&[x.quota.as_str()])
+                    .inc();
+                Err(GwError::TooManyRequests(x))
+            }
+        }
     }
 
     /// Close the current attempt's bookkeeping.
@@ -295,6 +369,23 @@ impl ProxyHttp for UnitProxy {
             locate::answer(shared, session, ctx, &plane).await?;
             return Ok(true);
         }
+        let topo = &plane.snap.topology;
+        let found = topo.routes.find(
+            headers::host(req),
+            req.uri.path(),
+            req.method.as_str(),
+            self.listener,
+        );
+        let Some(route_id) = found else {
+            let err = self.not_routed(req, &plane);
+            ctx.plane = Some(plane);
+            return self.answer(session, ctx, err).await;
+        };
+        ctx.facts.route = Some(route_id);
+        if let Err(e) = self.admit(topo.routes.get(route_id), req, ctx, &plane) {
+            ctx.plane = Some(plane);
+            return self.answer(session, ctx, e).await;
+        }
         let routed = self.route(req, ctx, &plane);
         let err = match routed {
             Ok(d) => {
@@ -532,10 +623,14 @@ impl ProxyHttp for UnitProxy {
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.error.as_ref().map(GwError::status))
             .unwrap_or(if client_gone { 499 } else { 0 });
-        let (route, reason) = match (&ctx.plane, ctx.decision) {
-            (Some(p), Some(d)) => (
+        let (route, reason) = match (&ctx.plane, ctx.decision, ctx.facts.route) {
+            (Some(p), Some(d), _) => (
                 p.snap.topology.routes.get(d.route).name.as_str(),
                 d.reason.as_str(),
+            ),
+            (Some(p), None, Some(r)) => (
+                p.snap.topology.routes.get(r).name.as_str(),
+                ctx.error.as_ref().map_or("", GwError::code),
             ),
             _ => ("", ctx.error.as_ref().map_or("", GwError::code)),
         };

@@ -11,7 +11,7 @@ use crate::request::ctx::Ctx;
 use crate::request::headers;
 use crate::state::Shared;
 
-/// Dye and forwarding headers of the upstream request.
+/// Dye, forwarding and verified-identity headers of the upstream request.
 pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
     let (Some(d), Some(plane)) = (ctx.decision, ctx.plane.as_ref()) else {
         return Ok(());
@@ -38,6 +38,13 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
     }
     if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
         up.insert_header("x-forwarded-proto", "http")?;
+    }
+    if let Some(id) = &ctx.facts.identity {
+        up.insert_header(headers::X_AUTH_USER, id.user.as_str())?;
+        up.insert_header(headers::X_AUTH_ISSUER, id.issuer.as_str())?;
+        if let Some(t) = &id.tenant {
+            up.insert_header(headers::X_AUTH_TENANT, t.as_str())?;
+        }
     }
     Ok(())
 }
@@ -67,6 +74,10 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
     }
     if let Some(u) = d.hint() {
         resp.insert_header("x-unit-hint", hint_value(topo, u, shared.cfg.hint_ttl_s))?;
+    }
+    if let Some(l) = &ctx.limits {
+        resp.insert_header("ratelimit-policy", l.policy.as_str())?;
+        resp.insert_header("ratelimit", l.state.as_str())?;
     }
     Ok(())
 }

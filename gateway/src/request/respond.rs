@@ -5,6 +5,9 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::auth::jwt::AuthError;
+use crate::quota::gate::Exceeded;
+
 /// An error answered by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GwError {
@@ -29,12 +32,26 @@ pub enum GwError {
     ClientClosed,
     /// The client was too slow sending its request.
     RequestTimeout,
+    /// The route requires a token and none was sent (401, no `error`).
+    TokenMissing,
+    /// The token does not verify (401 `invalid_token`).
+    TokenInvalid(AuthError),
+    /// A malformed credential: two `Authorization` headers, an empty
+    /// bearer token (400 `invalid_request`).
+    CredentialMalformed,
+    /// The token lacks a claim the route requires (403).
+    Forbidden,
+    /// A quota is exceeded (429).
+    TooManyRequests(Exceeded),
 }
 
 impl GwError {
     pub fn status(&self) -> u16 {
         match self {
-            GwError::BadRequest(_) => 400,
+            GwError::BadRequest(_) | GwError::CredentialMalformed => 400,
+            GwError::TokenMissing | GwError::TokenInvalid(_) => 401,
+            GwError::Forbidden => 403,
+            GwError::TooManyRequests(_) => 429,
             GwError::NoRoute => 404,
             GwError::MethodNotAllowed(_) => 405,
             GwError::ClientClosed => 499,
@@ -49,10 +66,28 @@ impl GwError {
         }
     }
 
+    /// Refusals of a well-formed request that the client may follow with
+    /// another on the same connection (a body it sent is still drained or
+    /// the connection closed by Pingora).
+    pub fn keeps_connection(&self) -> bool {
+        matches!(
+            self,
+            GwError::TokenMissing
+                | GwError::TokenInvalid(_)
+                | GwError::Forbidden
+                | GwError::TooManyRequests(_)
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             GwError::NotReady => "not_ready",
             GwError::BadRequest(_) => "bad_request",
+            GwError::TokenMissing => "unauthorized",
+            GwError::TokenInvalid(_) => "invalid_token",
+            GwError::CredentialMalformed => "invalid_request",
+            GwError::Forbidden => "forbidden",
+            GwError::TooManyRequests(_) => "rate_limited",
             GwError::NoRoute => "no_route",
             GwError::MethodNotAllowed(_) => "method_not_allowed",
             GwError::ClientClosed => "client_closed",
@@ -73,6 +108,13 @@ impl GwError {
         match self {
             GwError::NotReady => "the gateway has no valid topology yet",
             GwError::BadRequest(e) => e.message(),
+            GwError::TokenMissing => "this route requires a bearer token",
+            GwError::TokenInvalid(_) => "the bearer token is not valid",
+            GwError::CredentialMalformed => {
+                "the Authorization header is malformed (one header, \"Bearer <token>\")"
+            }
+            GwError::Forbidden => "the token does not grant access to this route",
+            GwError::TooManyRequests(_) => "too many requests: the route's quota is exhausted",
             GwError::NoRoute => "no route matches this request",
             GwError::MethodNotAllowed(_) => "this route does not take this method",
             GwError::ClientClosed => "the client closed the connection",
@@ -97,19 +139,61 @@ pub fn json_body(code: &str, message: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error": code, "message": message }).to_string())
 }
 
+/// The JSON body of `err`: its code and message, and what the client needs
+/// to act on it (why a token was refused, the quota exhausted).
+fn error_body(err: &GwError) -> Bytes {
+    let mut v = serde_json::json!({ "error": err.code(), "message": err.message() });
+    match err {
+        GwError::TokenInvalid(e) => v["detail"] = e.to_string().into(),
+        GwError::TooManyRequests(x) => {
+            v["quota"] = x.quota.as_str().into();
+            v["retry_after_s"] = x.retry_after_s.into();
+        }
+        _ => {}
+    }
+    Bytes::from(v.to_string())
+}
+
+/// `WWW-Authenticate` of an auth refusal (RFC 6750 section 3).
+fn challenge(err: &GwError) -> Option<String> {
+    Some(match err {
+        GwError::TokenMissing => "Bearer".to_owned(),
+        GwError::TokenInvalid(e) => {
+            format!("Bearer error=\"invalid_token\", error_description=\"{e}\"")
+        }
+        GwError::CredentialMalformed => {
+            "Bearer error=\"invalid_request\", error_description=\"the Authorization header is malformed\"".to_owned()
+        }
+        GwError::Forbidden => {
+            "Bearer error=\"insufficient_scope\", error_description=\"the token lacks a claim this route requires\"".to_owned()
+        }
+        _ => return None,
+    })
+}
+
 /// Write `err` as the whole response.
 pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()> {
-    let body = json_body(err.code(), err.message());
-    let mut h = ResponseHeader::build(err.status(), Some(4))?;
+    let body = error_body(err);
+    let mut h = ResponseHeader::build(err.status(), Some(6))?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
     match err {
         GwError::NotReady => h.insert_header("retry-after", "1")?,
         GwError::MethodNotAllowed(allow) => h.insert_header("allow", allow.as_str())?,
+        GwError::TooManyRequests(x) => {
+            h.insert_header("retry-after", x.retry_after_s.to_string())?;
+            h.insert_header("ratelimit-policy", x.limits.policy.as_str())?;
+            h.insert_header("ratelimit", x.limits.state.as_str())?;
+        }
         _ => {}
     }
-    session.set_keepalive(None);
+    if let Some(c) = challenge(err) {
+        h.insert_header("www-authenticate", c)?;
+    }
+    if !err.keeps_connection() {
+        session.set_keepalive(None);
+    }
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await
 }

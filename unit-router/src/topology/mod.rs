@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::drain::{self, Drain, DrainTarget, DrainView};
 use crate::error::ValidationErrors;
 use crate::ids::{DcId, RegionId, ServiceId, UnitId};
+use crate::jwks::KeySet;
 use crate::routes::{Route, RouteTable};
 use crate::shard::shard_of;
 use crate::spec::{GatewaySpec, IssuerSpec, QuotaSpec};
@@ -53,6 +54,9 @@ pub struct Topology {
     pub services: Vec<String>,
     pub routes: RouteTable,
     pub issuers: BTreeMap<String, IssuerSpec>,
+    /// Each issuer's inline JWK set, parsed (empty for one that only has a
+    /// `jwks_uri`).
+    pub issuer_keys: BTreeMap<String, KeySet>,
     pub quotas: BTreeMap<String, QuotaSpec>,
     pub gateways: BTreeMap<String, GatewaySpec>,
     /// Every drain key as written (including expired and overridden ones).
@@ -76,6 +80,7 @@ struct Checked {
     routes: Vec<Route>,
     drains: Vec<Drain>,
     issuers: BTreeMap<String, IssuerSpec>,
+    issuer_keys: BTreeMap<String, KeySet>,
     quotas: BTreeMap<String, QuotaSpec>,
     gateways: BTreeMap<String, GatewaySpec>,
 }
@@ -89,9 +94,14 @@ impl Checked {
         let units = units::check(&raw.units, &raw.instances, &places, p);
         let shards = cluster_ok.then_some(cluster.shards);
         let shard_owner = shardmap::check(raw.shardmap.as_ref(), shards, &units, p);
-        issuers::check(&raw.issuers, p);
+        let issuer_keys = issuers::check(&raw.issuers, p);
         quotas::check(&raw.quotas, p);
-        let routes = routes::check(&raw.routes, &units, p);
+        let refs = routes::Refs {
+            units: &units,
+            issuers: &raw.issuers,
+            quotas: &raw.quotas,
+        };
+        let routes = routes::check(&raw.routes, &refs, p);
         let drains = drains::check(&raw.drains, &places, &units, p);
         Checked {
             cluster,
@@ -101,6 +111,7 @@ impl Checked {
             routes,
             drains,
             issuers: raw.issuers,
+            issuer_keys,
             quotas: raw.quotas,
             gateways: raw.gateways,
         }
@@ -136,6 +147,7 @@ impl Topology {
             services: c.units.services,
             routes: RouteTable::new(c.routes),
             issuers: c.issuers,
+            issuer_keys: c.issuer_keys,
             quotas: c.quotas,
             gateways: c.gateways,
             drains: c.drains,

@@ -1,6 +1,6 @@
 //! `routes/<name>`: what a route matches (hosts, path prefix, methods,
-//! listener), the service and policy it routes to, the fail-closed rule for
-//! what the gateway does not enforce yet (route auth and quotas), and
+//! listener), the service and policy it routes to, who may call it (auth,
+//! issuers, required claims), the quotas it is counted against, and
 //! conflicts between routes. Yields the validated routes the route table
 //! indexes.
 
@@ -11,31 +11,40 @@ use super::units::Units;
 use crate::error::TopologyError as E;
 use crate::ids::ServiceId;
 use crate::routes::Route;
-use crate::spec::{AuthMode, ListenerScope, Policy, RouteSpec};
+use crate::spec::{AuthMode, IssuerSpec, ListenerScope, Policy, QuotaSpec, RouteSpec};
+
+/// What routes may refer to besides units: issuers and quotas, by name.
+pub(super) struct Refs<'a> {
+    pub units: &'a Units,
+    pub issuers: &'a BTreeMap<String, IssuerSpec>,
+    pub quotas: &'a BTreeMap<String, QuotaSpec>,
+}
 
 /// Check every route, in name order, then conflicts between the valid ones.
 pub(super) fn check(
     specs: &BTreeMap<String, RouteSpec>,
-    units: &Units,
+    refs: &Refs<'_>,
     p: &mut Problems,
 ) -> Vec<Route> {
     let routes: Vec<Route> = specs
         .iter()
-        .filter_map(|(name, r)| check_route(name, r, units, p))
+        .filter_map(|(name, r)| check_route(name, r, refs, p))
         .collect();
     check_conflicts(&routes, p);
     routes
 }
 
-fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Option<Route> {
+fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> Option<Route> {
     let key = format!("routes/{name}");
     let before = p.count();
+    let units = refs.units;
     let (hosts, methods) = check_match(&key, r, p);
     let service = resolve_service(&key, r, units, p);
     if r.policy == Policy::Center && units.centers.is_empty() && !p.any_broken_under("units/") {
         p.push(E::CenterWithoutUnit { key: key.clone() });
     }
-    fail_closed(&key, r, p);
+    let issuers = check_auth(&key, r, refs.issuers, p);
+    check_quotas(&key, r, refs.quotas, p);
     check_limits(&key, r, p);
     if p.count() != before {
         return None;
@@ -49,7 +58,9 @@ fn check_route(name: &str, r: &RouteSpec, units: &Units, p: &mut Problems) -> Op
         service_name: r.service.clone(),
         policy: r.policy,
         auth: r.auth,
-        quota: r.quota.clone(),
+        issuers,
+        require_claims: r.require_claims.clone().into_iter().collect(),
+        quotas: r.quota.0.clone(),
         listener: r.listener,
         max_body_bytes: r.max_body_bytes,
         timeout_ms: r.timeout_ms,
@@ -149,22 +160,99 @@ fn check_limits(key: &str, r: &RouteSpec, p: &mut Problems) {
     }
 }
 
-/// Fail closed: a route may not ask for what the gateway does not enforce
-/// yet (JWT auth, quotas), rather than be served without it.
-fn fail_closed(key: &str, r: &RouteSpec, p: &mut Problems) {
-    let auth = match r.auth {
-        AuthMode::Required => Some("required"),
-        AuthMode::Optional => Some("optional"),
-        AuthMode::None => None,
+/// Who may call the route: with `auth` required or optional, the issuers
+/// it trusts (named ones, else every issuer; at least one), and the claims
+/// it requires; without auth, neither.
+fn check_auth(
+    key: &str,
+    r: &RouteSpec,
+    issuers: &BTreeMap<String, IssuerSpec>,
+    p: &mut Problems,
+) -> Vec<String> {
+    let mode = match r.auth {
+        AuthMode::Required => "required",
+        AuthMode::Optional => "optional",
+        AuthMode::None => {
+            if r.issuers.is_some() {
+                p.invalid(
+                    key,
+                    "issuers",
+                    "the route has auth none: set auth to required or optional, or remove issuers",
+                );
+            }
+            if !r.require_claims.is_empty() {
+                p.invalid(
+                    key,
+                    "require_claims",
+                    "the route has auth none: set auth to required, or remove require_claims",
+                );
+            }
+            return Vec::new();
+        }
     };
-    let asked = [("auth", auth), ("quota", r.quota.as_deref())];
-    for (field, value) in asked {
-        if let Some(value) = value {
-            p.push(E::NotEnforced {
-                key: key.to_owned(),
-                field: field.to_owned(),
-                value: value.to_owned(),
-            });
+    if r.auth == AuthMode::Optional && !r.require_claims.is_empty() {
+        p.invalid(
+            key,
+            "require_claims",
+            "a route that requires claims must have auth required",
+        );
+    }
+    for (claim, value) in &r.require_claims {
+        if claim.is_empty() || value.is_empty() {
+            p.invalid(
+                key,
+                "require_claims",
+                "claim names and values must not be empty",
+            );
+        }
+    }
+    let names: Vec<String> = match &r.issuers {
+        Some(list) => {
+            if list.is_empty() {
+                p.invalid(
+                    key,
+                    "issuers",
+                    "an empty list trusts no issuer; leave it out to trust every issuer",
+                );
+            }
+            for n in list {
+                if !issuers.contains_key(n) {
+                    p.push_ref(
+                        &format!("auth/issuers/{n}"),
+                        E::UnknownIssuer {
+                            key: key.to_owned(),
+                            issuer: n.clone(),
+                        },
+                    );
+                }
+            }
+            list.clone()
+        }
+        None => issuers.keys().cloned().collect(),
+    };
+    if names.is_empty() && r.issuers.is_none() && !p.any_broken_under("auth/issuers/") {
+        p.push(E::AuthWithoutIssuer {
+            key: key.to_owned(),
+            mode: mode.to_owned(),
+        });
+    }
+    names
+}
+
+/// The route's quotas, which must exist, each named once.
+fn check_quotas(key: &str, r: &RouteSpec, quotas: &BTreeMap<String, QuotaSpec>, p: &mut Problems) {
+    let mut seen = HashSet::new();
+    for q in &r.quota.0 {
+        if !seen.insert(q) {
+            p.invalid(key, "quota", format!("{q:?} is listed twice"));
+        } else if !quotas.contains_key(q) {
+            p.push_ref(
+                &format!("quotas/{q}"),
+                E::UnknownQuota {
+                    key: key.to_owned(),
+                    quota: q.clone(),
+                },
+            );
         }
     }
 }
