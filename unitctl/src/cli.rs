@@ -65,8 +65,42 @@ pub enum Command {
     /// Show epoch, regions, datacenters, units with drain state, shard
     /// ownership and registered gateways.
     Status,
-    /// Show how a request would be routed on the current topology.
+    /// Show how a request would be routed on the current topology, with
+    /// the auth and quotas that apply to it.
     Explain(Box<ExplainArgs>),
+    /// Sign a JWT with a private key (PEM), for tests and the demo: prints
+    /// the token.
+    Token(Box<TokenArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The private key, PEM (RSA or EC; for HS256 the secret's bytes).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Signature algorithm.
+    #[arg(long, default_value = "RS256")]
+    pub alg: String,
+    /// The key id (`kid`) the issuer's JWK set lists the key under.
+    #[arg(long)]
+    pub kid: String,
+    #[arg(long)]
+    pub iss: String,
+    /// Audience (repeat for several).
+    #[arg(long)]
+    pub aud: Vec<String>,
+    /// The user (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// A tenant claim (`tenant`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Extra claims as name=value (repeat), e.g. scope=orders:write.
+    #[arg(long = "claim")]
+    pub claims: Vec<String>,
+    /// Lifetime (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
 }
 
 /// What a drain names.
@@ -112,6 +146,11 @@ pub struct ExplainArgs {
     /// its signature is not checked here.
     #[arg(long)]
     pub token: Option<String>,
+    /// A bearer token (JWT) the request carries: its issuer and user claim
+    /// are shown and the user routes the request; its signature is not
+    /// checked here.
+    #[arg(long)]
+    pub jwt: Option<String>,
     /// The hint TTL the gateway is configured with (`hint_ttl_s`).
     #[arg(long, default_value_t = unit_router::DEFAULT_HINT_TTL_S)]
     pub hint_ttl: u64,

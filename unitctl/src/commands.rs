@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Undrain { kind, name } => undrain(t, kind, &name).await,
         Command::Status => status(t).await,
         Command::Explain(a) => explain(t, &a).await,
+        Command::Token(a) => crate::auth::token(&a, now()),
     }
 }
 
@@ -497,7 +498,12 @@ fn place(topo: &Topology, u: unit_router::UnitId) -> String {
 }
 
 /// The decision as `explain` prints it.
-fn print_decision(topo: &Topology, d: &unit_router::Decision, a: &ExplainArgs) {
+fn print_decision(
+    topo: &Topology,
+    d: &unit_router::Decision,
+    a: &ExplainArgs,
+    claim_user: Option<&str>,
+) {
     let r = topo.routes.get(d.route);
     println!(
         "route     {} (policy {}, service {}, auth {})",
@@ -506,7 +512,8 @@ fn print_decision(topo: &Topology, d: &unit_router::Decision, a: &ExplainArgs) {
         r.service_name,
         format!("{:?}", r.auth).to_lowercase()
     );
-    let key = match (&a.user, d.shard) {
+    let key = match (claim_user.or(a.user.as_deref()), d.shard) {
+        (Some(u), Some(s)) if claim_user.is_some() => format!("token user {u:?} -> shard {s}"),
         (Some(u), Some(s)) => format!("user {u:?} -> shard {s}"),
         (None, Some(s)) => format!("shard {s}"),
         _ => "no user key".into(),
@@ -551,7 +558,14 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
         }
         None => None,
     };
+    let claims = a.jwt.as_deref().map(crate::auth::claims_of).transpose()?;
+    let route = topo.routes.find(&a.host, &a.path, &a.method, listener);
+    let claim_user = match (route, &claims) {
+        (Some(r), Some(c)) => crate::auth::claim_user(&topo, topo.routes.get(r), c),
+        _ => None,
+    };
     let facts = Facts {
+        claim_user: claim_user.as_deref(),
         header_user: a.user.as_deref(),
         token: token.as_ref(),
         country,
@@ -562,7 +576,8 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     println!("topology  {from}, epoch {rev}");
     match decide(&topo, &facts, &AllHealthy) {
         Ok(d) => {
-            print_decision(&topo, &d, a);
+            print_decision(&topo, &d, a, claim_user.as_deref());
+            crate::auth::print(&topo, topo.routes.get(d.route), claims.as_ref(), now());
             Ok(0)
         }
         Err(RouteError::NoRoute) => {

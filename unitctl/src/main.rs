@@ -1,8 +1,10 @@
 //! `unitctl`: the ops CLI of unitgate. Validates and applies topologies,
 //! drains and undrains datacenters and units by writing their one etcd key,
-//! shows status and explains routing decisions.
+//! shows status and explains routing decisions (with the auth and quotas
+//! that apply), signs test tokens.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cli;
 mod commands;
 mod store;
