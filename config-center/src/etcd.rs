@@ -214,12 +214,19 @@ impl EtcdSource {
                         continue; // created or progress notification
                     }
                     // Gateway registrations (written under leases by every
-                    // gateway) are recorded but do not make a new snapshot:
-                    // otherwise gateways would chase each other's writes.
+                    // gateway) are recorded but their updates do not make a
+                    // new snapshot: otherwise gateways would chase each
+                    // other's writes. A gateway joining (its key created) or
+                    // leaving (deleted, or its lease expired) does: cluster
+                    // quotas are split across the live gateways.
                     let only_registrations = resp.events().iter().all(|ev| {
-                        ev.kv()
+                        let registration = ev
+                            .kv()
                             .and_then(|p| p.key_str().ok())
-                            .is_some_and(|k| k.strip_prefix(&dir).is_some_and(|r| r.starts_with("gateways/")))
+                            .is_some_and(|k| k.strip_prefix(&dir).is_some_and(|r| r.starts_with("gateways/")));
+                        let joined_or_left = ev.event_type() == EventType::Delete
+                            || ev.kv().is_some_and(|p| p.version() == 1);
+                        registration && !joined_or_left
                     });
                     for ev in resp.events() {
                         let Some(p) = ev.kv() else { continue };

@@ -41,7 +41,26 @@ impl Admin {
         let center = s.center.status();
         let mut units = Vec::new();
         let mut dcs = serde_json::Map::new();
+        let mut quotas = serde_json::Map::new();
+        let mut issuers = serde_json::Map::new();
         if let Some(plane) = s.plane.load_full() {
+            for q in plane.quotas.all() {
+                let sh = q.limiter.share;
+                quotas.insert(
+                    q.name.clone(),
+                    json!({"key": q.spec.key, "scope": q.spec.scope, "gateways": q.gateways,
+                           "rate": sh.rate, "per_s": sh.per_s, "burst": sh.burst,
+                           "keys": q.limiter.keys()}),
+                );
+            }
+            let auth = s.auth.load();
+            for name in plane.snap.topology.issuers.keys() {
+                let v = match auth.get(name) {
+                    Some(i) => json!({"iss": i.iss(), "kids": i.keys().kids()}),
+                    None => json!({"error": "unusable"}),
+                };
+                issuers.insert(name.clone(), v);
+            }
             let t = &plane.snap.topology;
             let now = s.center.now();
             for (i, u) in t.units.iter().enumerate() {
@@ -93,6 +112,8 @@ impl Admin {
             "config_center": center,
             "dcs": dcs,
             "units": units,
+            "issuers": issuers,
+            "quotas": quotas,
         })
     }
 
