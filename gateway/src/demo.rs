@@ -40,6 +40,9 @@ impl ServeHttp for DemoUnit {
             "user": header("x-user-id"),
             "baggage": header("baggage"),
             "forwarded_for": header("x-forwarded-for"),
+            "x-auth-user": header("x-auth-user"),
+            "x-auth-tenant": header("x-auth-tenant"),
+            "x-auth-issuer": header("x-auth-issuer"),
         })
         .to_string()
             + "\n";
