@@ -50,7 +50,9 @@ pub struct Shared {
     pub auth: ArcSwap<AuthIndex>,
     /// JWK sets fetched from the issuers' `jwks_uri`.
     pub jwks: Arc<Fetched>,
-    /// One rebuild of the issuers at a time (snapshot and fetcher).
+    /// One rebuild of the issuers at a time (snapshot and fetcher); off the
+    /// request path.
+    #[allow(clippy::disallowed_types)]
     auth_rebuild: std::sync::Mutex<()>,
 }
 
@@ -81,7 +83,7 @@ impl Shared {
             applied_epoch: AtomicI64::new(0),
             auth: ArcSwap::from_pointee(AuthIndex::default()),
             jwks: Arc::new(Fetched::default()),
-            auth_rebuild: std::sync::Mutex::new(()),
+            auth_rebuild: Default::default(),
         }))
     }
 

@@ -205,7 +205,9 @@ fn route_rules() {
         }
     );
     assert_eq!(
-        one(route(
+        one(with(
+            sample_kv_without_auth(),
+            "routes/x",
             json!({"service":"orders","policy":"shard","path_prefix":"/x","auth":"required"})
         )),
         E::AuthWithoutIssuer {
@@ -280,7 +282,11 @@ fn issuer_json(extra: serde_json::Value) -> serde_json::Value {
 fn routes_name_the_issuers_and_quotas_they_use() {
     let quota = json!({"key":"user","rate":100,"burst":200});
     let base = with(
-        with(sample_kv(), "auth/issuers/main", issuer_json(json!({}))),
+        with(
+            sample_kv_without_auth(),
+            "auth/issuers/main",
+            issuer_json(json!({})),
+        ),
         "quotas/per-user",
         quota,
     );

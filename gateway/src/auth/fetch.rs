@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use unit_router::jwks::{self, KeySet};
@@ -33,6 +35,9 @@ pub struct FetchedSet {
 /// What the fetcher holds and the request path signals.
 #[derive(Default)]
 pub struct Fetched {
+    /// Read and written off the request path only (the fetcher, the issuer
+    /// rebuild); the request path only raises `unknown_kid`.
+    #[allow(clippy::disallowed_types)]
     sets: Mutex<HashMap<String, FetchedSet>>,
     /// A token named a key id some issuer did not have.
     unknown_kid: AtomicBool,

@@ -16,6 +16,16 @@ pub fn sample_kv() -> BTreeMap<String, String> {
     map.into_iter().map(|(k, v)| (k, v.to_string())).collect()
 }
 
+/// The sample without its auth and quotas (the demo issuer, its quotas and
+/// the route using them).
+pub fn sample_kv_without_auth() -> BTreeMap<String, String> {
+    let mut kv = sample_kv();
+    kv.retain(|k, _| {
+        !(k.starts_with("auth/") || k.starts_with("quotas/") || k == "routes/account")
+    });
+    kv
+}
+
 pub fn sample() -> Topology {
     Topology::build(1, &sample_kv(), NOW).unwrap()
 }
