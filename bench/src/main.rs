@@ -196,6 +196,16 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
             &host,
         ),
     ];
+    // The same unitgate, through the route with RS256 auth and a quota.
+    let mut auth = target("unitgate:auth", gw_ports.public, None, &host);
+    auth.headers = vec![
+        ("Host".into(), peers::AUTH_HOST.into()),
+        (
+            "Authorization".into(),
+            format!("Bearer {}", peers::auth_token()?),
+        ),
+    ];
+    targets.push(auth);
     for (i, (name, bin, conf)) in variants.iter().enumerate() {
         let vp = GatewayPorts {
             public: ports[7 + 3 * i],

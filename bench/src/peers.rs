@@ -194,10 +194,35 @@ units/u1: {u1}
 units/u2: {u2}
 shardmap: {{ranges: [{{from: 0, to: 49, unit: u1}}, {{from: 50, to: 99, unit: u2}}]}}
 routes/bench: {{hosts: [\"*.example.com\", 127.0.0.1, localhost], path_prefix: /bench, service: origin, policy: shard, auth: none, listener: public}}
+auth/issuers/bench: {{iss: {AUTH_ISS}, aud: [api], algs: [RS256, ES256], jwks: {jwks}}}
+quotas/bench: {{key: user, rate: 1000000000, per_s: 1, burst: 1000000000}}
+routes/bench-auth: {{hosts: [{AUTH_HOST}], path_prefix: /bench, service: origin, policy: shard, auth: required, issuers: [bench], quota: bench, listener: public}}
 ",
         u1 = unit("bj-a", "u2"),
         u2 = unit("bj-b", "u1"),
+        jwks = BENCH_JWKS.replace('\n', ""),
     )
+}
+
+/// The host of the route with RS256 auth and a quota (never exhausted:
+/// its cost is counted, nothing refused), beside the plain route.
+pub const AUTH_HOST: &str = "auth.example.com";
+const AUTH_ISS: &str = "https://id.bench.invalid";
+/// The test issuer's keys (`gateway/tests/fixtures/jwt`, test-only).
+const BENCH_JWKS: &str = include_str!("../../gateway/tests/fixtures/jwt/jwks.json");
+const BENCH_RSA: &str = include_str!("../../gateway/tests/fixtures/jwt/rsa-private.pem");
+
+/// A bearer token of user 42 for the auth route, valid a day.
+pub fn auth_token() -> Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims =
+        serde_json::json!({"iss": AUTH_ISS, "aud": "api", "sub": "42", "exp": now + 86_400});
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("rsa-1".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(BENCH_RSA.as_bytes())?;
+    Ok(jsonwebtoken::encode(&h, &claims, &key)?)
 }
 
 /// Ports of one unitgate.

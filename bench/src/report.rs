@@ -95,6 +95,15 @@ pub fn throughput(out: &mut String, runs: &[BodyRun]) {
             ratio(run.median_of("bare-pingora"), direct),
             ratio(ug, direct),
         );
+        if run.rows.iter().any(|(n, _, _)| *n == "unitgate:auth") {
+            let _ = writeln!(
+                out,
+                "\nAuth and quota ({}): unitgate:auth/unitgate **{:.2}** (the same gateway, \
+                 a route with RS256 JWT auth and a per-user quota vs the plain route)",
+                run.body,
+                ratio(run.median_of("unitgate:auth"), ug),
+            );
+        }
     }
 }
 

@@ -36,7 +36,7 @@ fn validate_reports_a_summary_or_every_problem() {
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert!(
         ok.stdout
-            .contains("valid: 2 regions, 3 datacenters, 5 units, 3 services, 100 shards, 4 routes"),
+            .contains("valid: 2 regions, 3 datacenters, 5 units, 3 services, 100 shards, 5 routes"),
         "{}",
         ok.stdout
     );
@@ -109,6 +109,99 @@ fn unreachable_etcd_is_said_as_such() {
             out.stderr
         );
     }
+}
+
+#[test]
+fn validate_refuses_issuers_that_cannot_verify_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample_text = std::fs::read_to_string(sample_path()).unwrap();
+    for (from, to, says) in [
+        (
+            "algs: [RS256]",
+            "algs: [RS256, HS256]",
+            "auth/issuers/demo: algs: \"HS256\" is a shared-secret algorithm",
+        ),
+        (
+            "kid: demo-1, alg: RS256, use: sig, e: AQAB,",
+            "kid: demo-1, alg: RS256, use: sig, e: \"!!\",",
+            "auth/issuers/demo: jwks: key \"demo-1\" is not usable",
+        ),
+        (
+            "kid: demo-1,",
+            "kid: \"../demo\",",
+            "auth/issuers/demo: jwks: kid \"../demo\" is not 1-128",
+        ),
+    ] {
+        assert!(sample_text.contains(from), "{from}");
+        let bad = dir.path().join("issuer.yaml");
+        std::fs::write(&bad, sample_text.replace(from, to)).unwrap();
+        let out = unitctl(None, &["validate", bad.to_str().unwrap()]);
+        assert_eq!(out.code, 1, "{to}: {}", out.stdout);
+        assert!(out.stderr.contains(says), "{to}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn explain_shows_the_issuer_and_quotas_of_a_request_with_a_token() {
+    let file = sample();
+    let key = sample_path().with_file_name("demo-jwt-private.pem");
+    let token = unitctl(
+        None,
+        &[
+            "token",
+            "--key",
+            key.to_str().unwrap(),
+            "--kid",
+            "demo-1",
+            "--iss",
+            "https://id.demo.unitgate.invalid",
+            "--aud",
+            "api",
+            "--sub",
+            "42",
+        ],
+    );
+    assert_eq!(token.code, 0, "{}", token.stderr);
+    let jwt = token.stdout.trim();
+    let args = [
+        "--file",
+        &file,
+        "explain",
+        "--host",
+        "api.example.com",
+        "--path",
+        "/account/me",
+        "--user",
+        "60",
+        "--jwt",
+        jwt,
+    ];
+    let out = unitctl(None, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for line in [
+        "key       token user \"42\" -> shard 42",
+        "home      bj-2 (dc bj-b, region cn-north)",
+        "auth      required, issuers demo",
+        "token     issuer demo (https://id.demo.unitgate.invalid), user claim sub = \"42\"",
+        "quota     per-user: 5 per 1 s, burst 10, by the verified user, across the cluster",
+        "quota     per-ip: 50 per 1 s, burst 100, by the client ip, on each gateway",
+    ] {
+        assert!(out.stdout.contains(line), "{line}\n{}", out.stdout);
+    }
+    // No token on the required route: the gateway's 401 is named.
+    let out = unitctl(None, &args[..args.len() - 2]);
+    assert!(
+        out.stdout
+            .contains("token     none: the gateway answers 401"),
+        "{}",
+        out.stdout
+    );
+    // A malformed token is a clear error.
+    let mut bad = args;
+    bad[args.len() - 1] = "not-a-jwt";
+    let out = unitctl(None, &bad);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--jwt: not a JWT"), "{}", out.stderr);
 }
 
 #[test]
@@ -273,7 +366,7 @@ async fn apply_drain_status_explain_undrain() {
     let file = sample();
     let out = unitctl(e, &["apply", &file]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("16 put, 0 deleted"), "{}", out.stdout);
+    assert!(out.stdout.contains("20 put, 0 deleted"), "{}", out.stdout);
     assert!(unitctl(e, &["apply", &file]).stdout.contains("no changes"));
 
     // Before: shard 60 is served at home.
