@@ -129,6 +129,16 @@ impl Shared {
         tracing::info!(epoch, "plane updated");
     }
 
+    /// Copy the config center's status into the metrics (each control
+    /// tick, and when metrics are scraped, so a scrape is never stale).
+    pub fn mirror_config_status(&self) {
+        let st = self.center.status();
+        let m = &self.metrics.config;
+        m.connected.set(i64::from(st.connected));
+        m.rejected.set(st.rejected_changes as i64);
+        m.relists.set(st.compaction_relists as i64);
+    }
+
     /// Rebuild the issuers of the plane in force (a fetched JWK set changed).
     pub fn refresh_auth_now(&self) {
         if let Some(p) = self.plane.load_full() {

@@ -354,11 +354,18 @@ impl Drop for Gateway {
     }
 }
 
-/// An HTTP client that never follows redirects or keeps cookies.
+/// An HTTP client that never follows redirects or keeps cookies: one per
+/// thread, since building one loads the system's root certificates (TLS is
+/// on in the workspace's reqwest), which takes a worker thread for a
+/// noticeable time. A test's threads belong to its own runtime, so a client
+/// never outlives the runtime its connections run on.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
+    thread_local! {
+        static CLIENT: reqwest::Client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+    }
+    CLIENT.with(Clone::clone)
 }

@@ -150,11 +150,14 @@ impl ServeHttp for Admin {
                 }
             }
             "/status" => json_reply(200, &self.status()),
-            "/metrics" => reply(
-                200,
-                "text/plain; version=0.0.4",
-                self.shared.metrics.render(),
-            ),
+            "/metrics" => {
+                self.shared.mirror_config_status();
+                reply(
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.shared.metrics.render(),
+                )
+            }
             p => match p.strip_prefix("/gslb/dc/") {
                 Some(dc) if !dc.is_empty() && !dc.contains('/') => self.gslb(dc),
                 _ => json_reply(

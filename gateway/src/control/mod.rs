@@ -128,11 +128,7 @@ async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         shared.refresh_plane();
-        let st = center.status();
-        let m = &shared.metrics;
-        m.config.connected.set(i64::from(st.connected));
-        m.config.rejected.set(st.rejected_changes as i64);
-        m.config.relists.set(st.compaction_relists as i64);
+        shared.mirror_config_status();
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
