@@ -537,4 +537,33 @@ pub(crate) mod tests {
         assert!(b.verify(&theirs, NOW).is_ok());
         assert_eq!(issuer().verify(&theirs, NOW), Err(AuthError::BadSignature));
     }
+
+    #[test]
+    fn a_shared_secret_issuer_verifies_hs256_and_nothing_else() {
+        let secret = "a-shared-secret-of-thirty-two-b!";
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let spec = serde_json::from_value(json!({
+            "iss": "https://hs.example.com", "algs": ["HS256"], "shared_secret": true,
+            "jwks": {"keys": [{"kty": "oct", "kid": "s1", "k": k}]}
+        }))
+        .unwrap();
+        let i = Issuer::from_spec("hs", &spec).unwrap();
+        let mut c = claims();
+        c["iss"] = json!("https://hs.example.com");
+        let t = sign(Algorithm::HS256, Some("s1"), &c, secret);
+        assert_eq!(i.verify(&t, NOW).map(|id| id.user), Ok("42".into()));
+        let other = sign(
+            Algorithm::HS256,
+            Some("s1"),
+            &c,
+            "another-secret-of-thirty-two-by!",
+        );
+        assert_eq!(i.verify(&other, NOW), Err(AuthError::BadSignature));
+        let rs = sign(Algorithm::RS256, Some("s1"), &c, RSA_PRIVATE);
+        assert_eq!(i.verify(&rs, NOW), Err(AuthError::AlgorithmNotAccepted));
+        // Without saying so, an issuer may not use HS at all.
+        let mut loose = spec.clone();
+        loose.shared_secret = false;
+        assert!(Issuer::from_spec("hs", &loose).is_err());
+    }
 }
