@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use common::{now, start};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -429,4 +431,34 @@ async fn a_valid_token_without_the_routes_required_claim_is_403() {
     let a = bearer(&gw, "/admin/1", &rs(&c)).await;
     assert_eq!((a.status, a.served_by.as_str()), (200, "bj-2"));
     assert_eq!(units.received("bj-2", "orders").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refusal_keeps_the_connection_unless_a_body_came_with_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_units, gw, _dir) = gateway().await;
+    let addr = common::public(&gw);
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /secure/1 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(common::keepalive_status(&mut s).await, 401);
+    s.write_all(b"GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(common::keepalive_status(&mut s).await, 200);
+    // A body the gateway did not read: answered, then closed (never
+    // drained while the connection waits, never read as a request).
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /secure/1 HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 100\r\n\r\nGET /orders/1 HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    assert_eq!(common::keepalive_status(&mut s).await, 401);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "{rest:?}"
+    );
 }

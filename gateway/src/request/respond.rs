@@ -67,8 +67,7 @@ impl GwError {
     }
 
     /// Refusals of a well-formed request that the client may follow with
-    /// another on the same connection (a body it sent is still drained or
-    /// the connection closed by Pingora).
+    /// another on the same connection (when it sent no body).
     pub fn keeps_connection(&self) -> bool {
         matches!(
             self,
@@ -191,7 +190,14 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
     if let Some(c) = challenge(err) {
         h.insert_header("www-authenticate", c)?;
     }
-    if !err.keeps_connection() {
+    // A body the gateway did not read would be drained before the
+    // connection is reused: close instead, whatever its size or pace.
+    let req = &session.req_header().headers;
+    let has_body = req.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !err.keeps_connection() || has_body {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(h), false).await?;
