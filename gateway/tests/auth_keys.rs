@@ -219,10 +219,26 @@ routes/secure: {{hosts: [api.example.com], path_prefix: /secure, service: orders
     (units, gw, dir)
 }
 
+/// Keys a provider publishes beside its signing keys, which this issuer
+/// cannot use: an encryption key, a key for an algorithm it does not list.
+fn foreign_keys() -> Vec<Value> {
+    let mut enc = old_key();
+    enc["kid"] = json!("enc-1");
+    enc["use"] = json!("enc");
+    enc.as_object_mut().unwrap().remove("alg");
+    let mut other_alg = old_key();
+    other_alg["kid"] = json!("ps-1");
+    other_alg["alg"] = json!("PS512");
+    vec![enc, other_alg]
+}
+
 #[tokio::test]
 async fn a_fetched_key_set_is_kept_through_the_servers_outage() {
     let server = MockServer::start().await;
-    serve(&server, 200, &[old_key()]).await;
+    // The usable key among keys for other uses: those are skipped.
+    let mut published = foreign_keys();
+    published.push(old_key());
+    serve(&server, 200, &published).await;
     let (_units, gw, _dir) = fetched_gateway(&server, 1).await;
     let old = token(false);
     eventually!(

@@ -121,6 +121,51 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// Parse a JWK set published by an issuer (its `jwks_uri`): keys this
+    /// issuer cannot use (another algorithm, an encryption key, no or an
+    /// odd `kid`, a type it does not take, a repeated `kid`) are skipped
+    /// and named in the second value, as identity providers publish keys
+    /// for other uses beside theirs. An error when no usable key is left.
+    pub fn parse_published(
+        set: &serde_json::Value,
+        algs: &[Algorithm],
+    ) -> Result<(Self, Vec<String>), JwksError> {
+        let set: JwkSet =
+            serde_json::from_value(set.clone()).map_err(|e| JwksError::NotASet(e.to_string()))?;
+        let symmetric = algs
+            .iter()
+            .all(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+        let mut keys = HashMap::new();
+        let mut skipped = Vec::new();
+        let mut last_error = None;
+        for (i, jwk) in set.keys.iter().enumerate() {
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
+                skipped.push(format!("keys[{i}]: an encryption key"));
+                continue;
+            }
+            match key_of(i, jwk, algs, symmetric) {
+                Ok((kid, key)) => {
+                    if keys.contains_key(&kid) {
+                        skipped.push(format!("keys[{i}]: kid {kid:?} appears twice"));
+                    } else {
+                        keys.insert(kid, key);
+                    }
+                }
+                Err(e) => {
+                    skipped.push(format!("keys[{i}]: {e}"));
+                    last_error = Some(e);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(last_error.unwrap_or(JwksError::NotASet("no keys".into())));
+        }
+        Ok((KeySet { keys }, skipped))
+    }
+
     /// The key `kid`.
     pub fn get(&self, kid: &str) -> Option<&Key> {
         self.keys.get(kid)
@@ -227,7 +272,7 @@ mod tests {
             (json!({"nokeys": 1}), &rs[..], "not a JWK set"),
             (json!({"keys":[{"kty":"oct","k":"AA"}]}), &hs[..], "no kid"),
             (json!({"keys":[secret]}), &rs[..], "shared secret"),
-            (json!({"keys":[broken_rsa]}), &rs[..], "not usable"),
+            (json!({"keys":[broken_rsa.clone()]}), &rs[..], "not usable"),
             (
                 json!({"keys":[{"kty":"oct","kid":"a/../b","k":"AA"}]}),
                 &hs[..],
@@ -240,6 +285,17 @@ mod tests {
         }
         let ok = KeySet::parse(&json!({"keys":[secret]}), &hs).unwrap();
         assert_eq!(ok.kids(), ["s1"]);
+        // Published sets skip what the issuer cannot use, and keep the rest.
+        let published = json!({"keys":[
+            {"kty":"oct","kid":"enc","use":"enc","k":"AA"},
+            {"kty":"oct","k":"AA"},
+            secret,
+            secret,
+        ]});
+        let (keys, skipped) = KeySet::parse_published(&published, &hs).unwrap();
+        assert_eq!(keys.kids(), ["s1"]);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(KeySet::parse_published(&json!({"keys":[broken_rsa]}), &rs).is_err());
         let twice = json!({"keys":[secret, secret]});
         assert_eq!(
             KeySet::parse(&twice, &hs).unwrap_err(),

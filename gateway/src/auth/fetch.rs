@@ -103,7 +103,8 @@ struct Turn {
     last_try: Option<Instant>,
     /// The last fetch caused by an unknown key id.
     last_early: Option<Instant>,
-    last_raw: Option<serde_json::Value>,
+    /// The last set stored, and the algorithms it was parsed for.
+    last_raw: Option<(serde_json::Value, Vec<String>)>,
 }
 
 /// Fetches the sets of every issuer with a `jwks_uri`.
@@ -167,12 +168,13 @@ impl Fetcher {
             turn.last_try = Some(now);
             match fetch(&self.client, uri, spec).await {
                 Ok((raw, keys)) => {
-                    let same = turn.last_raw.as_ref() == Some(&raw);
+                    let parsed = (raw, spec.algs.clone());
+                    let same = turn.last_raw.as_ref() == Some(&parsed);
                     if fetched.store(name, uri, keys, same) {
                         tracing::info!(issuer = %name, uri = %uri, "JWK set fetched");
                         changed = true;
                     }
-                    turn.last_raw = Some(raw);
+                    turn.last_raw = Some(parsed);
                 }
                 Err(e) => {
                     tracing::warn!(issuer = %name, uri = %uri, error = %e, "JWK set fetch failed; the last good set stays");
@@ -210,7 +212,10 @@ async fn fetch(
     }
     let raw: serde_json::Value = serde_json::from_slice(&body)?;
     let algs = jwks::algorithms(&spec.algs, spec.shared_secret)?;
-    let keys = KeySet::parse(&raw, &algs)?;
+    let (keys, skipped) = KeySet::parse_published(&raw, &algs)?;
+    if !skipped.is_empty() {
+        tracing::debug!(uri = %uri, ?skipped, "JWK set: keys this issuer cannot use skipped");
+    }
     Ok((raw, keys))
 }
 
