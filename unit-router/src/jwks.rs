@@ -147,13 +147,14 @@ impl KeySet {
                 continue;
             }
             match key_of(i, jwk, algs, symmetric) {
-                Ok((kid, key)) => {
-                    if keys.contains_key(&kid) {
-                        skipped.push(format!("keys[{i}]: kid {kid:?} appears twice"));
-                    } else {
-                        keys.insert(kid, key);
+                Ok((kid, key)) => match keys.entry(kid) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        skipped.push(format!("keys[{i}]: kid {:?} appears twice", e.key()));
                     }
-                }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(key);
+                    }
+                },
                 Err(e) => {
                     skipped.push(format!("keys[{i}]: {e}"));
                     last_error = Some(e);
