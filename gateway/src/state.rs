@@ -139,6 +139,32 @@ impl Shared {
         m.relists.set(st.compaction_relists as i64);
     }
 
+    /// Copy each (unit, service)'s breaker ratio and concurrency limit
+    /// into the metrics (when metrics are scraped).
+    pub fn mirror_guards(&self) {
+        let Some(plane) = self.plane.load_full() else {
+            return;
+        };
+        let topo = &plane.snap.topology;
+        let m = &self.metrics.resilience;
+        for (u, s, pool) in plane.pools.iter() {
+            let labels = [
+                topo.unit(u).name.as_str(),
+                topo.services[s.index()].as_str(),
+            ];
+            let r = &pool.resilience;
+            let w = pool.guard.breaker.window(&r.breaker);
+            m.drop_ratio.with_label_values(&labels).set(w.drop_ratio);
+            if r.limiter.enabled {
+                let l = &pool.guard.limit;
+                m.limit.with_label_values(&labels).set(l.limit());
+                m.inflight
+                    .with_label_values(&labels)
+                    .set(i64::from(l.inflight()));
+            }
+        }
+    }
+
     /// Rebuild the issuers of the plane in force (a fetched JWK set changed).
     pub fn refresh_auth_now(&self) {
         if let Some(p) = self.plane.load_full() {

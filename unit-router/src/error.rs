@@ -7,7 +7,7 @@ use thiserror::Error;
 pub enum TopologyError {
     #[error("{key}: invalid JSON value: {message}")]
     InvalidJson { key: String, message: String },
-    #[error("{key}: unknown key (expected cluster, regions/, datacenters/, units/, shardmap, routes/, drain/dc/, drain/unit/, auth/issuers/, quotas/, gateways/ or instances/)")]
+    #[error("{key}: unknown key (expected cluster, regions/, datacenters/, units/, shardmap, routes/, services/, drain/dc/, drain/unit/, auth/issuers/, quotas/, gateways/ or instances/)")]
     UnknownKey { key: String },
     #[error("{key}: required key is missing")]
     MissingKey { key: String },

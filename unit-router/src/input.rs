@@ -31,6 +31,9 @@ pub enum InputError {
     /// The body's framing could be read two ways: `Transfer-Encoding` with
     /// `Content-Length`, or a transfer coding other than a single `chunked`.
     AmbiguousFraming,
+    /// `grpc-timeout` or `x-request-timeout-ms` does not parse, or is sent
+    /// twice.
+    BadTimeout,
 }
 
 impl InputError {
@@ -50,6 +53,9 @@ impl InputError {
             }
             InputError::AmbiguousFraming => {
                 "the request framing is ambiguous: Transfer-Encoding must be a single 'chunked' and comes without Content-Length"
+            }
+            InputError::BadTimeout => {
+                "the request's timeout is malformed or repeated (grpc-timeout: 1-8 digits and one of H M S m u n; x-request-timeout-ms: milliseconds)"
             }
             InputError::BadCharacter => {
                 "the path has a backslash, a ';', a control character or bytes that are not UTF-8"

@@ -20,6 +20,7 @@ pub mod input;
 pub mod jwks;
 pub mod keys;
 pub mod reason;
+pub mod resilience;
 pub mod routes;
 pub mod shard;
 pub mod spec;

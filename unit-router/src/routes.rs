@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{RouteId, ServiceId};
+use crate::resilience::Criticality;
 use crate::spec::{AuthMode, ListenerScope, Policy};
 
 /// The listener a request arrived on.
@@ -45,8 +46,16 @@ pub struct Route {
     pub listener: ListenerScope,
     /// Request body limit; `None`: the gateway's default.
     pub max_body_bytes: Option<u64>,
-    /// Total time across attempts; `None`: the gateway's default.
+    /// Total time across attempts (the route's, else its service's);
+    /// `None`: the gateway's default.
     pub timeout_ms: Option<u64>,
+    /// Upstream statuses retried elsewhere (the route's, else its
+    /// service's), sorted.
+    pub retry_on: Vec<u16>,
+    /// A request with an `Idempotency-Key` may be sent again whatever its
+    /// method.
+    pub retry_with_idempotency_key: bool,
+    pub criticality: Criticality,
 }
 
 impl Route {
@@ -283,6 +292,9 @@ mod tests {
             quotas: Vec::new(),
             max_body_bytes: None,
             timeout_ms: None,
+            retry_on: vec![502, 503, 504],
+            retry_with_idempotency_key: false,
+            criticality: Criticality::Default,
             listener: l,
         }
     }

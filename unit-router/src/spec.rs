@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::resilience::{BreakerSpec, Criticality, LimiterSpec, ResilienceSpec};
+
 /// `cluster`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     #[serde(default = "default_shards")]
@@ -21,6 +23,10 @@ pub struct ClusterSpec {
     pub token_ttl_s: u64,
     #[serde(default = "default_max_hops")]
     pub max_hops: u8,
+    /// Defaults of every service's resilience settings (`services/<name>`
+    /// overrides them field by field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<ResilienceSpec>,
 }
 
 fn default_shards() -> u32 {
@@ -179,9 +185,25 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// Total time of a request across all its attempts (504 after it);
-    /// none: the gateway's `request_timeout_ms`.
+    /// none: the service's `timeout_ms`, else the gateway's
+    /// `request_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Upstream statuses after which an idempotent request is tried again
+    /// elsewhere; none: the service's `retry_on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<u16>>,
+    /// A non-idempotent request that carries an `Idempotency-Key` header
+    /// may be sent again too (the units must honour the key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_with_idempotency_key: bool,
+    /// Which requests a service sheds first when overloaded.
+    #[serde(default, skip_serializing_if = "is_default_criticality")]
+    pub criticality: Criticality,
+}
+
+fn is_default_criticality(c: &Criticality) -> bool {
+    *c == Criticality::Default
 }
 
 fn default_prefix() -> String {

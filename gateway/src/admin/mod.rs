@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use unit_router::{ServiceId, UnitId};
 
 use crate::state::Shared;
+use crate::upstream::pool::Pool;
 
 /// The admin HTTP app.
 pub struct Admin {
@@ -75,12 +76,15 @@ impl Admin {
                         .iter()
                         .map(|e| {
                             json!({"addr": e.addr.to_string(), "healthy": e.is_healthy(), "ejected": e.is_ejected(),
-                                   "inflight": e.inflight(), "ewma_us": e.ewma_us()})
+                                   "inflight": e.inflight(), "ewma_us": e.ewma_us(),
+                                   "weight": e.weight(pool.resilience.slow_start_ms)})
                         })
                         .collect();
                     services.insert(
                         name.clone(),
-                        json!({"healthy": pool.any_healthy(), "endpoints": eps}),
+                        json!({"healthy": pool.any_healthy(), "endpoints": eps,
+                               "breaker": breaker_status(pool),
+                               "limiter": limiter_status(pool)}),
                     );
                 }
                 units.push(json!({
@@ -152,6 +156,7 @@ impl ServeHttp for Admin {
             "/status" => json_reply(200, &self.status()),
             "/metrics" => {
                 self.shared.mirror_config_status();
+                self.shared.mirror_guards();
                 reply(
                     200,
                     "text/plain; version=0.0.4",
@@ -167,4 +172,39 @@ impl ServeHttp for Admin {
             },
         }
     }
+}
+
+/// A (unit, service) breaker: `closed` while it refuses nothing, `open`
+/// while it refuses a share of requests (`drop_ratio`).
+fn breaker_status(pool: &Pool) -> Value {
+    let s = &pool.resilience.breaker;
+    if !s.enabled {
+        return json!({"state": "disabled"});
+    }
+    let w = pool.guard.breaker.window(s);
+    json!({
+        "state": if w.drop_ratio > 0.0 { "open" } else { "closed" },
+        "drop_ratio": w.drop_ratio,
+        "requests": w.requests,
+        "accepts": w.accepts,
+        "refused_total": pool.guard.breaker.refused_total(),
+    })
+}
+
+/// A (unit, service) concurrency limit and its queue.
+fn limiter_status(pool: &Pool) -> Value {
+    let s = &pool.resilience.limiter;
+    if !s.enabled {
+        return json!({"enabled": false});
+    }
+    let l = &pool.guard.limit;
+    let (full, waited) = l.shed_counts();
+    json!({
+        "enabled": true,
+        "limit": l.limit(),
+        "inflight": l.inflight(),
+        "queued": l.queued(),
+        "min_rtt_us": l.min_rtt().map(|d| d.as_micros() as u64),
+        "shed_total": {"limit": full, "queue_timeout": waited},
+    })
 }

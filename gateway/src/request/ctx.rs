@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use unit_router::{Decision, Listener};
 
+use pingora::http::ResponseHeader;
+
 use crate::quota::gate::Limits;
+use crate::request::deadline;
 use crate::request::facts::RequestFacts;
 use crate::request::respond::GwError;
 use crate::state::Plane;
@@ -39,6 +42,17 @@ pub struct Ctx {
     /// The route's quota fields for the answer (`RateLimit-Policy`,
     /// `RateLimit`).
     pub limits: Option<Limits>,
+    /// The request's uniform draw in `[0, 1)` against the breakers.
+    pub draw: f64,
+    /// The header the client's deadline came in, forwarded the same way.
+    pub deadline_source: Option<deadline::Source>,
+    /// The last real upstream answer that was not passed on because the
+    /// request was tried again: the answer if every later attempt fails
+    /// without one (a real answer beats a gateway error).
+    pub held: Option<Box<ResponseHeader>>,
+    /// The current attempt's answer was turned into a retry (its status is
+    /// retryable): the error that follows is that retry.
+    pub status_retry: bool,
 }
 
 impl Ctx {
@@ -57,6 +71,10 @@ impl Ctx {
             error: None,
             last_failure: None,
             limits: None,
+            draw: rand::random(),
+            deadline_source: None,
+            held: None,
+            status_retry: false,
         }
     }
 

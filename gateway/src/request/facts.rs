@@ -12,6 +12,8 @@ use pingora::proxy::Session;
 use unit_router::{Dye, Facts, Listener, RouteId, RouteToken, UnitId};
 use unitgate_geo::{GeoLookup, Location};
 
+use unit_router::resilience::Criticality;
+
 use crate::auth::jwt::Identity;
 use crate::request::{headers, token_cache};
 use crate::state::{Plane, Shared};
@@ -33,6 +35,8 @@ pub struct RequestFacts {
     pub route: Option<RouteId>,
     /// The identity of a verified JWT (routes with auth).
     pub identity: Option<Arc<Identity>>,
+    /// `x-unit-criticality` of a trusted caller on the internal listener.
+    pub criticality: Option<Criticality>,
 }
 
 /// Unix seconds now.
@@ -65,6 +69,14 @@ impl RequestFacts {
             Listener::Public => (verified_token(shared, req, now), None),
             Listener::Internal => (None, verified_dye(shared, req, plane, now)),
         };
+        // Internal callers only: on the public listener it is stripped unread.
+        let criticality = match listener {
+            Listener::Public => None,
+            Listener::Internal => req
+                .headers
+                .get("x-unit-criticality")
+                .and_then(|v| Criticality::parse(v.to_str().ok()?)),
+        };
         RequestFacts {
             now,
             client_ip,
@@ -74,6 +86,7 @@ impl RequestFacts {
             dye,
             route: None,
             identity: None,
+            criticality,
         }
     }
 

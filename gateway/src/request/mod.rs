@@ -5,6 +5,7 @@
 //! ([`locate`]) and the gateway's own error answers ([`respond`]).
 
 pub mod ctx;
+pub mod deadline;
 pub mod facts;
 pub mod headers;
 pub mod locate;

@@ -5,7 +5,7 @@
 //! the decision ([`crate::request::render`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,9 +14,10 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use pingora_prometheus::prometheus::Histogram;
+use unit_router::resilience::Criticality;
 use unit_router::routes::Route;
 use unit_router::spec::AuthMode;
-use unit_router::{decide, decide_route, Decision, Listener, RouteError};
+use unit_router::{decide, decide_route, Decision, Listener, RouteError, UnitId};
 
 use crate::auth::gate::Refusal;
 use crate::listen::head::HeadGuard;
@@ -24,10 +25,12 @@ use crate::quota::gate::{Caller, UserKey};
 use crate::request::ctx::Ctx;
 use crate::request::facts::RequestFacts;
 use crate::request::respond::{respond, GwError};
-use crate::request::{headers, locate, render};
+use crate::request::{deadline, headers, locate, render};
 use crate::state::{Plane, Shared};
 use crate::upstream::attempt::Outcome;
+use crate::upstream::limiter::{Shed, Slot};
 use crate::upstream::peer::http_peer;
+use crate::upstream::pool::{Guarded, Pool};
 
 /// One listener's proxy logic.
 pub struct UnitProxy {
@@ -47,13 +50,148 @@ impl UnitProxy {
 
     /// Ask the router, with the units already tried excluded.
     fn route(&self, req: &RequestHeader, ctx: &Ctx, plane: &Plane) -> Result<Decision, RouteError> {
-        let f = ctx
-            .facts
-            .for_router(self.listener, req, plane, &ctx.attempts.tried_units);
+        self.route_excluding(req, ctx, plane, &ctx.attempts.tried_units)
+    }
+
+    /// Ask the router with the units in `exclude` excluded. A unit's
+    /// service counts as healthy when an endpoint is and its breaker lets
+    /// this request through.
+    fn route_excluding(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        plane: &Plane,
+        exclude: &[UnitId],
+    ) -> Result<Decision, RouteError> {
+        let f = ctx.facts.for_router(self.listener, req, plane, exclude);
+        let health = Guarded {
+            pools: &plane.pools,
+            draw: ctx.draw,
+        };
         match ctx.facts.route {
-            Some(r) => decide_route(&plane.snap.topology, r, &f, &plane.pools),
-            None => decide(&plane.snap.topology, &f, &plane.pools),
+            Some(r) => decide_route(&plane.snap.topology, r, &f, &health),
+            None => decide(&plane.snap.topology, &f, &health),
         }
+    }
+
+    /// A request sent away from home because home's breaker refused it
+    /// counts as refused there (the breaker's `requests`).
+    fn count_throttled(&self, ctx: &Ctx, d: &Decision, plane: &Plane) {
+        if d.target == d.home {
+            return;
+        }
+        let health = Guarded {
+            pools: &plane.pools,
+            draw: ctx.draw,
+        };
+        if !health.throttled(d.home, d.service) {
+            return;
+        }
+        if let Some(pool) = plane.pools.get(d.home, d.service) {
+            pool.guard.breaker.refused(&pool.resilience.breaker);
+            let topo = &plane.snap.topology;
+            self.shared
+                .metrics
+                .resilience
+                .breaker_refused
+                .with_label_values(&[
+                    topo.unit(d.home).name.as_str(),
+                    topo.services[d.service.index()].as_str(),
+                ])
+                .inc();
+        }
+    }
+
+    /// How much this request matters if its service must shed: a trusted
+    /// internal caller's `x-unit-criticality`, else the route's; one level
+    /// up when the request is shuttled (dyed, or sent away from home).
+    fn criticality(&self, ctx: &Ctx, plane: &Plane) -> Criticality {
+        let Some(d) = ctx.decision else {
+            return Criticality::Default;
+        };
+        let route = plane.snap.topology.routes.get(d.route);
+        let base = ctx.facts.criticality.unwrap_or(route.criticality);
+        if ctx.facts.dye.is_some() || d.reason.is_shuttle() {
+            base.raised()
+        } else {
+            base
+        }
+    }
+
+    /// A slot of the (unit, service) concurrency limit, when the service
+    /// has one: at once, after a short wait in its queue, or shed.
+    async fn take_slot(
+        &self,
+        pool: &Arc<Pool>,
+        ctx: &Ctx,
+        plane: &Plane,
+        left: Duration,
+    ) -> Result<Option<Slot>, Shed> {
+        let settings = pool.resilience.limiter;
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let c = self.criticality(ctx, plane);
+        pool.guard.limit.acquire(c, &settings, left).await?;
+        Ok(Some(Slot {
+            limit: pool.guard.limit.clone(),
+            settings,
+            started: Instant::now(),
+        }))
+    }
+
+    /// Whether the request may be sent once more after bytes of it reached
+    /// an upstream: an idempotent method, or an `Idempotency-Key` on a
+    /// route that opts in; and the whole body still buffered.
+    fn may_send_again(&self, session: &Session, ctx: &Ctx) -> bool {
+        let req = session.req_header();
+        let keyed = || {
+            ctx.plane.as_ref().zip(ctx.decision).is_some_and(|(p, d)| {
+                p.snap
+                    .topology
+                    .routes
+                    .get(d.route)
+                    .retry_with_idempotency_key
+            }) && req.headers.contains_key(IDEMPOTENCY_KEY)
+        };
+        (req.method.is_idempotent() || keyed()) && !session.as_ref().retry_buffer_truncated()
+    }
+
+    /// Whether another attempt has somewhere to go: another endpoint of
+    /// this unit, or another unit by the failover order.
+    fn has_next_target(&self, session: &Session, ctx: &Ctx) -> bool {
+        let (Some(plane), Some(d)) = (ctx.plane.as_ref(), ctx.decision) else {
+            return false;
+        };
+        let current = ctx.attempts.current_endpoint();
+        let tried = &ctx.attempts.tried_endpoints;
+        if let Some(pool) = plane.pools.get(d.target, d.service) {
+            let other = pool
+                .endpoints
+                .iter()
+                .any(|e| e.is_healthy() && Some(e.addr) != current && !tried.contains(&e.addr));
+            if other {
+                return true;
+            }
+        }
+        let mut exclude = ctx.attempts.tried_units.clone();
+        exclude.push(d.target);
+        self.route_excluding(session.req_header(), ctx, plane, &exclude)
+            .is_ok()
+    }
+
+    /// Whether the upstream's answer `status` is to be replaced by another
+    /// attempt: retryable for the route, the request may be sent again,
+    /// there is somewhere else to send it, and the caps and budget allow.
+    fn retry_status(&self, session: &Session, ctx: &Ctx, status: u16) -> bool {
+        let (Some(plane), Some(d)) = (ctx.plane.as_ref(), ctx.decision) else {
+            return false;
+        };
+        let route = plane.snap.topology.routes.get(d.route);
+        route.retry_on.binary_search(&status).is_ok()
+            && self.may_send_again(session, ctx)
+            && self.has_next_target(session, ctx)
+            && self.may_retry(ctx, "status")
     }
 
     /// Whether the route admits the request: its auth (the verified
@@ -123,9 +261,10 @@ impl UnitProxy {
         }
     }
 
-    /// Close the current attempt's bookkeeping.
-    fn end_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
-        if ctx.attempts.end(outcome, &self.shared.policy) {
+    /// Close the current attempt's bookkeeping (`answered`: the upstream
+    /// answered or timed out, rather than refusing the connection).
+    fn end_attempt(&self, ctx: &mut Ctx, outcome: Outcome, answered: bool) {
+        if ctx.attempts.end(outcome, &self.shared.policy, answered) {
             self.shared
                 .metrics
                 .attempts
@@ -152,7 +291,7 @@ impl UnitProxy {
     /// End the attempt without blaming the upstream: `err` is the answer,
     /// and there is no retry.
     fn cancel_attempt(&self, ctx: &mut Ctx, err: GwError, mut e: Box<Error>) -> Box<Error> {
-        self.end_attempt(ctx, Outcome::Cancelled);
+        self.end_attempt(ctx, Outcome::Cancelled, false);
         ctx.error = Some(err);
         e.set_retry(false);
         e
@@ -174,9 +313,10 @@ impl UnitProxy {
         true
     }
 
-    /// The routed request's limits: its deadline and body limit, from the
-    /// route or the gateway's defaults. A declared body over the limit is
-    /// refused before a byte of it is read.
+    /// The routed request's limits: its deadline (the route's, else its
+    /// service's, else the gateway's; shortened by the client's own) and
+    /// body limit, from the route or the gateway's defaults. A declared
+    /// body over the limit is refused before a byte of it is read.
     fn limits(
         &self,
         ctx: &mut Ctx,
@@ -186,8 +326,18 @@ impl UnitProxy {
     ) -> Result<(), GwError> {
         let route = plane.snap.topology.routes.get(d.route);
         let cfg = &self.shared.cfg;
-        let timeout = route.timeout_ms.unwrap_or(cfg.request_timeout_ms);
-        ctx.deadline = Some(ctx.started + Duration::from_millis(timeout));
+        let mut total = Duration::from_millis(route.timeout_ms.unwrap_or(cfg.request_timeout_ms));
+        match deadline::of_request(req) {
+            Ok(Some((asked, source))) => {
+                total = total.min(asked);
+                ctx.deadline_source = Some(source);
+            }
+            Ok(None) => {}
+            Err(deadline::BadTimeout) => {
+                return Err(GwError::BadRequest(unit_router::InputError::BadTimeout))
+            }
+        }
+        ctx.deadline = Some(ctx.started + total);
         ctx.body_limit = route.max_body_bytes.unwrap_or(cfg.max_body_bytes);
         let declared = req
             .headers
@@ -216,6 +366,50 @@ impl UnitProxy {
         Ok(())
     }
 
+    /// The request is shed by the (unit, service) limit: 503 `overloaded`
+    /// with `Retry-After`, at once, and no other unit is tried (moving load
+    /// off an overloaded unit onto the next would spread the overload).
+    fn shed(&self, ctx: &mut Ctx, plane: &Plane, d: &Decision, why: Shed) -> Box<Error> {
+        let topo = &plane.snap.topology;
+        self.shared
+            .metrics
+            .resilience
+            .shed
+            .with_label_values(&[
+                topo.unit(d.target).name.as_str(),
+                topo.services[d.service.index()].as_str(),
+                why.label(),
+            ])
+            .inc();
+        ctx.error = Some(GwError::Overloaded);
+        Error::explain(ErrorType::HTTPStatus(503), "shed by the concurrency limit")
+    }
+
+    /// Answer with a held upstream answer: its status and headers (framing
+    /// replaced), an empty body, the gateway's own headers. Its status, or
+    /// 0 when the client is gone.
+    async fn answer_held(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut h: ResponseHeader,
+    ) -> u16 {
+        h.remove_header(&http::header::TRANSFER_ENCODING);
+        h.remove_header(&http::header::CONTENT_LENGTH);
+        let status = h.status.as_u16();
+        let written = async {
+            h.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            render::response(&self.shared, ctx, &mut h)?;
+            session.set_keepalive(None);
+            session.write_response_header(Box::new(h), false).await?;
+            session.write_response_body(Some(Bytes::new()), true).await
+        };
+        match written.await {
+            Ok(()) => status,
+            Err(_) => 0,
+        }
+    }
+
     /// Answer `err` from the gateway itself; the request ends there.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, err: GwError) -> Result<bool> {
         // Recorded first: logged and counted even if the client is gone.
@@ -233,6 +427,22 @@ impl UnitProxy {
         Ok(true)
     }
 }
+
+/// A failure to get an answer from upstreams (as opposed to the client's
+/// fault or a refusal of the gateway's own).
+fn upstream_failure(e: &GwError) -> bool {
+    matches!(
+        e,
+        GwError::NoUnit
+            | GwError::Deadline
+            | GwError::UpstreamUnavailable
+            | GwError::UpstreamTimeout
+            | GwError::UpstreamError
+    )
+}
+
+/// The request header that opts a non-idempotent request into retries.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn gw_error(e: RouteError) -> GwError {
     match e {
@@ -389,6 +599,7 @@ impl ProxyHttp for UnitProxy {
         let routed = self.route(req, ctx, &plane);
         let err = match routed {
             Ok(d) => {
+                self.count_throttled(ctx, &d, &plane);
                 let limits = self.limits(ctx, req, &d, &plane);
                 ctx.decision = Some(d);
                 ctx.plane = Some(plane);
@@ -425,8 +636,15 @@ impl ProxyHttp for UnitProxy {
             let Some(d) = ctx.decision else { break };
             if let Some(pool) = plane.pools.get(d.target, d.service) {
                 if let Some(ep) = pool.pick(&ctx.attempts.tried_endpoints) {
+                    let slot = match self.take_slot(pool, ctx, &plane, left).await {
+                        Ok(slot) => slot,
+                        Err(shed) => return Err(self.shed(ctx, &plane, &d, shed)),
+                    };
+                    // A wait in the queue used some of the time.
+                    let left = ctx.time_left().unwrap_or(Duration::MAX);
                     let peer = http_peer(ep.addr, &pool.settings, left);
-                    ctx.attempts.begin(ep);
+                    ctx.upstream_status = None;
+                    ctx.attempts.begin(ep, pool.clone(), slot);
                     return Ok(Box::new(peer));
                 }
             }
@@ -496,7 +714,18 @@ impl ProxyHttp for UnitProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.upstream_status = Some(resp.status.as_u16());
+        let status = resp.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if status >= 500 && self.retry_status(session, ctx, status) {
+            // Not passed on: the request goes elsewhere. The answer is kept
+            // in case no later attempt gets a real one.
+            ctx.held = Some(Box::new(resp.clone()));
+            ctx.status_retry = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "retryable upstream status",
+            ));
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // Upgraded (WebSocket): the client may stay quiet as long as an
             // idle keep-alive connection may, not just a body's read timeout.
@@ -526,7 +755,7 @@ impl ProxyHttp for UnitProxy {
             return self.cancel_attempt(ctx, err, e);
         }
         // Nothing reached the upstream: any method may be retried.
-        self.end_attempt(ctx, Outcome::Failed);
+        self.end_attempt(ctx, Outcome::Failed, false);
         ctx.last_failure = Some(proxy_error(&e));
         let retry = self.may_retry(ctx, "connect");
         e.set_retry(retry);
@@ -542,10 +771,18 @@ impl ProxyHttp for UnitProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if std::mem::take(&mut ctx.status_retry) {
+            // The upstream answered a retryable status: already cleared for
+            // another attempt (`retry_status`).
+            self.end_attempt(ctx, Outcome::Failed, true);
+            ctx.last_failure = None;
+            e.set_retry(true);
+            return e;
+        }
         if client_fault(ctx, &e) {
             // The client went away or sent garbage: not the upstream's fault,
             // and nobody is left to answer.
-            self.end_attempt(ctx, Outcome::ClientGone);
+            self.end_attempt(ctx, Outcome::ClientGone, false);
             e.set_retry(false);
             return e;
         }
@@ -557,13 +794,12 @@ impl ProxyHttp for UnitProxy {
             // timed out: the client stopped sending, not the upstream's fault.
             return self.cancel_attempt(ctx, GwError::RequestTimeout, e);
         }
-        self.end_attempt(ctx, Outcome::Failed);
+        self.end_attempt(ctx, Outcome::Failed, true);
         ctx.last_failure = Some(proxy_error(&e));
-        // Bytes may have reached the upstream: only idempotent methods are
-        // sent again, and only with the whole body still buffered.
-        let idempotent = session.req_header().method.is_idempotent();
-        let retry = idempotent
-            && !session.as_ref().retry_buffer_truncated()
+        // Bytes may have reached the upstream: only idempotent methods (or
+        // keyed ones where the route opts in) are sent again, and only with
+        // the whole body still buffered.
+        let retry = self.may_send_again(session, ctx)
             && ctx.upstream_status.is_none()
             && self.may_retry(ctx, "transport");
         e.set_retry(retry);
@@ -584,6 +820,10 @@ impl ProxyHttp for UnitProxy {
         // Nobody to answer, or the answer already started: nothing to send.
         let code = if err == GwError::ClientClosed || session.response_written().is_some() {
             0
+        } else if let Some(held) = ctx.held.take().filter(|_| upstream_failure(&err)) {
+            // An upstream answered before the later attempts failed without
+            // an answer: its status and headers beat the gateway's error.
+            self.answer_held(session, ctx, *held).await
         } else {
             let _ = respond(session, &err).await;
             if matches!(err, GwError::PayloadTooLarge | GwError::RequestTimeout) {
@@ -609,13 +849,14 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let answered = ctx.upstream_status.is_some();
         let outcome = match e {
             Some(e) if client_fault(ctx, e) => Outcome::ClientGone,
             Some(_) => Outcome::Failed,
             None if ctx.upstream_status.is_some_and(|s| s >= 500) => Outcome::Failed,
             None => Outcome::Ok,
         };
-        self.end_attempt(ctx, outcome);
+        self.end_attempt(ctx, outcome, answered);
         // A client gone before the answer is 499 (nginx's convention).
         let client_gone = matches!(e, Some(e) if *e.esource() == ErrorSource::Downstream);
         let status = session

@@ -1,5 +1,5 @@
-//! Rendering the decision onto the wire: the upstream request's dye and
-//! forwarding headers, and the response's `x-unit-served-by`, routing cookie
+//! Rendering the decision onto the wire: the upstream request's dye,
+//! forwarding and deadline headers, and the response's `x-unit-served-by`, routing cookie
 //! and GSLB hint. Everything is read off the final decision; nothing is
 //! decided here.
 
@@ -8,7 +8,7 @@ use pingora::Result;
 use unit_router::{hint_value, token, Affinity, RouteToken, Topology};
 
 use crate::request::ctx::Ctx;
-use crate::request::headers;
+use crate::request::{deadline, headers};
 use crate::state::Shared;
 
 /// Dye, forwarding and verified-identity headers of the upstream request.
@@ -38,6 +38,13 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
     }
     if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
         up.insert_header("x-forwarded-proto", "http")?;
+    }
+    // What is left of the request's time, for the unit to pass on.
+    if let Some(left) = ctx.time_left() {
+        up.insert_header(deadline::X_REQUEST_TIMEOUT_MS, deadline::millis_value(left))?;
+        if ctx.deadline_source == Some(deadline::Source::Grpc) {
+            up.insert_header(deadline::GRPC_TIMEOUT, deadline::grpc_value(left))?;
+        }
     }
     if let Some(id) = &ctx.facts.identity {
         up.insert_header(headers::X_AUTH_USER, id.user.as_str())?;

@@ -43,6 +43,8 @@ pub enum GwError {
     Forbidden,
     /// A quota is exceeded (429).
     TooManyRequests(Exceeded),
+    /// The service's concurrency limit shed the request (503).
+    Overloaded,
 }
 
 impl GwError {
@@ -60,7 +62,7 @@ impl GwError {
             GwError::PayloadTooLarge => 413,
             GwError::Deadline => 504,
             GwError::UpstreamUnavailable | GwError::UpstreamError => 502,
-            GwError::NotReady | GwError::NoUnit | GwError::HopLimit => 503,
+            GwError::NotReady | GwError::NoUnit | GwError::HopLimit | GwError::Overloaded => 503,
             GwError::UpstreamTimeout => 504,
             GwError::Internal => 500,
         }
@@ -75,6 +77,7 @@ impl GwError {
                 | GwError::TokenInvalid(_)
                 | GwError::Forbidden
                 | GwError::TooManyRequests(_)
+                | GwError::Overloaded
         )
     }
 
@@ -100,6 +103,7 @@ impl GwError {
             GwError::UpstreamTimeout => "upstream_timeout",
             GwError::UpstreamError => "upstream_error",
             GwError::Internal => "internal_error",
+            GwError::Overloaded => "overloaded",
         }
     }
 
@@ -129,6 +133,7 @@ impl GwError {
                 "the upstream service sent a malformed answer or broke the connection"
             }
             GwError::Internal => "internal error",
+            GwError::Overloaded => "the service is overloaded; retry after a moment",
         }
     }
 }
@@ -178,7 +183,7 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
     match err {
-        GwError::NotReady => h.insert_header("retry-after", "1")?,
+        GwError::NotReady | GwError::Overloaded => h.insert_header("retry-after", "1")?,
         GwError::MethodNotAllowed(allow) => h.insert_header("allow", allow.as_str())?,
         GwError::TooManyRequests(x) => {
             h.insert_header("retry-after", x.retry_after_s.to_string())?;

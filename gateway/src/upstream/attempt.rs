@@ -1,5 +1,6 @@
 //! One request's upstream attempts: which units and endpoints were tried,
-//! the attempt in flight and how each ended (feeding passive health).
+//! the attempt in flight and how each ended (feeding passive health, the
+//! (unit, service) breaker and its concurrency limit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::time::Instant;
 
 use unit_router::UnitId;
 
-use crate::upstream::pool::{EjectPolicy, Endpoint};
+use crate::upstream::limiter::Slot;
+use crate::upstream::pool::{EjectPolicy, Endpoint, Pool};
 
 /// How an upstream attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,31 +44,66 @@ pub struct Attempts {
     pub tried_units: Vec<UnitId>,
     /// Endpoints that failed, skipped by the next pick.
     pub tried_endpoints: Vec<SocketAddr>,
-    current: Option<(Arc<Endpoint>, Instant)>,
+    current: Option<Current>,
     /// Attempts started.
     pub count: u8,
 }
 
+/// The attempt in flight.
+#[derive(Debug)]
+struct Current {
+    ep: Arc<Endpoint>,
+    pool: Arc<Pool>,
+    started: Instant,
+    /// Its slot of the (unit, service) concurrency limit, if limited.
+    slot: Option<Slot>,
+}
+
 impl Attempts {
-    /// An attempt to `ep` starts.
-    pub fn begin(&mut self, ep: Arc<Endpoint>) {
+    /// An attempt to `ep` of `pool` starts, holding `slot`.
+    pub fn begin(&mut self, ep: Arc<Endpoint>, pool: Arc<Pool>, slot: Option<Slot>) {
         ep.begin();
-        self.current = Some((ep, Instant::now()));
+        self.current = Some(Current {
+            ep,
+            pool,
+            started: Instant::now(),
+            slot,
+        });
         self.count += 1;
     }
 
-    /// The attempt in flight ended with `outcome`; false if none was in flight.
-    pub fn end(&mut self, outcome: Outcome, policy: &EjectPolicy) -> bool {
-        let Some((ep, t0)) = self.current.take() else {
+    /// The endpoint of the attempt in flight.
+    pub fn current_endpoint(&self) -> Option<SocketAddr> {
+        self.current.as_ref().map(|c| c.ep.addr)
+    }
+
+    /// The attempt in flight ended with `outcome`; false if none was in
+    /// flight. `answered`: the upstream answered or timed out (its latency
+    /// says something about its load), as opposed to a refused connection.
+    pub fn end(&mut self, outcome: Outcome, policy: &EjectPolicy, answered: bool) -> bool {
+        let Some(c) = self.current.take() else {
             return false;
         };
-        match outcome {
-            Outcome::Ok => ep.end(t0.elapsed(), true, policy),
-            Outcome::Failed => {
-                ep.end(t0.elapsed(), false, policy);
-                self.tried_endpoints.push(ep.addr);
+        let breaker = (&c.pool.guard.breaker, &c.pool.resilience.breaker);
+        let sample = match outcome {
+            Outcome::Ok => {
+                c.ep.end(c.started.elapsed(), true, policy);
+                breaker.0.record(true, breaker.1);
+                true
             }
-            Outcome::ClientGone | Outcome::Cancelled => ep.cancel(),
+            Outcome::Failed => {
+                c.ep.end(c.started.elapsed(), false, policy);
+                breaker.0.record(false, breaker.1);
+                self.tried_endpoints.push(c.ep.addr);
+                answered
+            }
+            Outcome::ClientGone | Outcome::Cancelled => {
+                c.ep.cancel();
+                false
+            }
+        };
+        if let Some(slot) = c.slot {
+            slot.release(sample);
         }
         true
     }

@@ -2,6 +2,10 @@
 //! scored by EWMA latency x (in-flight + 1) (Finagle/Kratos p2c-ewma), with
 //! passive health (consecutive failures or a high error rate eject an
 //! endpoint with exponential backoff) and the verdict of active checks.
+//! An endpoint that is new, or back from ejection or a failed check, warms
+//! up: its weight grows linearly over the service's `slow_start_ms` (from
+//! 10 %), and p2c compares score / weight, so it gets a ramp of traffic
+//! instead of its full share at once.
 //!
 //! Endpoint state outlives snapshots: a new topology reuses the state of
 //! every (unit, service, address) it still has.
@@ -13,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+use crate::upstream::guard::Guard;
+use unit_router::resilience::Resilience;
 use unit_router::topology::UnitService;
 use unit_router::{HealthView, ServiceId, Topology, UnitId};
 
@@ -58,6 +65,9 @@ pub struct Endpoint {
     window_start_ms: AtomicU64,
     window_requests: AtomicU32,
     window_errors: AtomicU32,
+    /// Since when the endpoint warms up (new, or back from ejection or a
+    /// failed active check), ms since `origin`.
+    warm_from_ms: AtomicU64,
     /// Monotonic origin of this endpoint's millisecond timers.
     origin: Instant,
 }
@@ -75,6 +85,7 @@ impl Endpoint {
             window_start_ms: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
             window_errors: AtomicU32::new(0),
+            warm_from_ms: AtomicU64::new(origin.elapsed().as_millis() as u64),
             origin,
         }
     }
@@ -101,10 +112,25 @@ impl Endpoint {
         self.ewma_us.load(Relaxed)
     }
 
-    fn score(&self) -> u64 {
-        // Unsampled endpoints look fast so they get traffic and a sample.
-        let ewma = self.ewma_us.load(Relaxed).max(1);
-        ewma.saturating_mul(u64::from(self.inflight.load(Relaxed)) + 1)
+    /// Its share of traffic while it warms up: 0.1 .. 1 over `slow_start_ms`.
+    pub fn weight(&self, slow_start_ms: u64) -> f64 {
+        if slow_start_ms == 0 {
+            return 1.0;
+        }
+        let since = self
+            .now_ms()
+            .saturating_sub(self.warm_from_ms.load(Relaxed));
+        (since as f64 / slow_start_ms as f64).clamp(0.1, 1.0)
+    }
+
+    /// The p2c score (lower is better): EWMA latency x (in-flight + 1) /
+    /// weight. An unsampled endpoint is scored with `peer_ewma`, the other
+    /// candidate's latency, so that only load and warm-up tell them apart.
+    fn score(&self, peer_ewma: u64, slow_start_ms: u64) -> f64 {
+        let own = self.ewma_us.load(Relaxed);
+        let ewma = if own == 0 { peer_ewma.max(1) } else { own };
+        let load = ewma as f64 * (f64::from(self.inflight.load(Relaxed)) + 1.0);
+        load / self.weight(slow_start_ms)
     }
 
     /// An attempt starts.
@@ -155,8 +181,10 @@ impl Endpoint {
         if (streak >= policy.consecutive_failures || rate_trip) && !self.is_ejected() {
             let n = self.ejections.fetch_add(1, Relaxed).min(16);
             let backoff = policy.base.saturating_mul(1 << n).min(policy.max);
-            self.ejected_until_ms
-                .store(now + backoff.as_millis() as u64, Relaxed);
+            let until = now + backoff.as_millis() as u64;
+            self.ejected_until_ms.store(until, Relaxed);
+            // Back after the backoff, it warms up from then.
+            self.warm_from_ms.store(until, Relaxed);
             self.consecutive_failures.store(0, Relaxed);
             self.window_requests.store(0, Relaxed);
             self.window_errors.store(0, Relaxed);
@@ -167,6 +195,9 @@ impl Endpoint {
     /// Record the verdict of an active check.
     pub fn set_active(&self, up: bool) {
         let was = self.active_up.swap(up, Relaxed);
+        if up && !was {
+            self.warm_from_ms.store(self.now_ms(), Relaxed);
+        }
         if was != up {
             tracing::info!(endpoint = %self.addr, up, "active health check changed");
         }
@@ -178,6 +209,10 @@ impl Endpoint {
 pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub settings: UnitService,
+    /// The service's resilience settings in this snapshot.
+    pub resilience: Resilience,
+    /// Its breaker and concurrency limit (outlive snapshots).
+    pub guard: Arc<Guard>,
 }
 
 impl Pool {
@@ -205,7 +240,9 @@ impl Pool {
                 }
                 let ea = candidates.clone().nth(a)?;
                 let eb = candidates.nth(b)?;
-                Some(if eb.score() < ea.score() {
+                let ss = self.resilience.slow_start_ms;
+                let (wa, wb) = (ea.ewma_us(), eb.ewma_us());
+                Some(if eb.score(wa, ss) < ea.score(wb, ss) {
                     eb.clone()
                 } else {
                     ea.clone()
@@ -231,10 +268,12 @@ impl Pools {
         origin: Instant,
     ) -> Pools {
         let mut old: HashMap<(&str, &str, SocketAddr), Arc<Endpoint>> = HashMap::new();
+        let mut old_guards: HashMap<(&str, &str), Arc<Guard>> = HashMap::new();
         if let (Some(p), Some(t)) = (previous, prev_topo) {
             for (u, unit) in t.units.iter().enumerate() {
                 for (s, name) in t.services.iter().enumerate() {
                     if let Some(pool) = p.get(UnitId(u as u16), ServiceId(s as u16)) {
+                        old_guards.insert((unit.name.as_str(), name.as_str()), pool.guard.clone());
                         for e in &pool.endpoints {
                             old.insert((unit.name.as_str(), name.as_str(), e.addr), e.clone());
                         }
@@ -256,9 +295,16 @@ impl Pools {
                                 .unwrap_or_else(|| Arc::new(Endpoint::new(a, origin)))
                         })
                         .collect();
+                    let resilience = topo.resilience(ServiceId(s as u16)).clone();
+                    let guard = old_guards
+                        .get(&(unit.name.as_str(), name.as_str()))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Guard::new(origin, &resilience)));
                     Arc::new(Pool {
                         endpoints,
                         settings: svc.clone(),
+                        resilience,
+                        guard,
                     })
                 }));
             }
@@ -289,13 +335,47 @@ impl HealthView for Pools {
     }
 }
 
+/// The health one request routes by: a (unit, service) is healthy when an
+/// endpoint is and its breaker lets this request through (`draw`, the
+/// request's uniform draw in `[0, 1)`, against the drop ratio). One draw
+/// per request, so every question the router asks gets the same answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Guarded<'a> {
+    pub pools: &'a Pools,
+    pub draw: f64,
+}
+
+impl Guarded<'_> {
+    /// Whether the breaker of (unit, service) refuses this request while an
+    /// endpoint is healthy.
+    pub fn throttled(&self, unit: UnitId, service: ServiceId) -> bool {
+        self.pools.get(unit, service).is_some_and(|p| {
+            p.any_healthy() && !p.guard.breaker.admits(self.draw, &p.resilience.breaker)
+        })
+    }
+}
+
+impl HealthView for Guarded<'_> {
+    fn healthy(&self, unit: UnitId, service: ServiceId) -> bool {
+        self.pools.get(unit, service).is_some_and(|p| {
+            p.any_healthy() && p.guard.breaker.admits(self.draw, &p.resilience.breaker)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pool(n: u16) -> Pool {
-        let origin = Instant::now();
+        let origin = Instant::now() - Duration::from_secs(120);
+        let resilience = Resilience {
+            slow_start_ms: 0,
+            ..Resilience::default()
+        };
         Pool {
+            guard: Arc::new(Guard::new(origin, &resilience)),
+            resilience,
             endpoints: (0..n)
                 .map(|i| {
                     Arc::new(Endpoint::new(
@@ -352,6 +432,34 @@ mod tests {
         assert!(p.pick(&[]).is_none());
         p.endpoints[1].set_active(true);
         assert!(p.any_healthy());
+    }
+
+    #[test]
+    fn a_warming_endpoint_gets_a_ramp_not_its_full_share() {
+        let mut p = pool(2);
+        p.resilience.slow_start_ms = 60_000;
+        let policy = EjectPolicy::default();
+        for e in &p.endpoints {
+            e.end(Duration::from_millis(5), true, &policy);
+        }
+        // 9001 has just come back: weight 0.1 against 9000's 1.
+        p.endpoints[0]
+            .warm_from_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        p.endpoints[1].set_active(false);
+        p.endpoints[1].set_active(true);
+        assert!(p.endpoints[1].weight(60_000) < 0.2);
+        // Equal latency: the warm one wins even with 5 in flight.
+        for _ in 0..5 {
+            p.endpoints[0].begin();
+        }
+        let warm = (0..100)
+            .filter(|_| p.pick(&[]).unwrap().addr.port() == 9000)
+            .count();
+        assert_eq!(warm, 100);
+        // Without slow start the idle one would win.
+        p.resilience.slow_start_ms = 0;
+        assert_eq!(p.pick(&[]).unwrap().addr.port(), 9001);
     }
 
     #[test]

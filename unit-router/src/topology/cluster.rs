@@ -24,6 +24,7 @@ pub(super) fn check(spec: Option<&ClusterSpec>, p: &mut Problems) -> (Cluster, b
             user_header: "x-user-id".into(),
             token_ttl_s: 1,
             max_hops: 0,
+            resilience: None,
         };
         check_fields(&placeholder, p);
         return (placeholder, false);

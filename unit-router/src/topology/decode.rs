@@ -39,6 +39,7 @@ pub(super) struct Raw {
     pub(super) drains: Vec<RawDrain>,
     pub(super) issuers: BTreeMap<String, IssuerSpec>,
     pub(super) quotas: BTreeMap<String, QuotaSpec>,
+    pub(super) services: BTreeMap<String, ResilienceSpec>,
     pub(super) gateways: BTreeMap<String, GatewaySpec>,
     pub(super) instances: Vec<Instance>,
 }
@@ -77,6 +78,7 @@ impl Raw {
             ["routes", n] => named(key, n, value, p, &mut self.routes),
             ["auth", "issuers", n] => named(key, n, value, p, &mut self.issuers),
             ["quotas", n] => named(key, n, value, p, &mut self.quotas),
+            ["services", n] => named(key, n, value, p, &mut self.services),
             ["drain", kind @ ("dc" | "unit"), n] => {
                 if let Some(spec) = decode::<DrainSpec>(key, value, p) {
                     let target = if *kind == "dc" {

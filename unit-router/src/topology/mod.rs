@@ -6,7 +6,7 @@
 //! index the result for the request path. Each key family has its module,
 //! holding its rules next to its data: `cluster`, `regions` (and
 //! datacenters), `units` (and instances), `shardmap`, `routes`, `drains`,
-//! `issuers`, `quotas`. A topology that exists is valid.
+//! `issuers`, `quotas`, `services`. A topology that exists is valid.
 //!
 //! Drains are applied on the indexed snapshot: the topology is the
 //! [`DrainView`] the drain rules ([`crate::drain`]) read, and stores what they
@@ -18,6 +18,7 @@ use crate::drain::{self, Drain, DrainTarget, DrainView};
 use crate::error::ValidationErrors;
 use crate::ids::{DcId, RegionId, ServiceId, UnitId};
 use crate::jwks::KeySet;
+use crate::resilience::Resilience;
 use crate::routes::{Route, RouteTable};
 use crate::shard::shard_of;
 use crate::spec::{GatewaySpec, IssuerSpec, QuotaSpec};
@@ -30,6 +31,7 @@ mod problems;
 mod quotas;
 mod regions;
 mod routes;
+mod services;
 mod shardmap;
 mod units;
 
@@ -58,6 +60,8 @@ pub struct Topology {
     /// `jwks_uri`).
     pub issuer_keys: BTreeMap<String, KeySet>,
     pub quotas: BTreeMap<String, QuotaSpec>,
+    /// Each service's resilience settings, indexed by [`ServiceId`].
+    pub resilience: Vec<Resilience>,
     pub gateways: BTreeMap<String, GatewaySpec>,
     /// Every drain key as written (including expired and overridden ones).
     pub drains: Vec<Drain>,
@@ -82,6 +86,7 @@ struct Checked {
     issuers: BTreeMap<String, IssuerSpec>,
     issuer_keys: BTreeMap<String, KeySet>,
     quotas: BTreeMap<String, QuotaSpec>,
+    resilience: Vec<Resilience>,
     gateways: BTreeMap<String, GatewaySpec>,
 }
 
@@ -96,10 +101,13 @@ impl Checked {
         let shard_owner = shardmap::check(raw.shardmap.as_ref(), shards, &units, p);
         let issuer_keys = issuers::check(&raw.issuers, p);
         quotas::check(&raw.quotas, p);
+        let cluster_resilience = raw.cluster.as_ref().and_then(|c| c.resilience.as_ref());
+        let resilience = services::check(cluster_resilience, &raw.services, &units, p);
         let refs = routes::Refs {
             units: &units,
             issuers: &raw.issuers,
             quotas: &raw.quotas,
+            resilience: &resilience,
         };
         let routes = routes::check(&raw.routes, &refs, p);
         let drains = drains::check(&raw.drains, &places, &units, p);
@@ -113,6 +121,7 @@ impl Checked {
             issuers: raw.issuers,
             issuer_keys,
             quotas: raw.quotas,
+            resilience,
             gateways: raw.gateways,
         }
     }
@@ -149,6 +158,7 @@ impl Topology {
             issuers: c.issuers,
             issuer_keys: c.issuer_keys,
             quotas: c.quotas,
+            resilience: c.resilience,
             gateways: c.gateways,
             drains: c.drains,
             notices: c.units.notices,
@@ -171,6 +181,11 @@ impl Topology {
     /// Unit `id`.
     pub fn unit(&self, id: UnitId) -> &Unit {
         &self.units[id.index()]
+    }
+
+    /// The resilience settings of `service`.
+    pub fn resilience(&self, service: ServiceId) -> &Resilience {
+        &self.resilience[service.index()]
     }
 
     /// Service by name.

@@ -10,6 +10,7 @@ use super::problems::Problems;
 use super::units::Units;
 use crate::error::TopologyError as E;
 use crate::ids::ServiceId;
+use crate::resilience::{Resilience, ResilienceSpec};
 use crate::routes::Route;
 use crate::spec::{AuthMode, IssuerSpec, ListenerScope, Policy, QuotaSpec, RouteSpec};
 
@@ -18,6 +19,8 @@ pub(super) struct Refs<'a> {
     pub units: &'a Units,
     pub issuers: &'a BTreeMap<String, IssuerSpec>,
     pub quotas: &'a BTreeMap<String, QuotaSpec>,
+    /// Each service's resolved settings, by [`ServiceId`].
+    pub resilience: &'a [Resilience],
 }
 
 /// Check every route, in name order, then conflicts between the valid ones.
@@ -46,6 +49,22 @@ fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> 
     let issuers = check_auth(&key, r, refs.issuers, p);
     check_quotas(&key, r, refs.quotas, p);
     check_limits(&key, r, p);
+    let own = ResilienceSpec {
+        retry_on: r.retry_on.clone(),
+        ..ResilienceSpec::default()
+    };
+    let service_settings = service
+        .and_then(|s| refs.resilience.get(s.index()))
+        .cloned()
+        .unwrap_or_default();
+    let settings = service_settings.overlay(&own);
+    if r.retry_on.is_some() {
+        for (field, message) in settings.problems() {
+            if field == "retry_on" {
+                p.invalid(&key, field, message);
+            }
+        }
+    }
     if p.count() != before {
         return None;
     }
@@ -63,7 +82,10 @@ fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> 
         quotas: r.quota.0.clone(),
         listener: r.listener,
         max_body_bytes: r.max_body_bytes,
-        timeout_ms: r.timeout_ms,
+        timeout_ms: r.timeout_ms.or(settings.timeout_ms),
+        retry_on: settings.retry_on,
+        retry_with_idempotency_key: r.retry_with_idempotency_key,
+        criticality: r.criticality,
     })
 }
 
