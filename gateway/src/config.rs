@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,
+    pub eject_error_rate_percent: Option<u32>,
     pub quota_max_keys: Option<usize>,
 }
 
@@ -114,6 +115,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Consecutive failures that eject an endpoint.
     pub eject_after_failures: u32,
+    /// Error rate (percent, over at least 20 requests in 10 s) that ejects
+    /// an endpoint; 0: none.
+    pub eject_error_rate_percent: u32,
     /// Keys one quota's counters hold at most on this gateway (see
     /// `quota/limiter.rs` for the bound).
     pub quota_max_keys: usize,
@@ -350,6 +354,12 @@ impl Config {
                 100..=unit_router::MAX_ROUTE_TIMEOUT_MS,
             )?,
             eject_after_failures: file.eject_after_failures.unwrap_or(3).max(1),
+            eject_error_rate_percent: within(
+                "eject_error_rate_percent",
+                file.eject_error_rate_percent,
+                50,
+                0..=100,
+            )?,
             quota_max_keys: within(
                 "quota_max_keys",
                 file.quota_max_keys,

@@ -66,6 +66,7 @@ impl Shared {
         let metrics = Metrics::new()?;
         let policy = EjectPolicy {
             consecutive_failures: cfg.eject_after_failures,
+            error_rate_percent: cfg.eject_error_rate_percent,
             ..EjectPolicy::default()
         };
         let budget = RetryBudget::new(cfg.retry_budget_percent);

@@ -604,6 +604,10 @@ impl ProxyHttp for UnitProxy {
                 ctx.decision = Some(d);
                 ctx.plane = Some(plane);
                 return match limits {
+                    // The client's own deadline is already spent: 504 at once.
+                    Ok(()) if ctx.time_left().is_some_and(|t| t.is_zero()) => {
+                        self.answer(session, ctx, GwError::Deadline).await
+                    }
                     Ok(()) => {
                         self.bound_body_reads(session, ctx)?;
                         Ok(false)
@@ -835,10 +839,13 @@ impl ProxyHttp for UnitProxy {
             }
             err.status()
         };
+        // A refusal answered before any upstream attempt (shed by the
+        // limit) keeps a body-less request's connection: shedding stays cheap.
+        let reuse = code != 0 && err.keeps_connection() && session.is_body_empty();
         ctx.error = Some(err);
         FailToProxy {
             error_code: code,
-            can_reuse_downstream: false,
+            can_reuse_downstream: reuse,
         }
     }
 

@@ -28,7 +28,7 @@ use unit_router::{HealthView, ServiceId, Topology, UnitId};
 pub struct EjectPolicy {
     pub consecutive_failures: u32,
     /// Error rate (percent) over the current window that ejects, given
-    /// at least `min_requests` in the window.
+    /// at least `min_requests` in the window; 0: never.
     pub error_rate_percent: u32,
     pub min_requests: u32,
     pub window: Duration,
@@ -176,8 +176,9 @@ impl Endpoint {
         }
         let errs = self.window_errors.fetch_add(1, Relaxed) + 1;
         let streak = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-        let rate_trip =
-            reqs >= policy.min_requests && errs * 100 >= reqs * policy.error_rate_percent;
+        let rate_trip = policy.error_rate_percent > 0
+            && reqs >= policy.min_requests
+            && errs * 100 >= reqs * policy.error_rate_percent;
         if (streak >= policy.consecutive_failures || rate_trip) && !self.is_ejected() {
             let n = self.ejections.fetch_add(1, Relaxed).min(16);
             let backoff = policy.base.saturating_mul(1 << n).min(policy.max);

@@ -249,3 +249,73 @@ pub async fn orders_never_answer(
     }
     (text, holds)
 }
+
+/// A plain HTTP/1.1 upstream on loopback with a fixed capacity: at most
+/// `capacity` requests are worked on at once, each for `service_time`;
+/// the rest wait their turn (as a real service's worker pool makes them),
+/// so its latency grows with the load. `GET /healthz` is answered at once.
+pub struct CapacityUpstream {
+    pub addr: String,
+    pub served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CapacityUpstream {
+    pub async fn start(capacity: usize, service_time: Duration) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counted = served.clone();
+        let workers = Arc::new(tokio::sync::Semaphore::new(capacity));
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let counted = counted.clone();
+                let workers = workers.clone();
+                tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(s);
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            match tokio::io::AsyncBufReadExt::read_line(&mut s, &mut line).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => head.push_str(&line),
+                            }
+                        }
+                        if !head.starts_with("GET /healthz") {
+                            let Ok(_worker) = workers.acquire().await else {
+                                return;
+                            };
+                            tokio::time::sleep(service_time).await;
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.get_mut().write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CapacityUpstream { addr, served, task }
+    }
+}
+
+impl Drop for CapacityUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `q` quantile (0..=1) of `samples`, sorted in place.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i]
+}
