@@ -543,3 +543,95 @@ async fn an_overloaded_service_sheds_fast_while_a_healthy_route_keeps_its_latenc
         "healthy p99 {during:?}"
     );
 }
+
+/// Answers 503 to every other request, 200 to the rest.
+struct HalfFailing(AtomicUsize);
+
+impl wiremock::Respond for HalfFailing {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        if self.0.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            ResponseTemplate::new(503)
+        } else {
+            ResponseTemplate::new(200).insert_header("x-upstream-unit", "bj-1")
+        }
+    }
+}
+
+/// 2000 GETs (8 at a time) to a user whose home answers 503 to half of its
+/// requests; the share that got 200, and where they were served.
+async fn failover_rate(config: &str) -> (f64, usize, usize, usize) {
+    let units = Units::start().await;
+    Mock::given(path_regex("^/orders"))
+        .respond_with(HalfFailing(AtomicUsize::new(0)))
+        .with_priority(1)
+        .mount(units.get("bj-1", "orders"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(units.topology(&[]), dir.path(), config).await;
+    let url = gw.url("/orders/1");
+    let mut loops = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        loops.push(tokio::spawn(async move {
+            let (mut ok, mut home) = (0, 0);
+            for _ in 0..250 {
+                let r = get(&url, &[USER]).await;
+                if r.status() == 200 {
+                    ok += 1;
+                    home += usize::from(served_by(&r) == "bj-1");
+                }
+            }
+            (ok, home)
+        }));
+    }
+    let (mut ok, mut home) = (0, 0);
+    for l in loops {
+        let (o, h) = l.await.unwrap();
+        ok += o;
+        home += h;
+    }
+    let at_home = count(&units, "bj-1", "GET").await;
+    (ok as f64 / 2000.0, home, ok - home, at_home)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/bench/results-resilience.md, not a check"]
+async fn measure_failover_success_rate_against_a_unit_failing_half_its_requests() {
+    for (name, config) in [
+        ("defaults", ""),
+        (
+            "ejection off, retry budget 20 %",
+            "eject_after_failures = 1000000\neject_error_rate_percent = 0\n",
+        ),
+        ("ejection off, retry budget 100 %", BREAKER_ONLY),
+    ] {
+        let (rate, home, away, reached) = failover_rate(config).await;
+        println!(
+            "failover [{name}]: {:.2} % of 2000 GETs got 200 ({home} served by bj-1, {away} by the failover unit); bj-1 received {reached}",
+            rate * 100.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/bench/results-resilience.md, not a check"]
+async fn measure_a_healthy_route_beside_an_overloaded_one() {
+    for limiter in [false, true] {
+        let mut o = overload_run(limiter).await;
+        let q = |v: &mut Vec<Duration>, p| quantile(v, p).as_secs_f64() * 1000.0;
+        println!(
+            "limiter {}: orders sent {} ok {} shed {} (shed p50 {:.1} ms, p99 {:.1} ms); healthy route p50/p99 before {:.2}/{:.2} ms, during {:.2}/{:.2} ms ({} samples)",
+            if limiter { "on " } else { "off" },
+            o.sent,
+            o.ok,
+            o.shed.len(),
+            q(&mut o.shed, 0.5),
+            q(&mut o.shed, 0.99),
+            q(&mut o.healthy_before, 0.5),
+            q(&mut o.healthy_before, 0.99),
+            q(&mut o.healthy_during, 0.5),
+            q(&mut o.healthy_during, 0.99),
+            o.healthy_during.len(),
+        );
+    }
+}
