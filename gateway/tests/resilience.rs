@@ -468,6 +468,8 @@ fn overload_topology(units: &Units, slow: &CapacityUpstream, limiter: bool) -> S
 struct Overload {
     sent: usize,
     ok: usize,
+    /// Latencies of the slow route's 200 answers.
+    ok_latency: Vec<Duration>,
     shed: Vec<Duration>,
     healthy_before: Vec<Duration>,
     healthy_during: Vec<Duration>,
@@ -508,6 +510,7 @@ async fn overload_run(limiter: bool) -> Overload {
     Overload {
         sent: results.len(),
         ok: results.iter().filter(|r| r.0 == 200).count(),
+        ok_latency: results.iter().filter(|r| r.0 == 200).map(|r| r.2).collect(),
         shed: results
             .iter()
             .filter(|r| r.0 == 503 && r.1 == "overloaded")
@@ -620,10 +623,12 @@ async fn measure_a_healthy_route_beside_an_overloaded_one() {
         let mut o = overload_run(limiter).await;
         let q = |v: &mut Vec<Duration>, p| quantile(v, p).as_secs_f64() * 1000.0;
         println!(
-            "limiter {}: orders sent {} ok {} shed {} (shed p50 {:.1} ms, p99 {:.1} ms); healthy route p50/p99 before {:.2}/{:.2} ms, during {:.2}/{:.2} ms ({} samples)",
+            "limiter {}: orders sent {} ok {} (p50 {:.0} ms, p99 {:.0} ms) shed {} (shed p50 {:.1} ms, p99 {:.1} ms); healthy route p50/p99 before {:.2}/{:.2} ms, during {:.2}/{:.2} ms ({} samples)",
             if limiter { "on " } else { "off" },
             o.sent,
             o.ok,
+            q(&mut o.ok_latency, 0.5),
+            q(&mut o.ok_latency, 0.99),
             o.shed.len(),
             q(&mut o.shed, 0.5),
             q(&mut o.shed, 0.99),

@@ -14,12 +14,14 @@
 //! **Admission**: a request of criticality `c` starts while fewer than
 //! `L * share(c)` are in flight (0.75 sheddable, 1 default, 1.25
 //! critical). Otherwise it waits in a CoDel queue (Facebook's adaptive
-//! LIFO + CoDel, as bilibili describes): while the queue keeps emptying a
-//! request waits up to `queue_interval_ms`; once it has not been empty for
-//! an interval (sustained overload) a request waits at most
-//! `queue_target_ms` and the newest are served first, so the ones still
-//! likely to be wanted go first and a standing queue cannot form. A full
-//! queue, or a wait that runs out, sheds the request at once (503).
+//! LIFO + CoDel, as bilibili describes): normally a request waits up to
+//! `queue_interval_ms`, which absorbs a burst; once a request has waited
+//! that long in vain or found the queue full within the last interval (the
+//! queue stood: sustained overload), a request waits at most
+//! `queue_target_ms`, the newest are served first and waiters older than
+//! the target are dropped, so the ones still likely to be wanted go first
+//! and a standing queue cannot form. A full queue, or a wait that runs
+//! out, sheds the request at once (503).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -64,8 +66,9 @@ pub struct ConcurrencyLimit {
     next_min_rtt_us: AtomicU64,
     min_rtt_epoch: AtomicU64,
     queued: AtomicUsize,
-    /// When the queue was last seen empty, ms since `origin`.
-    last_empty_ms: AtomicU64,
+    /// When a request last waited out its longest wait or found the queue
+    /// full, ms since `origin` + 1 (0: never): the queue stood that long.
+    last_overflow_ms: AtomicU64,
     /// Touched only when a request must wait or a slot frees while some
     /// wait: never on the path of a request under the limit.
     #[allow(clippy::disallowed_types)]
@@ -115,7 +118,7 @@ impl ConcurrencyLimit {
             next_min_rtt_us: AtomicU64::new(u64::MAX),
             min_rtt_epoch: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
-            last_empty_ms: AtomicU64::new(0),
+            last_overflow_ms: AtomicU64::new(0),
             queue: Default::default(),
             shed_full: AtomicU64::new(0),
             shed_wait: AtomicU64::new(0),
@@ -169,13 +172,21 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// Whether the queue has not been empty for a whole interval.
+    /// Sustained overload: within the last interval a request waited out
+    /// its longest wait, or found the queue full (the queue stood).
     fn overloaded(&self, s: &Settings) -> bool {
-        self.queued.load(Relaxed) > 0
-            && self
-                .now_ms()
-                .saturating_sub(self.last_empty_ms.load(Relaxed))
-                > s.queue_interval_ms
+        let last = self.last_overflow_ms.load(Relaxed);
+        last != 0 && self.now_ms() + 1 - last < s.queue_interval_ms
+    }
+
+    /// A request was shed: count it and mark the overload.
+    fn overflow(&self, why: Shed) -> Shed {
+        self.last_overflow_ms.store(self.now_ms() + 1, Relaxed);
+        match why {
+            Shed::Full => self.shed_full.fetch_add(1, Relaxed),
+            Shed::Waited => self.shed_wait.fetch_add(1, Relaxed),
+        };
+        why
     }
 
     #[allow(clippy::disallowed_types)]
@@ -197,21 +208,16 @@ impl ConcurrencyLimit {
         };
         let wait = Duration::from_millis(wait).min(left);
         if s.queue == 0 || wait.is_zero() {
-            self.shed_full.fetch_add(1, Relaxed);
-            return Err(Shed::Full);
+            return Err(self.overflow(Shed::Full));
         }
         let (tx, mut rx) = oneshot::channel();
         {
             let mut q = self.lock();
             // Waiters whose wait ran out leave their entry behind.
             q.retain(|w| !w.tx.is_closed());
-            if q.is_empty() {
-                self.last_empty_ms.store(self.now_ms(), Relaxed);
-            }
             if q.len() >= s.queue as usize {
                 self.queued.store(q.len(), Relaxed);
-                self.shed_full.fetch_add(1, Relaxed);
-                return Err(Shed::Full);
+                return Err(self.overflow(Shed::Full));
             }
             q.push_back(Waiter {
                 since: Instant::now(),
@@ -237,8 +243,7 @@ impl ConcurrencyLimit {
                     // Handed over just as the wait ran out: take it.
                     return Ok(());
                 }
-                self.shed_wait.fetch_add(1, Relaxed);
-                Err(Shed::Waited)
+                Err(self.overflow(Shed::Waited))
             }
         }
     }
@@ -273,16 +278,10 @@ impl ConcurrencyLimit {
                 }
                 if w.tx.send(()).is_ok() {
                     self.queued.store(q.len(), Relaxed);
-                    if q.is_empty() {
-                        self.last_empty_ms.store(self.now_ms(), Relaxed);
-                    }
                     return;
                 }
             }
             self.queued.store(q.len(), Relaxed);
-            if q.is_empty() {
-                self.last_empty_ms.store(self.now_ms(), Relaxed);
-            }
         }
         let _ = self
             .inflight
