@@ -186,8 +186,39 @@ async fn a_keyed_post_on_an_opted_in_route_fails_over_once() {
     assert_eq!(count(&units, "bj-2", "POST").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt() {
+    let units = Units::start().await;
+    orders_answer(
+        units.get("bj-1", "orders"),
+        ResponseTemplate::new(503)
+            .insert_header("retry-after", "7")
+            .set_body_string("unit busy"),
+    )
+    .await;
+    // The failover unit takes the retry and never answers in time.
+    orders_answer(
+        units.get("bj-2", "orders"),
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(3)),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(units.topology(&[]), dir.path(), "").await;
+
+    let r = get(
+        &gw.url("/orders/1"),
+        &[USER, ("x-request-timeout-ms", "400")],
+    )
+    .await;
+    assert_eq!(r.status(), 503, "bj-1's answer, not the gateway's 504");
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert_eq!(served_by(&r), "bj-1");
+    assert_eq!(r.text().await.unwrap(), "", "its body was not read");
+    assert_eq!(units.received("bj-2", "orders").await.len(), 1);
+}
+
 /// The sample topology with a 200 ms read timeout on the orders endpoints
-/// of `units_slow`.
+/// of `slow`.
 fn with_read_timeout(units: &Units, text: String, slow: &[&str]) -> String {
     let mut text = text;
     for u in slow {

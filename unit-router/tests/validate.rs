@@ -265,6 +265,120 @@ fn route_limits_are_bounded() {
     assert_eq!((r.timeout_ms, r.max_body_bytes), (Some(600_000), Some(0)));
 }
 
+#[test]
+fn resilience_settings_resolve_cluster_then_service_then_route() {
+    let mut cluster: serde_json::Value = serde_json::from_str(&sample_kv()["cluster"]).unwrap();
+    cluster["resilience"] = json!({"timeout_ms": 4000, "breaker": {"k": 2.0}});
+    let kv = with(sample_kv(), "cluster", cluster);
+    let kv = with(
+        kv,
+        "services/orders",
+        json!({"retry_on": [503], "limiter": {"enabled": true}, "timeout_ms": 1500}),
+    );
+    let kv = with(
+        kv,
+        "routes/x",
+        json!({"service": "orders", "policy": "shard", "path_prefix": "/x",
+               "retry_on": [502, 429], "criticality": "critical",
+               "retry_with_idempotency_key": true}),
+    );
+    let t = Topology::build(1, &kv, NOW).unwrap();
+    let orders = t.resilience(t.service_id("orders").unwrap());
+    let profile = t.resilience(t.service_id("profile").unwrap());
+    assert_eq!(
+        (orders.timeout_ms, profile.timeout_ms),
+        (Some(1500), Some(4000))
+    );
+    assert_eq!(orders.retry_on, [503]);
+    assert_eq!(profile.retry_on, [502, 503, 504]);
+    assert_eq!((orders.breaker.k, profile.breaker.k), (2.0, 2.0));
+    assert!(orders.limiter.enabled && !profile.limiter.enabled);
+    let route = |name: &str| t.routes.routes().iter().find(|r| r.name == name).unwrap();
+    let x = route("x");
+    assert_eq!(x.retry_on, [429, 502]);
+    assert_eq!(x.timeout_ms, Some(1500), "the service's deadline");
+    assert!(x.retry_with_idempotency_key);
+    assert_eq!(
+        x.criticality,
+        unit_router::resilience::Criticality::Critical
+    );
+    assert_eq!(route("orders").retry_on, [503]);
+    assert_eq!(
+        route("profile").timeout_ms,
+        Some(4000),
+        "the cluster's deadline"
+    );
+}
+
+#[test]
+fn resilience_values_are_checked_and_named() {
+    for (key, v, field) in [
+        ("services/orders", json!({"retry_on": [404]}), "retry_on"),
+        ("services/orders", json!({"timeout_ms": 0}), "timeout_ms"),
+        (
+            "services/orders",
+            json!({"breaker": {"k": 0.5}}),
+            "breaker.k",
+        ),
+        (
+            "services/orders",
+            json!({"breaker": {"window_ms": 10}}),
+            "breaker.window_ms",
+        ),
+        (
+            "services/orders",
+            json!({"limiter": {"min": 9, "initial": 3}}),
+            "limiter",
+        ),
+        (
+            "services/orders",
+            json!({"limiter": {"queue_target_ms": 500}}),
+            "limiter.queue_target_ms",
+        ),
+        (
+            "services/orders",
+            json!({"slow_start_ms": 700_000}),
+            "slow_start_ms",
+        ),
+    ] {
+        let e = one(with(sample_kv(), key, v.clone()));
+        assert!(
+            matches!(e, E::InvalidValue { key: ref k, field: ref f, .. } if k == key && f == field),
+            "{v}: {e:?}"
+        );
+    }
+    let mut cluster: serde_json::Value = serde_json::from_str(&sample_kv()["cluster"]).unwrap();
+    cluster["resilience"] = json!({"limiter": {"tolerance": 0.5}});
+    let e = one(with(sample_kv(), "cluster", cluster));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "cluster" && field == "resilience.limiter.tolerance"),
+        "{e:?}"
+    );
+    let e = one(with(
+        sample_kv(),
+        "routes/x",
+        json!({"service": "orders", "policy": "shard", "path_prefix": "/x", "retry_on": [200]}),
+    ));
+    assert!(
+        matches!(e, E::InvalidValue { ref key, ref field, .. } if key == "routes/x" && field == "retry_on"),
+        "{e:?}"
+    );
+    // A service no unit runs, and an unknown field.
+    let e = one(with(sample_kv(), "services/billing", json!({})));
+    assert_eq!(
+        e,
+        E::UnknownService {
+            key: "services/billing".into(),
+            service: "billing".into()
+        }
+    );
+    let e = one(with(sample_kv(), "services/orders", json!({"retries": 3})));
+    assert!(
+        matches!(e, E::InvalidJson { ref key, .. } if key == "services/orders"),
+        "{e:?}"
+    );
+}
+
 /// The test issuer's public key (RS256), as a JWK set.
 fn jwks() -> serde_json::Value {
     serde_json::from_str(include_str!("../../gateway/tests/fixtures/jwt/jwks.json")).unwrap()

@@ -49,7 +49,7 @@ pub struct Ctx {
     /// The last real upstream answer that was not passed on because the
     /// request was tried again: the answer if every later attempt fails
     /// without one (a real answer beats a gateway error).
-    pub held: Option<Box<ResponseHeader>>,
+    pub held: Option<(Box<ResponseHeader>, Decision)>,
     /// The current attempt's answer was turned into a retry (its status is
     /// retryable): the error that follows is that retry.
     pub status_retry: bool,

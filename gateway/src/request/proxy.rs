@@ -720,10 +720,11 @@ impl ProxyHttp for UnitProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
-        if status >= 500 && self.retry_status(session, ctx, status) {
+        if status >= 400 && self.retry_status(session, ctx, status) {
             // Not passed on: the request goes elsewhere. The answer is kept
-            // in case no later attempt gets a real one.
-            ctx.held = Some(Box::new(resp.clone()));
+            // (with the decision it was routed by) in case no later attempt
+            // gets a real one.
+            ctx.held = ctx.decision.map(|d| (Box::new(resp.clone()), d));
             ctx.status_retry = true;
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
@@ -824,9 +825,11 @@ impl ProxyHttp for UnitProxy {
         // Nobody to answer, or the answer already started: nothing to send.
         let code = if err == GwError::ClientClosed || session.response_written().is_some() {
             0
-        } else if let Some(held) = ctx.held.take().filter(|_| upstream_failure(&err)) {
+        } else if let Some((held, d)) = ctx.held.take().filter(|_| upstream_failure(&err)) {
             // An upstream answered before the later attempts failed without
-            // an answer: its status and headers beat the gateway's error.
+            // an answer: its status and headers beat the gateway's error,
+            // rendered for the unit that gave it.
+            ctx.decision = Some(d);
             self.answer_held(session, ctx, *held).await
         } else {
             let _ = respond(session, &err).await;
