@@ -5,7 +5,7 @@
 //! the decision ([`crate::request::render`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -133,11 +133,7 @@ impl UnitProxy {
         }
         let c = self.criticality(ctx, plane);
         pool.guard.limit.acquire(c, &settings, left).await?;
-        Ok(Some(Slot {
-            limit: pool.guard.limit.clone(),
-            settings,
-            started: Instant::now(),
-        }))
+        Ok(Some(Slot::taken(pool.guard.limit.clone(), settings)))
     }
 
     /// Whether the request may be sent once more after bytes of it reached

@@ -339,19 +339,40 @@ impl ConcurrencyLimit {
     }
 }
 
-/// A slot of a [`ConcurrencyLimit`], held for one attempt.
+/// A slot of a [`ConcurrencyLimit`], held for one attempt. Dropped
+/// without [`Slot::release`] (a request torn down on an unforeseen path),
+/// it is still given back, without a sample.
 #[derive(Debug)]
 pub struct Slot {
-    pub limit: Arc<ConcurrencyLimit>,
-    pub settings: Settings,
-    pub started: Instant,
+    limit: Option<Arc<ConcurrencyLimit>>,
+    settings: Settings,
+    started: Instant,
 }
 
 impl Slot {
+    /// A slot just taken from `limit`.
+    pub fn taken(limit: Arc<ConcurrencyLimit>, settings: Settings) -> Self {
+        Slot {
+            limit: Some(limit),
+            settings,
+            started: Instant::now(),
+        }
+    }
+
     /// Give the slot back; the attempt's latency is a sample when `sample`.
-    pub fn release(self, sample: bool) {
-        let rtt = sample.then(|| self.started.elapsed());
-        self.limit.release(rtt, &self.settings);
+    pub fn release(mut self, sample: bool) {
+        if let Some(limit) = self.limit.take() {
+            let rtt = sample.then(|| self.started.elapsed());
+            limit.release(rtt, &self.settings);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(limit) = self.limit.take() {
+            limit.release(None, &self.settings);
+        }
     }
 }
 
@@ -394,6 +415,12 @@ mod tests {
         assert_eq!(l.inflight(), 13);
         l.release(None, &s);
         assert_eq!(l.inflight(), 12);
+        // A slot dropped without release is given back all the same.
+        let l = Arc::new(l);
+        drop(Slot::taken(l.clone(), s));
+        assert_eq!(l.inflight(), 11);
+        Slot::taken(l.clone(), s).release(true);
+        assert_eq!(l.inflight(), 10);
     }
 
     #[tokio::test]
