@@ -55,6 +55,58 @@ pub struct FileConfig {
     pub eject_after_failures: Option<u32>,
     pub eject_error_rate_percent: Option<u32>,
     pub quota_max_keys: Option<usize>,
+    /// TLS on the public listener (and optionally the internal one).
+    pub tls: Option<TlsFile>,
+    /// A plain HTTP listener beside the HTTPS public one.
+    pub http_listen: Option<String>,
+    /// Hosts the plain listener redirects to HTTPS (`*`: every host).
+    pub https_redirect: Option<Vec<String>>,
+    /// The public listeners take a PROXY protocol header (v1 or v2) from
+    /// the trusted proxies before anything else.
+    pub proxy_protocol: Option<bool>,
+    /// HTTP/2 with prior knowledge (h2c) on the plain internal listener.
+    pub internal_h2c: Option<bool>,
+    pub h2_max_concurrent_streams: Option<u32>,
+    pub h2_stream_window_bytes: Option<u32>,
+    pub h2_connection_window_bytes: Option<u32>,
+    pub h2_max_resets: Option<u32>,
+    pub h2_max_control_frames: Option<u32>,
+}
+
+/// One certificate and its key, listed in `[[tls.certs]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub certs: Vec<CertFiles>,
+    pub default_host: Option<String>,
+    pub internal: Option<bool>,
+    pub reload_interval_ms: Option<u64>,
+}
+
+/// HTTP/2 limits of a connection (`docs/edge.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// Streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of one stream, and of the whole connection.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// Stream resets a client may send in a burst (refilled at a tenth of
+    /// it per second): rapid reset (CVE-2023-44487) closes the connection.
+    pub max_resets: u32,
+    /// Control frames (SETTINGS, PING, PRIORITY, empty DATA) a client may
+    /// send in a burst (refilled at a tenth of it per second).
+    pub max_control_frames: u32,
 }
 
 /// Where the topology comes from.
@@ -121,6 +173,16 @@ pub struct Config {
     /// Keys one quota's counters hold at most on this gateway (see
     /// `quota/limiter.rs` for the bound).
     pub quota_max_keys: usize,
+    /// Certificates; `None`: plain HTTP listeners.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// The plain HTTP listener beside an HTTPS public one.
+    pub http_listen: Option<SocketAddr>,
+    /// Host patterns the plain listener redirects to HTTPS (`*`, exact
+    /// names, `*.example.com`).
+    pub https_redirect: Vec<String>,
+    pub proxy_protocol: bool,
+    pub internal_h2c: bool,
+    pub h2: H2Limits,
 }
 
 /// Values given on the command line: a partial configuration that wins
@@ -248,6 +310,64 @@ fn listeners(
     Ok((listen, internal, admin))
 }
 
+fn tls_config(t: Option<TlsFile>) -> Result<Option<crate::tls::TlsConfig>, ConfigError> {
+    let Some(t) = t else { return Ok(None) };
+    if t.cert_dir.is_none() && t.certs.is_empty() {
+        return Err(invalid(
+            "tls: give cert_dir (or --tls-cert-dir) or [[tls.certs]] entries",
+        ));
+    }
+    Ok(Some(crate::tls::TlsConfig {
+        cert_dir: t.cert_dir,
+        certs: t
+            .certs
+            .into_iter()
+            .map(|c| crate::tls::store::PairFiles {
+                cert: c.cert,
+                key: c.key,
+            })
+            .collect(),
+        default_host: t.default_host,
+        internal: t.internal.unwrap_or(false),
+        reload_interval: std::time::Duration::from_millis(within(
+            "tls.reload_interval_ms",
+            t.reload_interval_ms,
+            2_000,
+            100..=3_600_000,
+        )?),
+    }))
+}
+
+fn h2_limits(file: &FileConfig) -> Result<H2Limits, ConfigError> {
+    Ok(H2Limits {
+        max_concurrent_streams: within(
+            "h2_max_concurrent_streams",
+            file.h2_max_concurrent_streams,
+            100,
+            1..=10_000,
+        )?,
+        stream_window: within(
+            "h2_stream_window_bytes",
+            file.h2_stream_window_bytes,
+            256 * 1024,
+            65_535..=16 * 1024 * 1024,
+        )?,
+        connection_window: within(
+            "h2_connection_window_bytes",
+            file.h2_connection_window_bytes,
+            1024 * 1024,
+            65_535..=64 * 1024 * 1024,
+        )?,
+        max_resets: within("h2_max_resets", file.h2_max_resets, 200, 10..=100_000)?,
+        max_control_frames: within(
+            "h2_max_control_frames",
+            file.h2_max_control_frames,
+            100,
+            10..=100_000,
+        )?,
+    })
+}
+
 impl Config {
     /// The keep-alive timeout of the framework's HTTP/1 session. Idle time
     /// between requests is bounded where the connection is parked
@@ -286,6 +406,54 @@ impl Config {
             )));
         }
         let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
+        // A flag's certificate directory replaces the file's, keeping the
+        // rest of its [tls] section.
+        let tls_file = match (o.tls.take(), file.tls.take()) {
+            (Some(flag), Some(mut f)) => {
+                f.cert_dir = flag.cert_dir.or(f.cert_dir);
+                Some(f)
+            }
+            (flag, f) => flag.or(f),
+        };
+        let tls = tls_config(tls_file)?;
+        let http_listen = match o.http_listen.take().or(file.http_listen.take()) {
+            None => None,
+            Some(v) => {
+                let a = addr("--http-listen", Some(v), "")?;
+                if [listen, internal_listen, admin_listen].contains(&a) {
+                    return Err(invalid(format!(
+                        "--http-listen: {a} is already used by another listener"
+                    )));
+                }
+                if tls.is_none() {
+                    return Err(invalid(
+                        "--http-listen: a second plain listener needs TLS on the public one (--tls-cert-dir or [tls])",
+                    ));
+                }
+                Some(a)
+            }
+        };
+        let https_redirect = file.https_redirect.take().unwrap_or_default();
+        if !https_redirect.is_empty() && http_listen.is_none() {
+            return Err(invalid(
+                "https_redirect: it applies to the plain listener, give http_listen too",
+            ));
+        }
+        if let Some(h) = https_redirect
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ' ', ':']))
+        {
+            return Err(invalid(format!(
+                "https_redirect: {h:?} is not a host name, `*` or `*.domain`"
+            )));
+        }
+        let proxy_protocol = file.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(invalid(
+                "proxy_protocol: name the load balancers it is taken from in trusted_proxies",
+            ));
+        }
+        let h2 = h2_limits(&file)?;
         Ok(Config {
             id,
             region: o.region.or(file.region),
@@ -293,6 +461,12 @@ impl Config {
             listen,
             internal_listen,
             admin_listen,
+            tls,
+            http_listen,
+            https_redirect,
+            proxy_protocol,
+            internal_h2c: file.internal_h2c.unwrap_or(true),
+            h2,
             topology,
             secrets: o.secrets.or(file.secrets),
             geo_db: o.geo_db.or(file.geo_db),

@@ -6,8 +6,9 @@
 //! endpoint (p2c-EWMA, health, retry budget); [`auth`] verifies JWTs and
 //! [`quota`] counts requests against the routes' quotas; [`control`] keeps the
 //! topology, endpoint health and geo data current off the request path;
-//! [`admin`] serves health, status, metrics and GSLB checks. [`state`] is
-//! what they share.
+//! [`admin`] serves health, status, metrics and GSLB checks; [`tls`]
+//! terminates TLS with certificates chosen by SNI. [`state`] is what they
+//! share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,5 +22,6 @@ pub mod quota;
 pub mod request;
 pub mod secrets;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 pub mod verified;

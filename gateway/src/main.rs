@@ -68,6 +68,13 @@ struct Cli {
     /// Peers whose X-Forwarded-For is believed (comma-separated CIDRs or IPs).
     #[arg(long, value_delimiter = ',')]
     trusted_proxies: Option<Vec<String>>,
+    /// TLS on the public listener: a directory of <name>.crt (or .pem)
+    /// beside <name>.key files, chosen by SNI, reloaded when they change.
+    #[arg(long)]
+    tls_cert_dir: Option<PathBuf>,
+    /// A plain HTTP listener beside the HTTPS public one (needs TLS).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +87,15 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         down: Vec<String>,
     },
+    /// Make a local CA and a server certificate for the demo (local use
+    /// only): <out>/ca.crt, <out>/certs/demo.{crt,key}. Kept if present.
+    DemoTls {
+        #[arg(long)]
+        out: PathBuf,
+        /// Names the certificate serves (DNS names or IP addresses).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -89,12 +105,23 @@ fn fail(e: impl std::fmt::Display) -> ! {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(Command::DemoUnits { topology, down }) = cli.command {
-        init_logging();
-        if let Err(e) = unitgate::demo::run(&topology, &down) {
-            fail(format!("{e:#}"));
+    match cli.command {
+        Some(Command::DemoUnits { topology, down }) => {
+            init_logging();
+            if let Err(e) = unitgate::demo::run(&topology, &down) {
+                fail(format!("{e:#}"));
+            }
+            return;
         }
-        return;
+        Some(Command::DemoTls { out, hosts }) => {
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            match unitgate::tls::pki::demo(&out, &hosts) {
+                Ok(ca) => println!("{}", ca.display()),
+                Err(e) => fail(e),
+            }
+            return;
+        }
+        None => {}
     }
     let file = match &cli.config {
         Some(p) => read_file(p).unwrap_or_else(|e| fail(e)),
@@ -114,6 +141,11 @@ fn main() {
         geo_db: cli.geo_db,
         state_dir: cli.state_dir,
         trusted_proxies: cli.trusted_proxies,
+        http_listen: cli.http_listen,
+        tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {
+            cert_dir: Some(d),
+            ..Default::default()
+        }),
         ..Overrides::default()
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));

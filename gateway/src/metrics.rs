@@ -146,6 +146,9 @@ pub struct ConnectionMetrics {
     /// Request heads refused while being read (too large, too slow,
     /// malformed), by listener and reason.
     pub heads_refused: IntCounterVec,
+    /// Connections closed below HTTP: TLS handshakes that failed or took
+    /// too long, PROXY headers refused, HTTP/2 clients over a budget.
+    pub edge_refused: IntCounterVec,
 }
 
 /// The config center's state, mirrored by the control thread.
@@ -195,7 +198,25 @@ impl ConnectionMetrics {
                     &["listener", "reason"],
                 ),
             )?,
+            edge_refused: reg(
+                r,
+                counters(
+                    "unitgate_edge_refused_total",
+                    "Connections closed below HTTP, by listener and reason (tls_handshake, tls_timeout, proxy_untrusted, proxy_header, h2_resets, h2_control, h2_timeout)",
+                    &["listener", "reason"],
+                ),
+            )?,
         })
+    }
+
+    /// The HTTP/2 frame-guard counters of one listener.
+    pub fn frame_counters(&self, listener: &str) -> crate::listen::h2_guard::FrameCounters {
+        let c = |reason: &str| self.edge_refused.with_label_values(&[listener, reason]);
+        crate::listen::h2_guard::FrameCounters {
+            resets: c("h2_resets"),
+            control: c("h2_control"),
+            timeout: c("h2_timeout"),
+        }
     }
 
     /// The head counters of one listener, labels resolved once.

@@ -54,6 +54,11 @@ pub struct Shared {
     /// request path.
     #[allow(clippy::disallowed_types)]
     auth_rebuild: std::sync::Mutex<()>,
+    /// The certificates served, when a listener speaks TLS.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
+    /// Their reload loop's state, taken by the control thread.
+    #[allow(clippy::disallowed_types)]
+    pub tls_reloader: std::sync::Mutex<Option<crate::tls::reload::Reloader>>,
 }
 
 impl Shared {
@@ -62,7 +67,12 @@ impl Shared {
         center: ConfigCenter,
         keys: Keyring,
         geo: Option<Arc<MmdbGeo>>,
+        tls: Option<(Arc<crate::tls::Certificates>, crate::tls::reload::Reloader)>,
     ) -> Result<Arc<Self>, prometheus::Error> {
+        let (tls, reloader) = match tls {
+            Some((c, r)) => (Some(c), Some(r)),
+            None => (None, None),
+        };
         let metrics = Metrics::new()?;
         let policy = EjectPolicy {
             consecutive_failures: cfg.eject_after_failures,
@@ -85,6 +95,9 @@ impl Shared {
             auth: ArcSwap::from_pointee(AuthIndex::default()),
             jwks: Arc::new(Fetched::default()),
             auth_rebuild: Default::default(),
+            tls,
+            #[allow(clippy::disallowed_types)]
+            tls_reloader: std::sync::Mutex::new(reloader),
         }))
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::ids::{RouteId, ServiceId};
 use crate::resilience::Criticality;
-use crate::spec::{AuthMode, ListenerScope, Policy};
+use crate::spec::{AuthMode, ListenerScope, Policy, UpstreamProtocol};
 
 /// The listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub struct Route {
     /// method.
     pub retry_with_idempotency_key: bool,
     pub criticality: Criticality,
+    pub upstream_protocol: UpstreamProtocol,
+    /// The `Strict-Transport-Security` value sent over HTTPS, if any.
+    pub hsts: Option<String>,
 }
 
 impl Route {
@@ -295,6 +298,8 @@ mod tests {
             retry_on: vec![502, 503, 504],
             retry_with_idempotency_key: false,
             criticality: Criticality::Default,
+            upstream_protocol: UpstreamProtocol::Http1,
+            hsts: None,
             listener: l,
         }
     }

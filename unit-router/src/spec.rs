@@ -200,6 +200,54 @@ pub struct RouteSpec {
     /// Which requests a service sheds first when overloaded.
     #[serde(default, skip_serializing_if = "is_default_criticality")]
     pub criticality: Criticality,
+    /// What the route's service speaks: `http1` (default), `h2c` (HTTP/2
+    /// with prior knowledge, e.g. gRPC), `h2` (HTTP/2 over TLS).
+    #[serde(default, skip_serializing_if = "UpstreamProtocol::is_default")]
+    pub upstream_protocol: UpstreamProtocol,
+    /// `Strict-Transport-Security` on the route's HTTPS answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<HstsSpec>,
+}
+
+/// The protocol the gateway speaks to a route's service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+    H2,
+}
+
+impl UpstreamProtocol {
+    fn is_default(&self) -> bool {
+        *self == UpstreamProtocol::Http1
+    }
+}
+
+/// HSTS (RFC 6797) of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsSpec {
+    pub max_age_s: u64,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl HstsSpec {
+    /// The header value.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age_s);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
 }
 
 fn is_default_criticality(c: &Criticality) -> bool {

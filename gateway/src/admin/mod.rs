@@ -118,6 +118,7 @@ impl Admin {
             "units": units,
             "issuers": issuers,
             "quotas": quotas,
+            "tls": s.tls.as_ref().map(|t| t.status().as_ref().clone()),
         })
     }
 

@@ -106,6 +106,16 @@ async fn run(shared: Arc<Shared>) {
     tokio::spawn(health_checks(shared.clone()));
     tokio::spawn(jwks_fetcher(shared.clone()));
     tokio::spawn(quota_sweeper(shared.clone()));
+    let reloader = shared.tls_reloader.lock().ok().and_then(|mut r| r.take());
+    if let (Some(mut reloader), Some(certs)) = (reloader, shared.tls.clone()) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reloader.interval());
+            loop {
+                tick.tick().await;
+                reloader.check(&certs);
+            }
+        });
+    }
     if let Some(geo) = shared.geo.clone() {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));

@@ -207,6 +207,12 @@ impl HeadGuard {
         })
     }
 
+    /// The socket and the bytes peeked off it but not yet read: an h2c
+    /// connection leaves the HTTP/1 guard for [`super::h2_guard`].
+    pub fn into_parts(self) -> (Stream, Bytes) {
+        (self.inner, self.peeked)
+    }
+
     /// The guard under a session's stream, if there is one.
     pub fn of(stream: Option<&Stream>) -> Option<&HeadGuard> {
         stream.and_then(|s| (**s).as_any().downcast_ref::<HeadGuard>())

@@ -26,8 +26,10 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::IntGauge;
 
+use super::h2_guard::{FrameCounters, FrameGuard};
 use super::head::HeadGuard;
 use super::limits::GaugeUp;
+use crate::config::H2Limits;
 
 /// How long a parked connection may wait for a request's first byte, and
 /// the gauge of connections parked now.
@@ -55,9 +57,16 @@ enum Wake {
     Closed,
 }
 
-/// Serve every request of one connection with `app`.
-pub async fn serve<A>(app: &Arc<A>, mut stream: Stream, parking: &Parking, shutdown: &ShutdownWatch)
-where
+/// Serve every request of one connection with `app`. `h2c`: a plain
+/// connection that opens with the HTTP/2 preface is served as HTTP/2
+/// under this guard.
+pub async fn serve<A>(
+    app: &Arc<A>,
+    mut stream: Stream,
+    parking: &Parking,
+    shutdown: &ShutdownWatch,
+    h2c: Option<&H2c>,
+) where
     A: HttpServerApp + Send + Sync + 'static,
 {
     let plain_h1 = matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1))
@@ -65,17 +74,36 @@ where
             .server_options()
             .is_none_or(|o| !o.h2c && !o.force_custom);
     if !plain_h1 {
-        let mut next = Some(stream);
-        while let Some(s) = next {
-            next = ServerApp::process_new(app, s, shutdown).await;
-        }
-        return;
+        return serve_by_framework(app, stream, shutdown).await;
     }
     let mut watch = shutdown.clone();
     // A first head that does not come in time is the head guard's to
     // answer (408): the request is started either way.
     if park(&mut stream, parking, parking.first, &mut watch).await == Wake::Closed {
         return;
+    }
+    if let Some(h2c) = h2c {
+        // Every HTTP/1 request line is longer than 3 bytes; "PRI" starts
+        // only the HTTP/2 preface.
+        let mut first = [0u8; 3];
+        if stream.try_peek(&mut first).await.is_err() {
+            return;
+        }
+        if &first == b"PRI" {
+            let Ok(guard) = stream.into_any().downcast::<HeadGuard>() else {
+                return;
+            };
+            let (inner, peeked) = (*guard).into_parts();
+            let s = FrameGuard::wrap(
+                inner,
+                peeked,
+                &h2c.limits,
+                h2c.timeout,
+                h2c.counters.clone(),
+                true,
+            );
+            return serve_by_framework(app, s, shutdown).await;
+        }
     }
     let mut session = ServerSession::new_http1(stream);
     // `None` stops reuse; the proxy sets the same value on every request.
@@ -101,6 +129,24 @@ where
             settings.apply_to_session(&mut session);
         }
         done = app.process_new_http(session, shutdown).await;
+    }
+}
+
+/// The settings of h2c on a plain listener.
+pub struct H2c {
+    pub limits: H2Limits,
+    pub timeout: Duration,
+    pub counters: Arc<FrameCounters>,
+}
+
+/// Pingora's own dispatch: HTTP/2, or what is not plain HTTP/1.
+async fn serve_by_framework<A>(app: &Arc<A>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let mut next = Some(stream);
+    while let Some(s) = next {
+        next = ServerApp::process_new(app, s, shutdown).await;
     }
 }
 

@@ -21,8 +21,15 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::{IntCounterVec, IntGauge};
 
+use ipnet::IpNet;
+use pingora::protocols::ALPN;
+
+use super::conn::Conn;
+use super::h2_guard::FrameGuard;
 use super::head::{HeadCounters, HeadGuard, HeadLimits};
-use super::idle::{serve, Parking};
+use super::idle::{serve, H2c, Parking};
+use super::proxy_protocol::read_header;
+use crate::tls::{HandshakeError, Terminator};
 
 /// Slots of the per-address table (65,536 x 4 bytes).
 const SLOTS: usize = 1 << 16;
@@ -142,6 +149,49 @@ pub struct Limited<A> {
     pub refused: IntCounterVec,
     /// Connections open now on this listener.
     pub open: IntGauge,
+    /// TLS, PROXY protocol and HTTP/2 on this listener.
+    pub edge: Edge,
+}
+
+/// What a listener speaks below HTTP/1.
+pub struct Edge {
+    /// TLS terminated here.
+    pub tls: Option<Arc<Terminator>>,
+    /// A PROXY protocol header is required from these peers (and taken
+    /// from no one else).
+    pub proxy_protocol: Option<Arc<[IpNet]>>,
+    /// HTTP/2 frame budgets, and h2c on a plain listener.
+    pub h2: H2c,
+    pub h2c: bool,
+    /// `unitgate_edge_refused_total{listener, reason}`.
+    pub refused: IntCounterVec,
+}
+
+impl Edge {
+    fn refuse(&self, listener: &str, reason: &str) {
+        self.refused.with_label_values(&[listener, reason]).inc();
+    }
+
+    /// The PROXY header, read from a trusted peer, or `None` (refused).
+    async fn proxied(&self, mut session: Stream, listener: &str) -> Option<Conn> {
+        let Some(trusted) = &self.proxy_protocol else {
+            return Some(Conn::new(session));
+        };
+        let peer = Conn::new_peer_ip(&session);
+        if !peer.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip))) {
+            self.refuse(listener, "proxy_untrusted");
+            return None;
+        }
+        match read_header(&mut session, self.h2.timeout).await {
+            Ok(Some((client, local))) => Some(Conn::proxied(session, client, local)),
+            Ok(None) => Some(Conn::new(session)),
+            Err(e) => {
+                tracing::debug!(error = %e, ?peer, "PROXY header refused");
+                self.refuse(listener, "proxy_header");
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -151,9 +201,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let ip = session
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let conn = self.edge.proxied(session, self.listener).await?;
+        let ip = conn.client_ip();
         let _admitted = match self.counts.admit(ip) {
             Ok(a) => a,
             Err(why) => {
@@ -168,8 +217,36 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             }
         };
         let _open = GaugeUp::up(&self.open);
-        let session = HeadGuard::wrap(session, self.head, self.head_counters.clone());
-        serve(&self.inner, session, &self.parking, shutdown).await;
+        let session: Stream = match &self.edge.tls {
+            None => Box::new(conn),
+            Some(tls) => match tls.handshake(conn, self.head.timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, ?ip, "TLS handshake failed");
+                    let reason = match e {
+                        HandshakeError::Timeout(_) => "tls_timeout",
+                        HandshakeError::Failed(_) => "tls_handshake",
+                    };
+                    self.edge.refuse(self.listener, reason);
+                    return None;
+                }
+            },
+        };
+        let session = if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
+            let h2 = &self.edge.h2;
+            FrameGuard::wrap(
+                session,
+                bytes::Bytes::new(),
+                &h2.limits,
+                h2.timeout,
+                h2.counters.clone(),
+                false,
+            )
+        } else {
+            HeadGuard::wrap(session, self.head, self.head_counters.clone())
+        };
+        let h2c = (self.edge.h2c && self.edge.tls.is_none()).then_some(&self.edge.h2);
+        serve(&self.inner, session, &self.parking, shutdown, h2c).await;
         None
     }
 

@@ -1,11 +1,18 @@
-//! Assemble and run the gateway: check the configuration, load keys, geo and
-//! the first topology, start the control plane, bind the three listeners,
-//! each behind its connection limits ([`limits`]) and request-head bounds
-//! ([`head`]), idle connections parked between requests ([`idle`]).
+//! Assemble and run the gateway: check the configuration, load keys, geo,
+//! certificates and the first topology, start the control plane, bind the
+//! listeners (public, internal, admin, and a plain HTTP one beside an HTTPS
+//! public listener), each behind its connection limits ([`limits`]), a
+//! PROXY protocol header where configured ([`proxy_protocol`]), TLS
+//! ([`crate::tls`]), and request-read bounds: HTTP/1 heads ([`head`]) or
+//! HTTP/2 frames ([`h2_guard`]); idle connections parked between requests
+//! ([`idle`]).
 
+pub mod conn;
+pub mod h2_guard;
 pub mod head;
 pub mod idle;
 pub mod limits;
+pub mod proxy_protocol;
 
 use std::sync::Arc;
 
@@ -30,13 +37,19 @@ use crate::state::Shared;
 /// after these checks, so a bad start-up is exactly one line).
 pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
     let mut notes = Vec::new();
-    for (flag, addr) in [
+    let mut binds = vec![
         ("--listen", cfg.listen),
         ("--internal-listen", cfg.internal_listen),
         ("--admin-listen", cfg.admin_listen),
-    ] {
+    ];
+    binds.extend(cfg.http_listen.map(|a| ("--http-listen", a)));
+    for (flag, addr) in binds {
         std::net::TcpListener::bind(addr).map_err(|e| anyhow!("{flag} {addr}: {e}"))?;
     }
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::tls::reload::load(t).context("TLS certificates")?),
+        None => None,
+    };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let keys = crate::secrets::load(cfg.secrets.as_deref(), &env).map_err(|e| anyhow!(e))?;
     let geo = match &cfg.geo_db {
@@ -61,7 +74,7 @@ pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
             ));
         }
     }
-    let shared = Shared::new(cfg, center, keys, geo).context("metrics")?;
+    let shared = Shared::new(cfg, center, keys, geo, tls).context("metrics")?;
     shared.refresh_plane();
     Ok((shared, notes))
 }
@@ -81,22 +94,76 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
-    for (name, listener, addr) in [
-        ("public", Listener::Public, cfg.listen),
-        ("internal", Listener::Internal, cfg.internal_listen),
-    ] {
+    let terminator = match &shared.tls {
+        Some(certs) => Some(Arc::new(
+            crate::tls::Terminator::new(certs.clone()).context("TLS settings")?,
+        )),
+        None => None,
+    };
+    let internal_tls = cfg.tls.as_ref().is_some_and(|t| t.internal);
+    let trusted: Arc<[ipnet::IpNet]> = cfg.trusted_proxies.clone().into();
+    let proxy_protocol = cfg.proxy_protocol.then_some(trusted);
+    let redirect = Arc::new(crate::request::redirect::HttpsRedirect::new(
+        cfg.https_redirect.clone(),
+        cfg.listen.port(),
+    ));
+    let mut listeners = vec![
+        ListenerPlan {
+            name: "public",
+            listener: Listener::Public,
+            addr: cfg.listen,
+            tls: terminator.clone(),
+            proxy_protocol: proxy_protocol.clone(),
+            h2c: false,
+            redirect: None,
+        },
+        ListenerPlan {
+            name: "internal",
+            listener: Listener::Internal,
+            addr: cfg.internal_listen,
+            tls: terminator.clone().filter(|_| internal_tls),
+            proxy_protocol: None,
+            h2c: cfg.internal_h2c,
+            redirect: None,
+        },
+    ];
+    if let Some(addr) = cfg.http_listen {
+        listeners.push(ListenerPlan {
+            name: "http",
+            listener: Listener::Public,
+            addr,
+            tls: None,
+            proxy_protocol,
+            h2c: false,
+            redirect: Some(redirect),
+        });
+    }
+    for plan in listeners {
+        let ListenerPlan {
+            name,
+            listener,
+            addr,
+            ..
+        } = plan;
         let proxy = UnitProxy {
             shared: shared.clone(),
             listener,
             duration: shared.metrics.duration.with_label_values(&[name]),
+            redirect: plan.redirect,
         };
+        let mut app = http_proxy(&conf, proxy);
+        app.h2_options = Some(h2_options(&cfg));
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(std::time::Duration::from_secs(cfg.keepalive_idle_s));
+        app.server_options = Some(options);
         let per_ip = match listener {
             Listener::Public => Some(cfg.max_connections_per_ip),
             // Unit services share a few addresses: no per-address limit.
             Listener::Internal => None,
         };
+        let head_timeout = std::time::Duration::from_millis(cfg.header_timeout_ms);
         let app = limits::Limited {
-            inner: Arc::new(http_proxy(&conf, proxy)),
+            inner: Arc::new(app),
             counts: limits::ConnCounts::new(limits::ConnLimits {
                 per_listener: cfg.max_connections,
                 per_ip,
@@ -115,6 +182,17 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
             listener: name,
             refused: shared.metrics.connections.refused.clone(),
             open: shared.metrics.connections.open.with_label_values(&[name]),
+            edge: limits::Edge {
+                tls: plan.tls,
+                proxy_protocol: plan.proxy_protocol,
+                h2: idle::H2c {
+                    limits: cfg.h2,
+                    timeout: head_timeout,
+                    counters: Arc::new(shared.metrics.connections.frame_counters(name)),
+                },
+                h2c: plan.h2c,
+                refused: shared.metrics.connections.edge_refused.clone(),
+            },
         };
         let mut svc = Service::new(name.to_owned(), app);
         // No read buffer below the parser by default: the head guard's cap
@@ -134,7 +212,37 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     server.add_service(admin);
     tracing::info!(
         public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
-        id = %cfg.id, "unitgate serving"
+        http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
     );
     server.run_forever()
+}
+
+/// One proxy listener to bind.
+struct ListenerPlan {
+    name: &'static str,
+    listener: Listener,
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<crate::tls::Terminator>>,
+    proxy_protocol: Option<Arc<[ipnet::IpNet]>>,
+    h2c: bool,
+    redirect: Option<Arc<crate::request::redirect::HttpsRedirect>>,
+}
+
+/// The HTTP/2 settings the gateway advertises: streams, flow control and
+/// header lists bounded, the `h2` library's reset-stream bounds kept at
+/// their (CVE-2023-44487-hardened) values (`docs/edge.md`).
+fn h2_options(cfg: &Config) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    let h2 = cfg.h2;
+    o.max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
+        .max_frame_size(16_384)
+        .header_table_size(4_096)
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_send_buffer_size(256 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(256))
+        .max_concurrent_reset_streams(10);
+    o
 }

@@ -37,6 +37,8 @@ pub struct RequestFacts {
     pub identity: Option<Arc<Identity>>,
     /// `x-unit-criticality` of a trusted caller on the internal listener.
     pub criticality: Option<Criticality>,
+    /// The request came over TLS.
+    pub tls: bool,
 }
 
 /// Unix seconds now.
@@ -87,6 +89,7 @@ impl RequestFacts {
             route: None,
             identity: None,
             criticality,
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         }
     }
 

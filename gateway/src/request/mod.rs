@@ -10,6 +10,7 @@ pub mod facts;
 pub mod headers;
 pub mod locate;
 pub mod proxy;
+pub mod redirect;
 pub mod render;
 pub mod respond;
 pub mod token_cache;

@@ -24,7 +24,7 @@ use crate::listen::head::HeadGuard;
 use crate::quota::gate::{Caller, UserKey};
 use crate::request::ctx::Ctx;
 use crate::request::facts::RequestFacts;
-use crate::request::respond::{respond, GwError};
+use crate::request::respond::{respond, respond_redirect, GwError};
 use crate::request::{deadline, headers, locate, render};
 use crate::state::{Plane, Shared};
 use crate::upstream::attempt::Outcome;
@@ -38,6 +38,8 @@ pub struct UnitProxy {
     pub listener: Listener,
     /// `unitgate_request_duration_seconds` of this listener.
     pub duration: Histogram,
+    /// On the plain listener beside an HTTPS one: the hosts sent to HTTPS.
+    pub redirect: Option<Arc<super::redirect::HttpsRedirect>>,
 }
 
 impl UnitProxy {
@@ -567,6 +569,14 @@ impl ProxyHttp for UnitProxy {
         if let Err(e) = check_input(session, user_header) {
             return self.answer(session, ctx, GwError::BadRequest(e)).await;
         }
+        if let Some(redirect) = &self.redirect {
+            let req = session.req_header();
+            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Some(location) = redirect.location(headers::host(req), target) {
+                respond_redirect(session, &location).await?;
+                return Ok(true);
+            }
+        }
         let req = session.req_header();
         if self.listener == Listener::Public
             && req.method == http::Method::GET
@@ -642,7 +652,12 @@ impl ProxyHttp for UnitProxy {
                     };
                     // A wait in the queue used some of the time.
                     let left = ctx.time_left().unwrap_or(Duration::MAX);
-                    let peer = http_peer(ep.addr, &pool.settings, left);
+                    let protocol = ctx
+                        .facts
+                        .route
+                        .map(|r| plane.snap.topology.routes.get(r).upstream_protocol)
+                        .unwrap_or_default();
+                    let peer = http_peer(ep.addr, &pool.settings, left, protocol);
                     ctx.upstream_status = None;
                     ctx.attempts.begin(ep, pool.clone(), slot);
                     return Ok(Box::new(peer));

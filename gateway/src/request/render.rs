@@ -86,6 +86,15 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
         resp.insert_header("ratelimit-policy", l.policy.as_str())?;
         resp.insert_header("ratelimit", l.state.as_str())?;
     }
+    // HSTS over HTTPS only: a browser ignores it on plain HTTP anyway.
+    let hsts = ctx
+        .facts
+        .route
+        .and_then(|r| topo.routes.get(r).hsts.as_deref())
+        .filter(|_| ctx.facts.tls);
+    if let Some(v) = hsts {
+        resp.insert_header("strict-transport-security", v)?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Errors the gateway answers itself, mapped to HTTP in this one place:
-//! JSON `{"error":"<code>","message":"..."}` with the right status.
+//! JSON `{"error":"<code>","message":"..."}` with the right status; to a
+//! gRPC client (`content-type: application/grpc...`), a gRPC status in a
+//! trailers-only answer (HTTP 200, `grpc-status`, `grpc-message`).
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -175,12 +177,71 @@ fn challenge(err: &GwError) -> Option<String> {
     })
 }
 
+impl GwError {
+    /// The gRPC status code of this answer (grpc/doc/statuscodes.md).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            GwError::ClientClosed => 1,                                 // CANCELLED
+            GwError::BadRequest(_) | GwError::CredentialMalformed => 3, // INVALID_ARGUMENT
+            GwError::Deadline | GwError::UpstreamTimeout | GwError::RequestTimeout => 4, // DEADLINE_EXCEEDED
+            GwError::Forbidden => 7, // PERMISSION_DENIED
+            GwError::TooManyRequests(_) | GwError::PayloadTooLarge | GwError::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            GwError::NoRoute | GwError::MethodNotAllowed(_) => 12, // UNIMPLEMENTED
+            GwError::HopLimit | GwError::Internal => 13,           // INTERNAL
+            GwError::NotReady
+            | GwError::NoUnit
+            | GwError::UpstreamUnavailable
+            | GwError::UpstreamError
+            | GwError::Overloaded => 14, // UNAVAILABLE
+            GwError::TokenMissing | GwError::TokenInvalid(_) => 16, // UNAUTHENTICATED
+        }
+    }
+}
+
+/// Whether the request is a gRPC call (its errors are gRPC statuses).
+pub fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `grpc-message`: percent-encoded outside printable ASCII (the gRPC
+/// HTTP/2 spec).
+fn grpc_message(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    for b in m.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Write `err` as the whole response.
 pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()> {
-    let body = error_body(err);
-    let mut h = ResponseHeader::build(err.status(), Some(6))?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
+    let grpc = is_grpc(session);
+    let body = if grpc { Bytes::new() } else { error_body(err) };
+    let mut h = if grpc {
+        let mut h = ResponseHeader::build(200, Some(8))?;
+        h.insert_header("content-type", "application/grpc")?;
+        h.insert_header("grpc-status", err.grpc_status().to_string())?;
+        let message = match err {
+            GwError::TokenInvalid(e) => format!("{}: {e}", err.message()),
+            _ => err.message().to_owned(),
+        };
+        h.insert_header("grpc-message", grpc_message(&message))?;
+        h.insert_header("x-unit-error", err.code())?;
+        h
+    } else {
+        let mut h = ResponseHeader::build(err.status(), Some(6))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h
+    };
     h.insert_header("cache-control", "no-store")?;
     match err {
         GwError::NotReady | GwError::Overloaded => h.insert_header("retry-after", "1")?,
@@ -205,8 +266,29 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
     if !err.keeps_connection() || has_body {
         session.set_keepalive(None);
     }
+    if grpc {
+        // Trailers-only: the status rides on the one HEADERS frame.
+        return session.write_response_header(Box::new(h), true).await;
+    }
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// A 308 to `location` (the plain listener sending a host to HTTPS).
+pub async fn respond_redirect(session: &mut Session, location: &str) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(308, Some(3))?;
+    h.insert_header("location", location)?;
+    h.insert_header("content-length", "0")?;
+    h.insert_header("cache-control", "no-store")?;
+    let req = &session.req_header().headers;
+    if req.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+    {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(h), true).await
 }
 
 /// Write a JSON value with `status`.

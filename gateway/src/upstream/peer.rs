@@ -1,17 +1,41 @@
 //! The Pingora peer for one endpoint of a unit's service, with that
-//! service's timeouts, capped by what is left of the request's deadline.
+//! service's timeouts, capped by what is left of the request's deadline,
+//! in the protocol the route says the service speaks.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
+use unit_router::spec::UpstreamProtocol;
 use unit_router::topology::UnitService;
 
-/// A plain HTTP/1.1 peer at `addr` with the timeouts of `service`, none
-/// longer than `left`, the time the request has left.
-pub fn http_peer(addr: SocketAddr, service: &UnitService, left: Duration) -> HttpPeer {
+/// Requests multiplexed on one HTTP/2 connection to an endpoint.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// A peer at `addr` with the timeouts of `service`, none longer than
+/// `left`, the time the request has left: HTTP/1.1; HTTP/2 with prior
+/// knowledge (`h2c`); or HTTP/2 over TLS (`h2`), the endpoint's
+/// certificate verified against the system's trust store (OpenSSL's
+/// default paths, `SSL_CERT_FILE` to point elsewhere), its name not
+/// checked: endpoints are addresses.
+pub fn http_peer(
+    addr: SocketAddr,
+    service: &UnitService,
+    left: Duration,
+    protocol: UpstreamProtocol,
+) -> HttpPeer {
     let ms = |v: u64| Some(Duration::from_millis(v).min(left));
-    let mut peer = HttpPeer::new(addr, false, String::new());
+    let tls = protocol == UpstreamProtocol::H2;
+    let mut peer = HttpPeer::new(addr, tls, String::new());
+    if protocol != UpstreamProtocol::Http1 {
+        peer.options.alpn = ALPN::H2;
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
+    if tls {
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = false;
+    }
     peer.options.connection_timeout = ms(service.connect_timeout_ms);
     peer.options.total_connection_timeout = ms(service.total_connect_timeout_ms);
     peer.options.read_timeout = ms(service.read_timeout_ms);

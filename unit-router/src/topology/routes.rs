@@ -86,6 +86,8 @@ fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> 
         retry_on: settings.retry_on,
         retry_with_idempotency_key: r.retry_with_idempotency_key,
         criticality: r.criticality,
+        upstream_protocol: r.upstream_protocol,
+        hsts: r.hsts.as_ref().map(|h| h.header_value()),
     })
 }
 
@@ -168,6 +170,23 @@ fn check_limits(key: &str, r: &RouteSpec, p: &mut Problems) {
                 key,
                 "timeout_ms",
                 format!("{t} is not within 1..={}", crate::MAX_ROUTE_TIMEOUT_MS),
+            );
+        }
+    }
+    if let Some(h) = &r.hsts {
+        // Two years: the longest max-age browsers' preload lists ask for.
+        if h.max_age_s > 63_072_000 {
+            p.invalid(
+                key,
+                "hsts.max_age_s",
+                format!("{} is over 63072000 (two years)", h.max_age_s),
+            );
+        }
+        if h.preload && (!h.include_subdomains || h.max_age_s < 31_536_000) {
+            p.invalid(
+                key,
+                "hsts.preload",
+                "preload needs include_subdomains and max_age_s of at least 31536000",
             );
         }
     }

@@ -1,0 +1,451 @@
+//! Bounds on what an HTTP/2 client may make the gateway do, enforced on
+//! the frames as they arrive, below the HTTP/2 library.
+//!
+//! The `h2` library bounds streams, header lists and flow control by the
+//! settings the gateway advertises (`listen/mod.rs`), and answers the
+//! frames a client sends. Some frames cost the gateway work but give the
+//! client nothing: a stream opened and reset at once (rapid reset,
+//! CVE-2023-44487: each reset stream may already have started a request
+//! upstream), SETTINGS and PING frames each answered with an ACK, PRIORITY
+//! frames, empty DATA frames. [`FrameGuard`] reads the frame headers of
+//! the client's byte stream (9 bytes a frame; payloads are not touched)
+//! and gives each connection two budgets, refilled at a tenth of their
+//! size per second: stream resets, and those control frames. A client
+//! that spends one is disconnected (nginx and Envoy do the same).
+//!
+//! It also bounds time the way [`super::head`] does for HTTP/1: the
+//! connection preface and first SETTINGS frame, and every header block
+//! (HEADERS and its CONTINUATION frames), must arrive within the head
+//! timeout, however slowly their bytes trickle in.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, Bytes};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_prometheus::prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::H2Limits;
+
+const PREFACE_LEN: usize = 24;
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PUSH_PROMISE: u8 = 0x5;
+const PING: u8 = 0x6;
+const CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+/// HTTP/2 connections closed by the guard, by why.
+#[derive(Clone)]
+pub struct FrameCounters {
+    pub resets: IntCounter,
+    pub control: IntCounter,
+    pub timeout: IntCounter,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    Resets,
+    Control,
+    Timeout,
+}
+
+/// A token bucket of `cap` frames, refilled at `cap / 10` a second.
+#[derive(Debug)]
+struct Budget {
+    tokens: f64,
+    cap: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(cap: u32) -> Self {
+        Budget {
+            tokens: f64::from(cap),
+            cap: f64::from(cap),
+            last: Instant::now(),
+        }
+    }
+
+    fn spend(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.cap / 10.0;
+        self.tokens = (self.tokens + refill).min(self.cap);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The frame reader's position in the client's byte stream.
+#[derive(Debug)]
+struct Frames {
+    preface_left: usize,
+    header: [u8; 9],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    skip: usize,
+    /// A header block is open (HEADERS or PUSH_PROMISE without
+    /// END_HEADERS): CONTINUATION frames must finish it.
+    in_block: bool,
+    /// The first frame after the preface (SETTINGS) has been seen.
+    settled: bool,
+    resets: Budget,
+    control: Budget,
+}
+
+/// What one chunk of bytes did to the head clock.
+#[derive(Debug, PartialEq, Eq)]
+enum Clock {
+    Keep,
+    Start,
+    Stop,
+}
+
+impl Frames {
+    fn new(limits: &H2Limits) -> Self {
+        Frames {
+            preface_left: PREFACE_LEN,
+            header: [0; 9],
+            header_len: 0,
+            skip: 0,
+            in_block: false,
+            settled: false,
+            resets: Budget::new(limits.max_resets),
+            control: Budget::new(limits.max_control_frames),
+        }
+    }
+
+    /// Account for `bytes` read from the client.
+    fn scan(&mut self, mut bytes: &[u8]) -> Result<Clock, Flood> {
+        let mut clock = Clock::Keep;
+        while !bytes.is_empty() {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len < 9 {
+                continue;
+            }
+            self.header_len = 0;
+            let h = self.header;
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let (kind, flags) = (h[3], h[4]);
+            self.skip = len;
+            if !self.settled {
+                self.settled = true;
+                if !self.in_block {
+                    clock = Clock::Stop;
+                }
+            }
+            let spent = match kind {
+                RST_STREAM => self.resets.spend().then_some(()).ok_or(Flood::Resets),
+                SETTINGS | PING if flags & FLAG_ACK == 0 => {
+                    self.control.spend().then_some(()).ok_or(Flood::Control)
+                }
+                PRIORITY => self.control.spend().then_some(()).ok_or(Flood::Control),
+                DATA if len == 0 && flags & FLAG_END_STREAM == 0 => {
+                    self.control.spend().then_some(()).ok_or(Flood::Control)
+                }
+                HEADERS | PUSH_PROMISE if flags & FLAG_END_HEADERS == 0 => {
+                    self.in_block = true;
+                    clock = Clock::Start;
+                    Ok(())
+                }
+                CONTINUATION if flags & FLAG_END_HEADERS != 0 => {
+                    self.in_block = false;
+                    clock = Clock::Stop;
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            spent?;
+        }
+        Ok(clock)
+    }
+}
+
+/// An HTTP/2 client connection under the frame budgets and head clock.
+pub struct FrameGuard {
+    inner: Stream,
+    /// Bytes already read off the socket (by an HTTP/1 guard that saw the
+    /// h2c preface), handed out first.
+    pending: Bytes,
+    frames: Frames,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+    counters: Arc<FrameCounters>,
+    closed: Option<Flood>,
+    /// Whether the connection is h2c (no ALPN to say so).
+    h2c: bool,
+}
+
+impl std::fmt::Debug for FrameGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameGuard")
+            .field("inner", &self.inner)
+            .field("frames", &self.frames)
+            .finish()
+    }
+}
+
+impl FrameGuard {
+    /// Guard `inner`, whose first bytes are `pending` (already read), the
+    /// preface and first frames due within `timeout`. `h2c`: the stream
+    /// says it speaks HTTP/2 though it has no ALPN.
+    pub fn wrap(
+        inner: Stream,
+        pending: Bytes,
+        limits: &H2Limits,
+        timeout: Duration,
+        counters: Arc<FrameCounters>,
+        h2c: bool,
+    ) -> Stream {
+        Box::new(FrameGuard {
+            inner,
+            pending,
+            frames: Frames::new(limits),
+            timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            counters,
+            closed: None,
+            h2c,
+        })
+    }
+
+    fn close(&mut self, why: Flood) -> io::Error {
+        if self.closed.is_none() {
+            match why {
+                Flood::Resets => self.counters.resets.inc(),
+                Flood::Control => self.counters.control.inc(),
+                Flood::Timeout => self.counters.timeout.inc(),
+            }
+            tracing::debug!(?why, "HTTP/2 connection closed by the frame guard");
+            self.closed = Some(why);
+        }
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("HTTP/2 client over its budget: {why:?}"),
+        )
+    }
+}
+
+impl AsyncRead for FrameGuard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(why) = this.closed {
+            return Poll::Ready(Err(this.close(why)));
+        }
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(this.close(Flood::Timeout)));
+            }
+        }
+        let before = buf.filled().len();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending[..n]);
+            this.pending.advance(n);
+        } else {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        match this.frames.scan(&buf.filled()[before..]) {
+            Err(why) => Poll::Ready(Err(this.close(why))),
+            Ok(Clock::Keep) => Poll::Ready(Ok(())),
+            Ok(Clock::Stop) => {
+                this.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Ok(Clock::Start) => {
+                this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FrameGuard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for FrameGuard {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for FrameGuard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for FrameGuard {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        if self.h2c {
+            Some(ALPN::H2)
+        } else {
+            self.inner.selected_alpn_proto()
+        }
+    }
+}
+
+impl GetTimingDigest for FrameGuard {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for FrameGuard {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for FrameGuard {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+impl Peek for FrameGuard {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> H2Limits {
+        H2Limits {
+            max_concurrent_streams: 100,
+            stream_window: 65_535,
+            connection_window: 65_535,
+            max_resets: 10,
+            max_control_frames: 10,
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.resize(9 + len, 0);
+        f
+    }
+
+    #[tokio::test]
+    async fn budgets_are_spent_by_frames_across_read_boundaries() {
+        let mut f = Frames::new(&limits());
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(SETTINGS, 0, 6));
+        // One byte at a time: the preface, then a SETTINGS frame.
+        let mut clocks = Vec::new();
+        for b in &bytes {
+            clocks.push(f.scan(std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(clocks.iter().filter(|c| **c == Clock::Stop).count(), 1);
+        // ACKs and WINDOW_UPDATEs are free; pings are not.
+        for _ in 0..50 {
+            f.scan(&frame(PING, FLAG_ACK, 8)).unwrap();
+            f.scan(&frame(0x8, 0, 4)).unwrap();
+        }
+        for _ in 0..9 {
+            f.scan(&frame(PING, 0, 8)).unwrap();
+        }
+        assert_eq!(f.scan(&frame(PING, 0, 8)), Ok(Clock::Keep));
+        assert_eq!(f.scan(&frame(PRIORITY, 0, 5)), Err(Flood::Control));
+        let mut f = Frames::new(&limits());
+        f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        let mut resets = Vec::new();
+        for _ in 0..11 {
+            resets.extend(frame(RST_STREAM, 0, 4));
+        }
+        assert_eq!(f.scan(&resets), Err(Flood::Resets));
+    }
+
+    #[tokio::test]
+    async fn an_open_header_block_runs_the_clock() {
+        let mut f = Frames::new(&limits());
+        f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        assert_eq!(f.scan(&frame(SETTINGS, 0, 0)), Ok(Clock::Stop));
+        assert_eq!(f.scan(&frame(HEADERS, 0, 3)), Ok(Clock::Start));
+        assert_eq!(f.scan(&frame(CONTINUATION, 0, 3)), Ok(Clock::Keep));
+        assert_eq!(
+            f.scan(&frame(CONTINUATION, FLAG_END_HEADERS, 3)),
+            Ok(Clock::Stop)
+        );
+        assert_eq!(
+            f.scan(&frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3)),
+            Ok(Clock::Keep)
+        );
+    }
+}
