@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Keyring, Reason, RouteToken, Topology};
-use unitgate_tests::gateway::{client, Gateway, GatewayArgs, Units};
+use unitgate_tests::gateway::{Gateway, GatewayArgs, Units};
+use unitgate_tests::proto::{Proto, SendVia};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unitgate");
 
@@ -33,12 +34,18 @@ async fn start(units: &Units, down: &[&str], dir: &Path, extra: GatewayArgs) -> 
     Gateway::start(Path::new(BIN), args).await.unwrap()
 }
 
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut r = client().get(url).header("host", "api.example.com");
+/// GET `url` over the gateway's protocol (checked: an HTTP/2 test that
+/// fell back to HTTP/1.1 would prove nothing).
+async fn get(gw: &Gateway, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut r = gw.http().get(url).header("host", "api.example.com");
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
-    r.send().await.unwrap()
+    let resp = r.send_via(gw.proto).await.unwrap();
+    if gw.proto == Proto::H2 {
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{url}");
+    }
+    resp
 }
 
 fn served_by(r: &reqwest::Response) -> String {
@@ -56,11 +63,11 @@ fn cookie_token(r: &reqwest::Response) -> Option<String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shard_routing_matches_the_shard_map_for_many_keys() {
+unitgate_tests::both_protocols! {
+async fn shard_routing_matches_the_shard_map_for_many_keys(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let gw = start(&units, &[], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
     let kv = config_center::kv::parse_document(&units.topology(&[]), "t").unwrap();
     let topo = Topology::build(1, &kv, 0).unwrap();
     let mut per_unit = std::collections::BTreeMap::new();
@@ -68,7 +75,7 @@ async fn shard_routing_matches_the_shard_map_for_many_keys() {
         .map(|u| format!("user-{u}"))
         .chain((0..100).map(|u| u.to_string()))
     {
-        let r = get(&gw.url("/orders/1"), &[("x-user-id", &user)]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", &user)]).await;
         assert_eq!(r.status(), 200);
         let want = &topo
             .unit(topo.shard_owner(topo.shard_of(&user)).unwrap())
@@ -82,9 +89,10 @@ async fn shard_routing_matches_the_shard_map_for_many_keys() {
         assert_eq!(units.received(u, "orders").await.len(), per_unit[u], "{u}");
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn region_routing_by_geoip() {
+unitgate_tests::both_protocols! {
+async fn region_routing_by_geoip(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("city.mmdb");
@@ -99,6 +107,7 @@ async fn region_routing_by_geoip() {
     let extra = GatewayArgs {
         geo_db: Some(db),
         trusted_proxies: Some("127.0.0.1".into()),
+        proto,
         ..GatewayArgs::default()
     };
     let gw = start(&units, &[], dir.path(), extra).await;
@@ -107,7 +116,7 @@ async fn region_routing_by_geoip() {
         ("198.51.100.7", "sh-1"),
         ("192.0.2.7", "bj-1"),
     ] {
-        let r = get(&gw.url("/profile"), &[("x-forwarded-for", ip)]).await;
+        let r = get(&gw, &gw.url("/profile"), &[("x-forwarded-for", ip)]).await;
         assert_eq!(
             (r.status().as_u16(), served_by(&r)),
             (200, unit.to_owned()),
@@ -115,23 +124,24 @@ async fn region_routing_by_geoip() {
         );
     }
     // The cn-east client is told about its regional entry.
-    let r = get(&gw.url("/profile"), &[("x-forwarded-for", "203.0.113.7")]).await;
+    let r = get(&gw, &gw.url("/profile"), &[("x-forwarded-for", "203.0.113.7")]).await;
     assert_eq!(
         r.headers()["x-unit-hint"],
         "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
     );
     // An address the database does not know falls back to this gateway's region.
-    let r = get(&gw.url("/profile"), &[("x-forwarded-for", "100.64.0.1")]).await;
+    let r = get(&gw, &gw.url("/profile"), &[("x-forwarded-for", "100.64.0.1")]).await;
     assert_eq!(served_by(&r), "bj-1");
     assert!(r.headers().get("x-unit-hint").is_none());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
+unitgate_tests::both_protocols! {
+async fn routing_tokens_are_issued_echoed_and_forgeries_ignored(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
-    let r = get(&gw.url("/orders/1"), &[("x-user-id", "60")]).await;
+    let gw = start(&units, &[], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "60")]).await;
     assert_eq!(served_by(&r), "sh-1");
     let cookie = r
         .headers()
@@ -153,6 +163,7 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
 
     // Echoed by cookie or by header, without any user header: same home, no reissue.
     let r = get(
+        &gw,
         &gw.url("/orders/2"),
         &[("cookie", &format!("a=b; ug_route={token}"))],
     )
@@ -162,7 +173,7 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
     // The routing cookie is the gateway's: the unit sees only its own cookies.
     let seen = units.received("sh-1", "orders").await;
     assert_eq!(seen.last().unwrap().headers["cookie"], "a=b");
-    let r = get(&gw.url("/orders/2"), &[("x-unit-route", &token)]).await;
+    let r = get(&gw, &gw.url("/orders/2"), &[("x-unit-route", &token)]).await;
     assert_eq!(served_by(&r), "sh-1");
 
     // A forged token (payload edited, or signature broken) is ignored, never an error.
@@ -176,6 +187,7 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
     .encode(&other);
     for bad in [forged.as_str(), &token[..token.len() - 2], "garbage"] {
         let r = get(
+            &gw,
             &gw.url("/orders/2"),
             &[("x-unit-route", bad), ("x-user-id", "99")],
         )
@@ -189,7 +201,7 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
     }
 
     // The locate endpoint gives apps their home, entry and a token.
-    let r = get(&gw.url("/_unitgate/locate"), &[("x-user-id", "60")]).await;
+    let r = get(&gw, &gw.url("/_unitgate/locate"), &[("x-user-id", "60")]).await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["home"], "sh-1");
     assert_eq!(v["region"], "cn-east");
@@ -197,16 +209,17 @@ async fn routing_tokens_are_issued_echoed_and_forgeries_ignored() {
     let t = RouteToken::decode(v["token"].as_str().unwrap(), &keys(), 0).unwrap();
     assert_eq!(t.shard, Some(60));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cookie_names_the_unit_that_served_so_the_user_stays_there() {
+unitgate_tests::both_protocols! {
+async fn the_cookie_names_the_unit_that_served_so_the_user_stays_there(proto: Proto) {
     // A region route with a user key: served in this gateway's region
     // (cn-north). The cookie must name that unit, not the user's shard
     // owner (sh-1), or the next request would move to cn-east.
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
-    let r = get(&gw.url("/profile/1"), &[("x-user-id", "60")]).await;
+    let gw = start(&units, &[], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
+    let r = get(&gw, &gw.url("/profile/1"), &[("x-user-id", "60")]).await;
     let first = served_by(&r);
     assert!(["bj-1", "bj-2"].contains(&first.as_str()), "{first}");
     assert!(r.headers().get("x-unit-hint").is_none());
@@ -214,17 +227,17 @@ async fn the_cookie_names_the_unit_that_served_so_the_user_stays_there() {
     let t = RouteToken::decode(&token, &keys(), 0).unwrap();
     assert_eq!(t.unit, first);
     for _ in 0..3 {
-        let r = get(&gw.url("/profile/1"), &[("x-unit-route", &token)]).await;
+        let r = get(&gw, &gw.url("/profile/1"), &[("x-unit-route", &token)]).await;
         assert_eq!(served_by(&r), first);
         assert!(cookie_token(&r).is_none(), "the token is kept");
         assert!(r.headers().get("x-unit-hint").is_none());
     }
     // A cookie minted by a shard route is the same token: the region route
     // keeps the user where it was, and the shard route goes home.
-    let r = get(&gw.url("/orders/1"), &[("x-user-id", "61")]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "61")]).await;
     assert_eq!(served_by(&r), "sh-1");
     let from_orders = cookie_token(&r).unwrap();
-    let r = get(&gw.url("/profile/1"), &[("x-unit-route", &from_orders)]).await;
+    let r = get(&gw, &gw.url("/profile/1"), &[("x-unit-route", &from_orders)]).await;
     let region_unit = served_by(&r);
     assert!(
         ["bj-1", "bj-2"].contains(&region_unit.as_str()),
@@ -232,36 +245,38 @@ async fn the_cookie_names_the_unit_that_served_so_the_user_stays_there() {
     );
     assert!(cookie_token(&r).is_none(), "the token is kept");
     assert!(r.headers().get("x-unit-hint").is_none());
-    let r = get(&gw.url("/orders/1"), &[("x-unit-route", &from_orders)]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-unit-route", &from_orders)]).await;
     assert_eq!(served_by(&r), "sh-1");
     assert!(cookie_token(&r).is_none());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_hint_points_at_a_home_that_cannot_serve() {
+unitgate_tests::both_protocols! {
+async fn no_hint_points_at_a_home_that_cannot_serve(proto: Proto) {
     // User 99's home sh-2 (cn-east) is down: served by bj-2 in this region,
     // with no hint toward cn-east; the cookie still names home.
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &["sh-2"], dir.path(), GatewayArgs::default()).await;
-    let r = get(&gw.url("/orders/1"), &[("x-user-id", "99")]).await;
+    let gw = start(&units, &["sh-2"], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "99")]).await;
     assert_eq!((r.status().as_u16(), served_by(&r)), (200, "bj-2".into()));
     assert!(r.headers().get("x-unit-hint").is_none());
     let t = RouteToken::decode(&cookie_token(&r).unwrap(), &keys(), 0).unwrap();
     assert_eq!(t.shard, Some(99));
     // Home up: the hint names it.
-    let r = get(&gw.url("/orders/1"), &[("x-user-id", "60")]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "60")]).await;
     assert_eq!(
         r.headers()["x-unit-hint"],
         "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn internal_headers_are_stripped_on_the_public_listener() {
+unitgate_tests::both_protocols! {
+async fn internal_headers_are_stripped_on_the_public_listener(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
+    let gw = start(&units, &[], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
     let keys = keys();
     let dye = Dye {
         shard: Some(60),
@@ -273,6 +288,7 @@ async fn internal_headers_are_stripped_on_the_public_listener() {
     };
     let baggage = dye.merge_into(Some("tenant=t1"), &keys);
     let r = get(
+        &gw,
         &gw.url("/orders/1"),
         &[
             ("x-user-id", "42"),
@@ -303,16 +319,17 @@ async fn internal_headers_are_stripped_on_the_public_listener() {
     assert_eq!(req.headers["baggage"], "tenant=t1");
     assert_eq!(req.headers["x-forwarded-for"], "127.0.0.1");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
+unitgate_tests::both_protocols! {
+async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &["bj-1"], dir.path(), GatewayArgs::default()).await;
+    let gw = start(&units, &["bj-1"], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
     let keys = keys();
     // Shard 3's home bj-1 is down: its failover list says bj-2.
     for _ in 0..5 {
-        let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+        let r = get(&gw, &gw.url("/orders/3"), &[("x-user-id", "3")]).await;
         assert_eq!(
             (r.status().as_u16(), served_by(&r)),
             (200, "bj-2".to_owned())
@@ -337,11 +354,11 @@ async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
 
     // A service in bj-2 calls through the internal listener with the dye:
     // home (bj-1) still down, so the call stays where it can be served.
-    let r = client()
+    let r = gw.http()
         .get(gw.internal_url("/orders/9"))
         .header("host", "api.example.com")
         .header("baggage", &b)
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -358,11 +375,11 @@ async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
         exp: i64::MAX,
     };
     let before = units.received("sh-1", "orders").await.len();
-    let r = client()
+    let r = gw.http()
         .get(gw.internal_url("/orders/9"))
         .header("host", "api.example.com")
         .header("baggage", dye60.merge_into(Some("k=v"), &keys))
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(served_by(&r), "sh-1");
@@ -375,12 +392,12 @@ async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
         None,
         &Keyring::new("x", [("x".to_owned(), vec![1; 32])].into()).unwrap(),
     );
-    let r = client()
+    let r = gw.http()
         .get(gw.internal_url("/orders/9"))
         .header("host", "api.example.com")
         .header("baggage", forged)
         .header("x-user-id", "42")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(served_by(&r), "bj-2");
@@ -396,16 +413,17 @@ async fn failover_dyes_the_request_and_the_internal_listener_returns_it_home() {
     // At the hop cap the request is never moved again: served in this
     // gateway's own unit (bj-a -> bj-1 is down, so it is refused).
     let capped = Dye { hops: 2, ..dye60 };
-    let r = client()
+    let r = gw.http()
         .get(gw.internal_url("/orders/9"))
         .header("host", "api.example.com")
         .header("baggage", capped.merge_into(None, &keys))
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "hop_limit");
+}
 }
 
 /// A TCP server that reads a request and closes without answering; it
@@ -438,8 +456,8 @@ async fn black_hole() -> (
     (addr, n)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere() {
+unitgate_tests::both_protocols! {
+async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (hole, swallowed) = black_hole().await;
@@ -455,16 +473,17 @@ async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere() {
         topology_file: Some(topo),
         region: Some("cn-north".into()),
         dc: Some("bj-a".into()),
+        proto,
         ..GatewayArgs::default()
     };
     let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
 
-    let r = client()
+    let r = gw.http()
         .post(gw.url("/orders"))
         .header("host", "api.example.com")
         .header("x-user-id", "3")
         .body("{\"item\":1}")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
@@ -482,7 +501,7 @@ async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere() {
     }
 
     // The same failure on a GET is retried on the failover unit, dyed.
-    let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+    let r = get(&gw, &gw.url("/orders/3"), &[("x-user-id", "3")]).await;
     assert_eq!(
         (r.status().as_u16(), served_by(&r)),
         (200, "bj-2".to_owned())
@@ -502,16 +521,17 @@ async fn a_post_is_never_sent_twice_but_a_get_is_retried_elsewhere() {
         "{b}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_errors_are_json_and_admin_endpoints_answer() {
+unitgate_tests::both_protocols! {
+async fn gateway_errors_are_json_and_admin_endpoints_answer(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, &[], dir.path(), GatewayArgs::default()).await;
-    let r = client()
+    let gw = start(&units, &[], dir.path(), GatewayArgs { proto, ..GatewayArgs::default() }).await;
+    let r = gw.http()
         .get(gw.url("/nothing"))
         .header("host", "unknown.org")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
@@ -519,7 +539,7 @@ async fn gateway_errors_are_json_and_admin_endpoints_answer() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "no_route");
     let big = "x".repeat(40 * 1024);
-    let r = get(&gw.url("/orders"), &[("x-big", &big)]).await;
+    let r = get(&gw, &gw.url("/orders"), &[("x-big", &big)]).await;
     assert_eq!(r.status(), 431);
 
     for (path, want) in [
@@ -540,6 +560,7 @@ async fn gateway_errors_are_json_and_admin_endpoints_answer() {
         "{m}"
     );
     assert!(m.contains("unitgate_config_epoch 1"), "{m}");
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +585,7 @@ async fn clients_giving_up_do_not_eject_endpoints_or_cause_retries() {
             .get(gw.url("/orders/slow"))
             .header("host", "api.example.com")
             .header("x-user-id", "42")
-            .send()
+            .send_via(gw.proto)
             .await;
         assert!(r.is_err(), "the client should have timed out");
     }
@@ -581,7 +602,7 @@ async fn clients_giving_up_do_not_eject_endpoints_or_cause_retries() {
         gone(&gw.admin("/metrics").await.1) == 6,
         "six clients counted as gone"
     );
-    let r = get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "42")]).await;
     assert_eq!(
         (r.status().as_u16(), served_by(&r)),
         (200, "bj-2".to_owned())
@@ -619,7 +640,7 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
             .unwrap()
     };
     assert_eq!(
-        served_by(&get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await),
+        served_by(&get(&gw, &gw.url("/orders/1"), &[("x-user-id", "42")]).await),
         "bj-2"
     );
 
@@ -639,7 +660,7 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     );
     let before = units.received("bj-2", "orders").await.len();
     for _ in 0..5 {
-        let r = get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "42")]).await;
         assert_eq!(
             (r.status().as_u16(), served_by(&r)),
             (200, "bj-1".to_owned())
@@ -659,13 +680,13 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
         "bj-2 back after a passing check"
     );
     assert_eq!(
-        served_by(&get(&gw.url("/orders/1"), &[("x-user-id", "42")]).await),
+        served_by(&get(&gw, &gw.url("/orders/1"), &[("x-user-id", "42")]).await),
         "bj-2"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_per_request_are_capped() {
+unitgate_tests::both_protocols! {
+async fn attempts_per_request_are_capped(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Every shard unit swallows requests; the failover chain is long enough
@@ -684,14 +705,16 @@ async fn attempts_per_request_are_capped() {
         topology_file: Some(write_topology(dir.path(), &text)),
         region: Some("cn-north".into()),
         dc: Some("bj-a".into()),
+        proto,
         ..GatewayArgs::default()
     };
     let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
-    let r = get(&gw.url("/orders/3"), &[("x-user-id", "3")]).await;
+    let r = get(&gw, &gw.url("/orders/3"), &[("x-user-id", "3")]).await;
     assert_eq!(r.status(), 502);
     let sent: usize = holes
         .iter()
         .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
         .sum();
     assert_eq!(sent, 3, "one request, three attempts");
+}
 }

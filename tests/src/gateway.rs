@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::proto::{h2_client, test_pki, Proto};
 use crate::{free_port, sample_path, workspace};
 
 /// Sample endpoints: (unit, service) -> address in `deploy/local/topology.yaml`.
@@ -93,6 +94,11 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub state_dir: tempfile::TempDir,
     log: PathBuf,
+    /// What the test's clients speak; with [`Proto::H2`] the public
+    /// listener serves TLS (certificate of [`test_pki`]).
+    pub proto: Proto,
+    /// The CA of the gateway's certificate (with TLS on).
+    pub ca: Option<PathBuf>,
 }
 
 /// What to start a gateway with (besides fresh loopback ports).
@@ -105,6 +111,8 @@ pub struct GatewayArgs {
     pub geo_db: Option<PathBuf>,
     pub trusted_proxies: Option<String>,
     pub extra: Vec<String>,
+    /// HTTP/2 turns TLS on for the public listener.
+    pub proto: Proto,
 }
 
 /// The demo keys (tests only).
@@ -170,6 +178,7 @@ impl Gateway {
         match Self::spawn(bin, a, &state_dir) {
             Err(e) => Err((e, state_dir)),
             Ok((child, public, internal, admin, log)) => {
+                let ca = (a.proto == Proto::H2).then(|| test_pki(bin).0);
                 let g = Gateway {
                     child: Some(child),
                     public,
@@ -177,6 +186,8 @@ impl Gateway {
                     admin,
                     state_dir,
                     log,
+                    proto: a.proto,
+                    ca,
                 };
                 g.wait_ready().await
             }
@@ -225,6 +236,9 @@ impl Gateway {
         }
         if let Some(g) = &a.geo_db {
             cmd.arg("--geo-db").arg(g);
+        }
+        if a.proto == Proto::H2 {
+            cmd.arg("--tls-cert-dir").arg(test_pki(bin).1);
         }
         cmd.args(&a.extra);
         cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn");
@@ -298,7 +312,19 @@ impl Gateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.public)
+        match self.proto {
+            Proto::H1 => format!("http://{}{path}", self.public),
+            Proto::H2 => format!("https://{}{path}", self.public),
+        }
+    }
+
+    /// A client speaking the gateway's [`Proto`] (on both proxy
+    /// listeners: HTTPS or h2c as the URL says).
+    pub fn http(&self) -> reqwest::Client {
+        match (&self.ca, self.proto) {
+            (Some(ca), Proto::H2) => h2_client(ca),
+            _ => client(),
+        }
     }
 
     pub fn internal_url(&self, path: &str) -> String {
