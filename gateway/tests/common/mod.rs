@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unitgate_tests::gateway::{Gateway, GatewayArgs, Units};
+use unitgate_tests::proto::Proto;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_unitgate");
 
@@ -24,6 +25,12 @@ pub async fn start(topology: String, dir: &Path) -> Gateway {
 
 /// A gateway in cn-north/bj-a on `topology`, with `config` as its TOML file.
 pub async fn start_with(topology: String, dir: &Path, config: &str) -> Gateway {
+    start_proto(topology, dir, config, Proto::H1).await
+}
+
+/// The same, its clients speaking `proto` (HTTP/2: TLS on the public
+/// listener).
+pub async fn start_proto(topology: String, dir: &Path, config: &str, proto: Proto) -> Gateway {
     let file = dir.join("topology.yaml");
     std::fs::write(&file, topology).unwrap();
     let conf = dir.join("gw.toml");
@@ -33,6 +40,7 @@ pub async fn start_with(topology: String, dir: &Path, config: &str) -> Gateway {
         region: Some("cn-north".into()),
         dc: Some("bj-a".into()),
         extra: vec!["--config".into(), conf.display().to_string()],
+        proto,
         ..GatewayArgs::default()
     };
     Gateway::start(Path::new(BIN), args).await.unwrap()
