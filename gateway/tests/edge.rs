@@ -1,0 +1,417 @@
+//! The edge below HTTP: TLS certificates chosen by SNI and reloaded from
+//! their files, protocol versions and ALPN, the HTTPS redirect listener
+//! and HSTS, the PROXY protocol, a TLS handshake that never finishes.
+//! Certificates come from a local CA made in the test.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use unitgate::tls::pki::LocalCa;
+use unitgate_tests::eventually;
+use unitgate_tests::gateway::Units;
+
+/// A CA and a directory of two certificates: `api.crt` (api.example.com)
+/// and `shop.crt` (*.shop.test).
+fn pki(dir: &Path) -> (LocalCa, PathBuf, PathBuf) {
+    let ca = LocalCa::new("edge test CA", 2).unwrap();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    ca.issue_into(&certs, "api", &["api.example.com", "127.0.0.1"], 2)
+        .unwrap();
+    ca.issue_into(&certs, "shop", &["*.shop.test"], 2).unwrap();
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem().unwrap()).unwrap();
+    (ca, ca_file, certs)
+}
+
+/// What a TLS client saw: the negotiated version, ALPN and the server
+/// certificate's DNS names.
+#[derive(Debug)]
+struct Seen {
+    version: String,
+    alpn: Option<String>,
+    names: Vec<String>,
+    serial: String,
+}
+
+/// A blocking TLS handshake with `addr` (after `prefix` bytes in the
+/// clear), verifying the chain against `ca`; `Err` if it fails.
+fn handshake(
+    addr: SocketAddr,
+    ca: &Path,
+    sni: &str,
+    versions: (SslVersion, SslVersion),
+    alpn: &[u8],
+    prefix: &[u8],
+    request: Option<&str>,
+) -> Result<(Seen, String), String> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(ca).unwrap();
+    b.set_min_proto_version(Some(versions.0)).unwrap();
+    b.set_max_proto_version(Some(versions.1)).unwrap();
+    b.set_alpn_protos(alpn).unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    let connector = b.build();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(prefix).unwrap();
+    let mut cfg = connector.configure().unwrap();
+    // Name checks are the SNI test's own (the chain is verified).
+    cfg.set_verify_hostname(false);
+    let mut tls = cfg.connect(sni, tcp).map_err(|e| e.to_string())?;
+    let ssl = tls.ssl();
+    let cert = ssl.peer_certificate().unwrap();
+    let seen = Seen {
+        version: ssl.version_str().to_owned(),
+        alpn: ssl
+            .selected_alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        names: names(&cert),
+        serial: cert
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string(),
+    };
+    let mut answer = String::new();
+    if let Some(req) = request {
+        tls.write_all(req.as_bytes()).unwrap();
+        let _ = tls.read_to_string(&mut answer);
+    }
+    Ok((seen, answer))
+}
+
+fn names(cert: &X509) -> Vec<String> {
+    cert.subject_alt_names()
+        .map(|s| {
+            s.iter()
+                .filter_map(|n| n.dnsname().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn tls(
+    addr: SocketAddr,
+    ca: &Path,
+    sni: &'static str,
+    versions: (SslVersion, SslVersion),
+    alpn: &'static [u8],
+) -> Result<Seen, String> {
+    let ca = ca.to_owned();
+    tokio::task::spawn_blocking(move || {
+        handshake(addr, &ca, sni, versions, alpn, b"", None).map(|(s, _)| s)
+    })
+    .await
+    .unwrap()
+}
+
+const MODERN: (SslVersion, SslVersion) = (SslVersion::TLS1_2, SslVersion::TLS1_3);
+const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
+const H1: &[u8] = b"\x08http/1.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_by_sni_modern_versions_and_alpn() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, ca_file, certs) = pki(dir.path());
+    let config = format!(
+        "[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\n",
+        certs.display().to_string()
+    );
+    let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
+    let at = gw.public;
+
+    let s = tls(at, &ca_file, "api.example.com", MODERN, H2_H1)
+        .await
+        .unwrap();
+    assert_eq!(s.names, ["api.example.com"], "{s:?}");
+    assert_eq!(s.alpn.as_deref(), Some("h2"));
+    assert_eq!(s.version, "TLSv1.3");
+    let s = tls(at, &ca_file, "eu.shop.test", MODERN, H1).await.unwrap();
+    assert_eq!(s.names, ["*.shop.test"], "{s:?}");
+    assert_eq!(s.alpn.as_deref(), Some("http/1.1"));
+    // A name no certificate covers, or one a wildcard does not (two
+    // labels), gets the default certificate.
+    for sni in ["unknown.test", "a.b.shop.test"] {
+        let s = tls(at, &ca_file, sni, MODERN, H2_H1).await.unwrap();
+        assert_eq!(s.names, ["api.example.com"], "{sni}: {s:?}");
+    }
+    // TLS 1.2 is taken; 1.0 and 1.1 are not.
+    let tls12 = (SslVersion::TLS1_2, SslVersion::TLS1_2);
+    let s = tls(at, &ca_file, "api.example.com", tls12, H2_H1)
+        .await
+        .unwrap();
+    assert_eq!(s.version, "TLSv1.2");
+    for old in [SslVersion::TLS1, SslVersion::TLS1_1] {
+        let r = tls(at, &ca_file, "api.example.com", (old, old), H2_H1).await;
+        assert!(r.is_err(), "{old:?} was accepted: {r:?}");
+    }
+    // The served certificates, and no error, are in /status.
+    let st = gw.status().await;
+    assert_eq!(st["tls"]["certificates"].as_array().unwrap().len(), 2);
+    assert_eq!(st["tls"]["errors"].as_array().unwrap().len(), 0);
+    // A request over HTTPS reaches the unit.
+    let ca_path = ca_file.clone();
+    let (_, answer) = tokio::task::spawn_blocking(move || {
+        handshake(
+            at,
+            &ca_path,
+            "api.example.com",
+            MODERN,
+            H1,
+            b"",
+            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-unit-served-by: bj-2"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_and_a_bad_file_keeps_the_old_one() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, ca_file, certs) = pki(dir.path());
+    let config = format!(
+        "header_timeout_ms = 500\n[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\nreload_interval_ms = 100\n",
+        certs.display().to_string()
+    );
+    let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
+    let at = gw.public;
+    let first = tls(at, &ca_file, "api.example.com", MODERN, H1)
+        .await
+        .unwrap();
+
+    // A renewed certificate (a new key too) is served without a restart.
+    let (cert, key) = ca
+        .issue(&["api.example.com", "www.example.com"], 2)
+        .unwrap();
+    // The key first: for a moment the pair does not match, which is
+    // reported and keeps the old certificate, never a broken one.
+    std::fs::write(certs.join("api.key"), &key).unwrap();
+    std::fs::write(certs.join("api.crt"), &cert).unwrap();
+    eventually!(
+        Duration::from_secs(10),
+        tls(at, &ca_file, "api.example.com", MODERN, H1)
+            .await
+            .unwrap()
+            .serial
+            != first.serial,
+        "the renewed certificate is served"
+    );
+    let renewed = tls(at, &ca_file, "api.example.com", MODERN, H1)
+        .await
+        .unwrap();
+    assert_eq!(renewed.names, ["api.example.com", "www.example.com"]);
+
+    // A garbage certificate: the renewed one stays, and /status says why.
+    std::fs::write(
+        certs.join("api.crt"),
+        b"-----BEGIN CERTIFICATE-----\nnope\n",
+    )
+    .unwrap();
+    eventually!(
+        Duration::from_secs(10),
+        gw.status().await["tls"]["errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "the bad file is reported"
+    );
+    let st = gw.status().await;
+    let errors = st["tls"]["errors"].to_string();
+    assert!(
+        errors.contains("api.crt") && errors.contains("still serving"),
+        "{errors}"
+    );
+    let s = tls(at, &ca_file, "api.example.com", MODERN, H1)
+        .await
+        .unwrap();
+    assert_eq!(s.serial, renewed.serial);
+    assert!(gw.log_tail().contains("TLS certificate not reloaded"));
+
+    // A client that opens a connection and never says hello is closed at
+    // the head timeout, before any handshake work.
+    let mut idle = tokio::net::TcpStream::connect(at).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the silent connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let m = gw.admin("/metrics").await.1;
+    assert!(
+        m.contains(r#"unitgate_edge_refused_total{listener="public",reason="tls_timeout"}"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_listener_redirects_listed_hosts_and_hsts_is_sent_over_https_only() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, ca_file, certs) = pki(dir.path());
+    let http = unitgate_tests::free_port();
+    let config = format!(
+        "http_listen = \"127.0.0.1:{http}\"\nhttps_redirect = [\"secure.example.com\", \"*.shop.test\"]\n[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\n",
+        certs.display().to_string()
+    );
+    let topo = units.topology(&[]).replacen(
+        "routes/orders:\n",
+        "routes/orders:\n  hsts: {max_age_s: 31536000, include_subdomains: true}\n",
+        1,
+    );
+    let gw = common::start_with(topo, dir.path(), &config).await;
+    let plain = format!("127.0.0.1:{http}");
+    let (status, text) = common::raw(
+        &plain,
+        &[
+            "GET /orders/1?x=1 HTTP/1.1",
+            "Host: secure.example.com",
+            "x-user-id: 42",
+        ],
+    )
+    .await;
+    assert_eq!(status, 308, "{text}");
+    let want = format!(
+        "location: https://secure.example.com:{}/orders/1?x=1",
+        gw.public.port()
+    );
+    assert!(text.to_ascii_lowercase().contains(&want), "{text}");
+    let (status, _) = common::raw(&plain, &["GET / HTTP/1.1", "Host: eu.shop.test"]).await;
+    assert_eq!(status, 308);
+    // Other hosts are served on the plain listener, without HSTS.
+    let (status, text) = common::raw(
+        &plain,
+        &[
+            "GET /orders/1 HTTP/1.1",
+            "Host: api.example.com",
+            "x-user-id: 42",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text
+        .to_ascii_lowercase()
+        .contains("strict-transport-security"));
+    // Over HTTPS the route's HSTS is sent.
+    let at = gw.public;
+    let (_, answer) = tokio::task::spawn_blocking(move || {
+        handshake(
+            at,
+            &ca_file,
+            "api.example.com",
+            MODERN,
+            H1,
+            b"",
+            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000; includesubdomains"),
+        "{answer}"
+    );
+}
+
+/// A PROXY protocol v2 header for a TCP/IPv4 client.
+fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21); // v2, PROXY
+    h.push(0x11); // TCP over IPv4
+    h.extend_from_slice(&12u16.to_be_bytes());
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_gives_the_client_address_before_tls_and_http() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, ca_file, certs) = pki(dir.path());
+    let http = unitgate_tests::free_port();
+    let config = format!(
+        "http_listen = \"127.0.0.1:{http}\"\nproxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n[tls]\ncert_dir = {:?}\n",
+        certs.display().to_string()
+    );
+    let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
+    let last_xff = |reqs: Vec<wiremock::Request>| {
+        reqs.last().unwrap().headers["x-forwarded-for"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // v1 on the plain listener.
+    let plain = format!("127.0.0.1:{http}");
+    let mut s = tokio::net::TcpStream::connect(&plain).await.unwrap();
+    s.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        last_xff(units.received("bj-2", "orders").await),
+        "203.0.113.7"
+    );
+    // v2 before the TLS handshake on the public listener.
+    let at = gw.public;
+    let (_, answer) = tokio::task::spawn_blocking(move || {
+        handshake(
+            at,
+            &ca_file,
+            "api.example.com",
+            MODERN,
+            H1,
+            &proxy_v2([198, 51, 100, 9], 4444),
+            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        last_xff(units.received("bj-2", "orders").await),
+        "198.51.100.9"
+    );
+    // Without a header the connection is closed unanswered.
+    let before = units.received("bj-2", "orders").await.len();
+    let mut s = tokio::net::TcpStream::connect(&plain).await.unwrap();
+    s.write_all(b"GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text))
+        .await
+        .expect("closed");
+    assert_eq!(text, "");
+    assert_eq!(units.received("bj-2", "orders").await.len(), before);
+    let m = gw.admin("/metrics").await.1;
+    assert!(
+        m.contains(r#"unitgate_edge_refused_total{listener="http",reason="proxy_header"} 1"#),
+        "{m}"
+    );
+}
