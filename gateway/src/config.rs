@@ -358,11 +358,11 @@ fn h2_limits(file: &FileConfig) -> Result<H2Limits, ConfigError> {
             1024 * 1024,
             65_535..=64 * 1024 * 1024,
         )?,
-        max_resets: within("h2_max_resets", file.h2_max_resets, 200, 10..=100_000)?,
+        max_resets: within("h2_max_resets", file.h2_max_resets, 1_000, 10..=100_000)?,
         max_control_frames: within(
             "h2_max_control_frames",
             file.h2_max_control_frames,
-            100,
+            1_000,
             10..=100_000,
         )?,
     })

@@ -57,6 +57,8 @@ pub struct Route {
     pub retry_with_idempotency_key: bool,
     pub criticality: Criticality,
     pub upstream_protocol: UpstreamProtocol,
+    /// The name the endpoints' certificates are verified against (`h2`).
+    pub upstream_sni: String,
     /// The `Strict-Transport-Security` value sent over HTTPS, if any.
     pub hsts: Option<String>,
 }
@@ -299,6 +301,7 @@ mod tests {
             retry_with_idempotency_key: false,
             criticality: Criticality::Default,
             upstream_protocol: UpstreamProtocol::Http1,
+            upstream_sni: String::new(),
             hsts: None,
             listener: l,
         }

@@ -204,6 +204,10 @@ pub struct RouteSpec {
     /// with prior knowledge, e.g. gRPC), `h2` (HTTP/2 over TLS).
     #[serde(default, skip_serializing_if = "UpstreamProtocol::is_default")]
     pub upstream_protocol: UpstreamProtocol,
+    /// With `h2`: the name the endpoints' certificates must carry (sent as
+    /// SNI and verified); required there, refused elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_sni: Option<String>,
     /// `Strict-Transport-Security` on the route's HTTPS answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts: Option<HstsSpec>,

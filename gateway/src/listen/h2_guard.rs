@@ -107,10 +107,10 @@ struct Frames {
     header_len: usize,
     /// Payload bytes of the current frame still to come.
     skip: usize,
-    /// A header block is open (HEADERS or PUSH_PROMISE without
-    /// END_HEADERS): CONTINUATION frames must finish it.
-    in_block: bool,
-    /// The first frame after the preface (SETTINGS) has been seen.
+    /// The head clock stops when the current frame's payload is in: the
+    /// first frame (SETTINGS), or the frame that ends a header block.
+    stop_after_payload: bool,
+    /// The first frame after the preface has been seen.
     settled: bool,
     resets: Budget,
     control: Budget,
@@ -131,7 +131,7 @@ impl Frames {
             header: [0; 9],
             header_len: 0,
             skip: 0,
-            in_block: false,
+            stop_after_payload: false,
             settled: false,
             resets: Budget::new(limits.max_resets),
             control: Budget::new(limits.max_control_frames),
@@ -152,6 +152,10 @@ impl Frames {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
                 bytes = &bytes[n..];
+                if self.skip == 0 && self.stop_after_payload {
+                    self.stop_after_payload = false;
+                    clock = Clock::Stop;
+                }
                 continue;
             }
             let n = (9 - self.header_len).min(bytes.len());
@@ -167,10 +171,10 @@ impl Frames {
             let (kind, flags) = (h[3], h[4]);
             self.skip = len;
             if !self.settled {
+                // The preface's first frame: the clock runs until its
+                // payload is in.
                 self.settled = true;
-                if !self.in_block {
-                    clock = Clock::Stop;
-                }
+                self.stop_after_payload = true;
             }
             let spent = match kind {
                 RST_STREAM => self.resets.spend().then_some(()).ok_or(Flood::Resets),
@@ -181,19 +185,24 @@ impl Frames {
                 DATA if len == 0 && flags & FLAG_END_STREAM == 0 => {
                     self.control.spend().then_some(()).ok_or(Flood::Control)
                 }
-                HEADERS | PUSH_PROMISE if flags & FLAG_END_HEADERS == 0 => {
-                    self.in_block = true;
+                // A header block runs the clock from its first frame's
+                // header to the end of the payload that ends it.
+                HEADERS | PUSH_PROMISE => {
                     clock = Clock::Start;
+                    self.stop_after_payload = flags & FLAG_END_HEADERS != 0;
                     Ok(())
                 }
                 CONTINUATION if flags & FLAG_END_HEADERS != 0 => {
-                    self.in_block = false;
-                    clock = Clock::Stop;
+                    self.stop_after_payload = true;
                     Ok(())
                 }
                 _ => Ok(()),
             };
             spent?;
+            if len == 0 && self.stop_after_payload {
+                self.stop_after_payload = false;
+                clock = Clock::Stop;
+            }
         }
         Ok(clock)
     }
@@ -207,7 +216,9 @@ pub struct FrameGuard {
     pending: Bytes,
     frames: Frames,
     timeout: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// The head clock (reset, never reallocated), and whether it runs.
+    deadline: Pin<Box<Sleep>>,
+    armed: bool,
     counters: Arc<FrameCounters>,
     closed: Option<Flood>,
     /// Whether the connection is h2c (no ALPN to say so).
@@ -240,7 +251,8 @@ impl FrameGuard {
             pending,
             frames: Frames::new(limits),
             timeout,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            armed: true,
             counters,
             closed: None,
             h2c,
@@ -274,10 +286,8 @@ impl AsyncRead for FrameGuard {
         if let Some(why) = this.closed {
             return Poll::Ready(Err(this.close(why)));
         }
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(this.close(Flood::Timeout)));
-            }
+        if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(this.close(Flood::Timeout)));
         }
         let before = buf.filled().len();
         if !this.pending.is_empty() {
@@ -294,11 +304,13 @@ impl AsyncRead for FrameGuard {
             Err(why) => Poll::Ready(Err(this.close(why))),
             Ok(Clock::Keep) => Poll::Ready(Ok(())),
             Ok(Clock::Stop) => {
-                this.deadline = None;
+                this.armed = false;
                 Poll::Ready(Ok(()))
             }
             Ok(Clock::Start) => {
-                this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+                // A block begun in this read and not finished in it.
+                this.deadline.as_mut().reset(Instant::now() + this.timeout);
+                this.armed = true;
                 Poll::Ready(Ok(()))
             }
         }
@@ -412,7 +424,9 @@ mod tests {
         for b in &bytes {
             clocks.push(f.scan(std::slice::from_ref(b)).unwrap());
         }
+        // Stopped once, when the SETTINGS payload's last byte came.
         assert_eq!(clocks.iter().filter(|c| **c == Clock::Stop).count(), 1);
+        assert_eq!(clocks.last(), Some(&Clock::Stop));
         // ACKs and WINDOW_UPDATEs are free; pings are not.
         for _ in 0..50 {
             f.scan(&frame(PING, FLAG_ACK, 8)).unwrap();
@@ -434,7 +448,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_open_header_block_runs_the_clock() {
+    async fn a_header_block_runs_the_clock_until_its_last_byte() {
         let mut f = Frames::new(&limits());
         f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
         assert_eq!(f.scan(&frame(SETTINGS, 0, 0)), Ok(Clock::Stop));
@@ -444,9 +458,15 @@ mod tests {
             f.scan(&frame(CONTINUATION, FLAG_END_HEADERS, 3)),
             Ok(Clock::Stop)
         );
+        // A whole block in one read: started and stopped, stopped wins.
         assert_eq!(
             f.scan(&frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3)),
-            Ok(Clock::Keep)
+            Ok(Clock::Stop)
         );
+        // A block whose payload trickles: the clock runs until its end.
+        let whole = frame(HEADERS, FLAG_END_HEADERS, 4);
+        assert_eq!(f.scan(&whole[..11]), Ok(Clock::Start));
+        assert_eq!(f.scan(&whole[11..12]), Ok(Clock::Keep));
+        assert_eq!(f.scan(&whole[12..]), Ok(Clock::Stop));
     }
 }

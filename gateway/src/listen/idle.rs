@@ -79,17 +79,21 @@ pub async fn serve<A>(
     let mut watch = shutdown.clone();
     // A first head that does not come in time is the head guard's to
     // answer (408): the request is started either way.
-    if park(&mut stream, parking, parking.first, &mut watch).await == Wake::Closed {
+    let woke = park(&mut stream, parking, parking.first, &mut watch).await;
+    if woke == Wake::Closed {
         return;
     }
-    if let Some(h2c) = h2c {
+    if let (Some(h2c), Wake::Data) = (h2c, woke) {
         // Every HTTP/1 request line is longer than 3 bytes; "PRI" starts
-        // only the HTTP/2 preface.
+        // only the HTTP/2 preface. A client that stops before 3 bytes is
+        // left to the head guard's deadline (408): the peek is bounded by
+        // it, and what it read stays in the guard for the parser.
         let mut first = [0u8; 3];
-        if stream.try_peek(&mut first).await.is_err() {
+        let peeked = tokio::time::timeout(h2c.timeout, stream.try_peek(&mut first)).await;
+        if matches!(peeked, Ok(Err(_))) {
             return;
         }
-        if &first == b"PRI" {
+        if matches!(peeked, Ok(Ok(_))) && &first == b"PRI" {
             let Ok(guard) = stream.into_any().downcast::<HeadGuard>() else {
                 return;
             };

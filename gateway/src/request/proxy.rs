@@ -652,12 +652,11 @@ impl ProxyHttp for UnitProxy {
                     };
                     // A wait in the queue used some of the time.
                     let left = ctx.time_left().unwrap_or(Duration::MAX);
-                    let protocol = ctx
-                        .facts
-                        .route
-                        .map(|r| plane.snap.topology.routes.get(r).upstream_protocol)
-                        .unwrap_or_default();
-                    let peer = http_peer(ep.addr, &pool.settings, left, protocol);
+                    let route = ctx.facts.route.map(|r| plane.snap.topology.routes.get(r));
+                    let (protocol, sni) = route.map_or((Default::default(), ""), |r| {
+                        (r.upstream_protocol, r.upstream_sni.as_str())
+                    });
+                    let peer = http_peer(ep.addr, &pool.settings, left, protocol, sni);
                     ctx.upstream_status = None;
                     ctx.attempts.begin(ep, pool.clone(), slot);
                     return Ok(Box::new(peer));

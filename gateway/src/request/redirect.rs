@@ -33,11 +33,16 @@ impl HttpsRedirect {
     /// The `Location` for a request to `host` (a checked Host value, maybe
     /// with a port) and `path_and_query`, if it is redirected.
     pub fn location(&self, host: &str, path_and_query: &str) -> Option<String> {
-        let name = match host.rsplit_once(':') {
-            Some((n, port)) if !n.ends_with(']') || port.is_empty() => n,
-            _ => host,
+        let name = if host.starts_with('[') {
+            // An IPv6 literal, with or without a port.
+            match host.find(']') {
+                Some(end) => &host[..=end],
+                None => return None,
+            }
+        } else {
+            host.rsplit_once(':').map_or(host, |(n, _)| n)
         };
-        let name = name.to_ascii_lowercase();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() || !self.covers(&name) {
             return None;
         }
@@ -69,6 +74,18 @@ mod tests {
         assert_eq!(
             all.location("x.test", "/p").as_deref(),
             Some("https://x.test:8443/p")
+        );
+        assert_eq!(
+            all.location("[::1]:80", "/").as_deref(),
+            Some("https://[::1]:8443/")
+        );
+        assert_eq!(
+            all.location("[::1]", "/").as_deref(),
+            Some("https://[::1]:8443/")
+        );
+        assert_eq!(
+            r.location("api.example.com.", "/").as_deref(),
+            Some("https://api.example.com/")
         );
     }
 }

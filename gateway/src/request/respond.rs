@@ -235,6 +235,11 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
         };
         h.insert_header("grpc-message", grpc_message(&message))?;
         h.insert_header("x-unit-error", err.code())?;
+        if !session.as_downstream().is_http2() {
+            // HTTP/1 (gRPC-Web or a misdirected client): an empty body,
+            // not one delimited by closing the connection.
+            h.insert_header("content-length", "0")?;
+        }
         h
     } else {
         let mut h = ResponseHeader::build(err.status(), Some(6))?;

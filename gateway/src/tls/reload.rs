@@ -129,7 +129,6 @@ impl Reloader {
                 return false;
             }
         };
-        let mut changed = files.len() != self.loaded.len();
         let mut next = HashMap::new();
         for f in files {
             let stamps = (stamp(&f.cert), stamp(&f.key));
@@ -140,7 +139,6 @@ impl Reloader {
             }
             match CertPair::load(&f) {
                 Ok(pair) => {
-                    changed = true;
                     next.insert(f, (stamps, Arc::new(pair)));
                 }
                 Err(e) => match old {
@@ -152,6 +150,14 @@ impl Reloader {
                 },
             }
         }
+        // Changed: a pair came, went, or was loaded afresh (a bad new file
+        // that is not served changes nothing).
+        let changed = next.len() != self.loaded.len()
+            || next.iter().any(|(f, (_, p))| {
+                self.loaded
+                    .get(f)
+                    .is_none_or(|(_, old)| !Arc::ptr_eq(p, old))
+            });
         if !changed {
             self.report(certs, errors);
             return false;

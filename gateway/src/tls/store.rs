@@ -210,7 +210,10 @@ impl CertStore {
 
     fn find(&self, host: &str) -> Option<usize> {
         self.exact.get(host).copied().or_else(|| {
-            let (_, parent) = host.split_once('.')?;
+            let (label, parent) = host.split_once('.')?;
+            if label.is_empty() {
+                return None;
+            }
             self.wildcard.get(parent).copied()
         })
     }

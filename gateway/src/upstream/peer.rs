@@ -17,24 +17,25 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// `left`, the time the request has left: HTTP/1.1; HTTP/2 with prior
 /// knowledge (`h2c`); or HTTP/2 over TLS (`h2`), the endpoint's
 /// certificate verified against the system's trust store (OpenSSL's
-/// default paths, `SSL_CERT_FILE` to point elsewhere), its name not
-/// checked: endpoints are addresses.
+/// default paths, `SSL_CERT_FILE` to point elsewhere) and against `sni`,
+/// the name the route says the units' certificates carry.
 pub fn http_peer(
     addr: SocketAddr,
     service: &UnitService,
     left: Duration,
     protocol: UpstreamProtocol,
+    sni: &str,
 ) -> HttpPeer {
     let ms = |v: u64| Some(Duration::from_millis(v).min(left));
     let tls = protocol == UpstreamProtocol::H2;
-    let mut peer = HttpPeer::new(addr, tls, String::new());
+    let mut peer = HttpPeer::new(addr, tls, sni.to_owned());
     if protocol != UpstreamProtocol::Http1 {
         peer.options.alpn = ALPN::H2;
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
     }
     if tls {
         peer.options.verify_cert = true;
-        peer.options.verify_hostname = false;
+        peer.options.verify_hostname = true;
     }
     peer.options.connection_timeout = ms(service.connect_timeout_ms);
     peer.options.total_connection_timeout = ms(service.total_connect_timeout_ms);

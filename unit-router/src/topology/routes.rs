@@ -87,6 +87,7 @@ fn check_route(name: &str, r: &RouteSpec, refs: &Refs<'_>, p: &mut Problems) -> 
         retry_with_idempotency_key: r.retry_with_idempotency_key,
         criticality: r.criticality,
         upstream_protocol: r.upstream_protocol,
+        upstream_sni: r.upstream_sni.clone().unwrap_or_default(),
         hsts: r.hsts.as_ref().map(|h| h.header_value()),
     })
 }
@@ -172,6 +173,24 @@ fn check_limits(key: &str, r: &RouteSpec, p: &mut Problems) {
                 format!("{t} is not within 1..={}", crate::MAX_ROUTE_TIMEOUT_MS),
             );
         }
+    }
+    match (r.upstream_protocol, &r.upstream_sni) {
+        (crate::spec::UpstreamProtocol::H2, None) => p.invalid(
+            key,
+            "upstream_sni",
+            "required with upstream_protocol h2: the name the units' certificates are verified against",
+        ),
+        (crate::spec::UpstreamProtocol::H2, Some(n))
+            if crate::input::check_host(n).is_err() || n.contains(':') =>
+        {
+            p.invalid(key, "upstream_sni", format!("{n:?} is not a host name"))
+        }
+        (crate::spec::UpstreamProtocol::H2, Some(_)) | (_, None) => {}
+        (_, Some(_)) => p.invalid(
+            key,
+            "upstream_sni",
+            "only with upstream_protocol h2 (TLS to the units)",
+        ),
     }
     if let Some(h) = &r.hsts {
         // Two years: the longest max-age browsers' preload lists ask for.
