@@ -252,6 +252,17 @@ fn route_limits_are_bounded() {
             json!({"max_body_bytes": (64u64 << 30) + 1}),
             "max_body_bytes",
         ),
+        (json!({"upstream_protocol": "h2"}), "upstream_sni"),
+        (
+            json!({"upstream_protocol": "h2", "upstream_sni": "a b"}),
+            "upstream_sni",
+        ),
+        (json!({"upstream_sni": "orders.internal"}), "upstream_sni"),
+        (json!({"hsts": {"max_age_s": 63_072_001u64}}), "hsts.max_age_s"),
+        (
+            json!({"hsts": {"max_age_s": 31_536_000, "preload": true}}),
+            "hsts.preload",
+        ),
     ] {
         let e = one(route(extra.clone()));
         assert!(
@@ -263,6 +274,17 @@ fn route_limits_are_bounded() {
     let t = Topology::build(1, &kv, NOW).unwrap();
     let r = t.routes.routes().iter().find(|r| r.name == "x").unwrap();
     assert_eq!((r.timeout_ms, r.max_body_bytes), (Some(600_000), Some(0)));
+    let kv = route(json!({
+        "upstream_protocol": "h2", "upstream_sni": "orders.unit.internal",
+        "hsts": {"max_age_s": 31_536_000, "include_subdomains": true, "preload": true}
+    }));
+    let t = Topology::build(1, &kv, NOW).unwrap();
+    let r = t.routes.routes().iter().find(|r| r.name == "x").unwrap();
+    assert_eq!(r.upstream_sni, "orders.unit.internal");
+    assert_eq!(
+        r.hsts.as_deref(),
+        Some("max-age=31536000; includeSubDomains; preload")
+    );
 }
 
 #[test]
