@@ -258,7 +258,10 @@ fn route_limits_are_bounded() {
             "upstream_sni",
         ),
         (json!({"upstream_sni": "orders.internal"}), "upstream_sni"),
-        (json!({"hsts": {"max_age_s": 63_072_001u64}}), "hsts.max_age_s"),
+        (
+            json!({"hsts": {"max_age_s": 63_072_001u64}}),
+            "hsts.max_age_s",
+        ),
         (
             json!({"hsts": {"max_age_s": 31_536_000, "preload": true}}),
             "hsts.preload",
