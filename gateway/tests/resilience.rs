@@ -14,19 +14,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{quantile, start_with, CapacityUpstream};
-use unitgate_tests::gateway::{client, Units};
+use unitgate_tests::gateway::{client, Gateway, Units};
+use unitgate_tests::proto::{Proto, SendVia};
 use wiremock::matchers::{any, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// Shard 3 lives in bj-1, whose failover order is bj-2 then sh-1.
 const USER: (&str, &str) = ("x-user-id", "3");
 
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut r = client().get(url).header("host", "api.example.com");
+/// GET `url` over the gateway's protocol (checked on HTTP/2).
+async fn get(gw: &Gateway, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut r = gw.http().get(url).header("host", "api.example.com");
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
-    r.send().await.unwrap()
+    let resp = r.send_via(gw.proto).await.unwrap();
+    if gw.proto == Proto::H2 {
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{url}");
+    }
+    resp
 }
 
 fn served_by(r: &reqwest::Response) -> String {
@@ -62,14 +68,14 @@ fn baggage(r: &Request) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_answered_503_fails_over_dyed_and_the_client_gets_200() {
+unitgate_tests::both_protocols! {
+async fn a_get_answered_503_fails_over_dyed_and_the_client_gets_200(proto: Proto) {
     let units = Units::start().await;
     orders_answer(units.get("bj-1", "orders"), ResponseTemplate::new(503)).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with(units.topology(&[]), dir.path(), "").await;
+    let gw = common::start_proto(units.topology(&[]), dir.path(), "", proto).await;
 
-    let r = get(&gw.url("/orders/1"), &[USER]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[USER]).await;
     assert_eq!(
         (r.status().as_u16(), served_by(&r)),
         (200, "bj-2".to_owned())
@@ -92,9 +98,10 @@ async fn a_get_answered_503_fails_over_dyed_and_the_client_gets_200() {
         "{m}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_answered_503_is_returned_and_sent_once() {
+unitgate_tests::both_protocols! {
+async fn a_post_answered_503_is_returned_and_sent_once(proto: Proto) {
     let units = Units::start().await;
     orders_answer(
         units.get("bj-1", "orders"),
@@ -104,11 +111,11 @@ async fn a_post_answered_503_is_returned_and_sent_once() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with(units.topology(&[]), dir.path(), "").await;
+    let gw = common::start_proto(units.topology(&[]), dir.path(), "", proto).await;
 
     // Without a key, and with one on a route that does not opt in.
     for key in [None, Some("k-1")] {
-        let mut req = client()
+        let mut req = gw.http()
             .post(gw.url("/orders/1"))
             .header("host", "api.example.com")
             .header(USER.0, USER.1)
@@ -116,7 +123,7 @@ async fn a_post_answered_503_is_returned_and_sent_once() {
         if let Some(k) = key {
             req = req.header("idempotency-key", k);
         }
-        let r = req.send().await.unwrap();
+        let r = req.send_via(gw.proto).await.unwrap();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "7");
         assert_eq!(
@@ -134,9 +141,10 @@ async fn a_post_answered_503_is_returned_and_sent_once() {
         assert_eq!(count(&units, u, "POST").await, 0, "POST reached {u}");
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyed_post_on_an_opted_in_route_fails_over_once() {
+unitgate_tests::both_protocols! {
+async fn a_keyed_post_on_an_opted_in_route_fails_over_once(proto: Proto) {
     let units = Units::start().await;
     orders_answer(units.get("bj-1", "orders"), ResponseTemplate::new(503)).await;
     let topo = units.topology(&[]).replacen(
@@ -146,15 +154,15 @@ async fn a_keyed_post_on_an_opted_in_route_fails_over_once() {
     );
     assert!(topo.contains("retry_with_idempotency_key"));
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with(topo, dir.path(), "").await;
+    let gw = common::start_proto(topo, dir.path(), "", proto).await;
 
-    let r = client()
+    let r = gw.http()
         .post(gw.url("/orders/1"))
         .header("host", "api.example.com")
         .header(USER.0, USER.1)
         .header("idempotency-key", "order-77")
         .body("{\"item\":1}")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(
@@ -173,21 +181,22 @@ async fn a_keyed_post_on_an_opted_in_route_fails_over_once() {
     assert_eq!(at_bj2[0].body, b"{\"item\":1}");
 
     // Without the key the same POST is never sent twice.
-    let r = client()
+    let r = gw.http()
         .post(gw.url("/orders/1"))
         .header("host", "api.example.com")
         .header(USER.0, USER.1)
         .body("x")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(count(&units, "bj-1", "POST").await, 2);
     assert_eq!(count(&units, "bj-2", "POST").await, 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt() {
+unitgate_tests::both_protocols! {
+async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt(proto: Proto) {
     let units = Units::start().await;
     orders_answer(
         units.get("bj-1", "orders"),
@@ -203,9 +212,10 @@ async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with(units.topology(&[]), dir.path(), "").await;
+    let gw = common::start_proto(units.topology(&[]), dir.path(), "", proto).await;
 
     let r = get(
+        &gw,
         &gw.url("/orders/1"),
         &[USER, ("x-request-timeout-ms", "400")],
     )
@@ -215,6 +225,7 @@ async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt() {
     assert_eq!(served_by(&r), "bj-1");
     assert_eq!(r.text().await.unwrap(), "", "its body was not read");
     assert_eq!(units.received("bj-2", "orders").await.len(), 1);
+}
 }
 
 /// The sample topology with a 200 ms read timeout on the orders endpoints
@@ -249,6 +260,7 @@ async fn a_300ms_deadline_holds_across_two_slow_attempts() {
 
     let t0 = Instant::now();
     let r = get(
+        &gw,
         &gw.url("/orders/1"),
         &[USER, ("x-request-timeout-ms", "300")],
     )
@@ -295,7 +307,7 @@ async fn client_deadlines_are_capped_parsed_and_forwarded() {
     let gw = start_with(topo, dir.path(), "").await;
 
     // grpc-timeout is forwarded as what is left, in the same header.
-    let r = get(&gw.url("/orders/1"), &[USER, ("grpc-timeout", "250m")]).await;
+    let r = get(&gw, &gw.url("/orders/1"), &[USER, ("grpc-timeout", "250m")]).await;
     assert_eq!(r.status(), 200);
     let seen = units.received("bj-1", "orders").await;
     let g = seen.last().unwrap().headers["grpc-timeout"]
@@ -307,6 +319,7 @@ async fn client_deadlines_are_capped_parsed_and_forwarded() {
 
     // A longer one than the route's is capped by it.
     let r = get(
+        &gw,
         &gw.url("/orders/1"),
         &[USER, ("x-request-timeout-ms", "60000")],
     )
@@ -323,14 +336,19 @@ async fn client_deadlines_are_capped_parsed_and_forwarded() {
     // Malformed: 400, nothing sent.
     let before = units.received("bj-1", "orders").await.len();
     for bad in [("grpc-timeout", "1.5S"), ("x-request-timeout-ms", "soon")] {
-        let r = get(&gw.url("/orders/1"), &[USER, bad]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[USER, bad]).await;
         assert_eq!(r.status(), 400, "{bad:?}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"], "bad_request");
     }
     // Already spent: 504 at once, nothing sent.
     let t0 = Instant::now();
-    let r = get(&gw.url("/orders/1"), &[USER, ("x-request-timeout-ms", "0")]).await;
+    let r = get(
+        &gw,
+        &gw.url("/orders/1"),
+        &[USER, ("x-request-timeout-ms", "0")],
+    )
+    .await;
     assert_eq!(r.status(), 504);
     assert!(t0.elapsed() < Duration::from_millis(500));
     assert_eq!(units.received("bj-1", "orders").await.len(), before);
@@ -366,7 +384,7 @@ async fn the_breaker_opens_on_a_failing_unit_shuttles_its_traffic_and_closes_aft
     // Every request still succeeds (the 503 is retried on bj-2) while the
     // breaker counts bj-1's failures.
     for _ in 0..20 {
-        let r = get(&gw.url("/orders/1"), &[USER]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[USER]).await;
         assert_eq!((r.status().as_u16(), served_by(&r)), (200, "bj-2".into()));
     }
     let b = breaker_of(&gw, "bj-1").await;
@@ -376,7 +394,7 @@ async fn the_breaker_opens_on_a_failing_unit_shuttles_its_traffic_and_closes_aft
     // Open: most requests go straight to bj-2, dyed; few probes reach bj-1.
     let before = count(&units, "bj-1", "GET").await;
     for _ in 0..40 {
-        let r = get(&gw.url("/orders/1"), &[USER]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[USER]).await;
         assert_eq!((r.status().as_u16(), served_by(&r)), (200, "bj-2".into()));
     }
     let probes = count(&units, "bj-1", "GET").await - before;
@@ -403,7 +421,7 @@ async fn the_breaker_opens_on_a_failing_unit_shuttles_its_traffic_and_closes_aft
     let mut home = 0;
     while home < 5 {
         assert!(Instant::now() < deadline, "traffic never came back to bj-1");
-        let r = get(&gw.url("/orders/1"), &[USER]).await;
+        let r = get(&gw, &gw.url("/orders/1"), &[USER]).await;
         assert_eq!(r.status(), 200);
         if served_by(&r) == "bj-1" {
             home += 1;
@@ -609,7 +627,13 @@ async fn failover_rate(config: &str) -> (f64, usize, usize, usize) {
         loops.push(tokio::spawn(async move {
             let (mut ok, mut home) = (0, 0);
             for _ in 0..250 {
-                let r = get(&url, &[USER]).await;
+                let r = client()
+                    .get(&url)
+                    .header("host", "api.example.com")
+                    .header(USER.0, USER.1)
+                    .send()
+                    .await
+                    .unwrap();
                 if r.status() == 200 {
                     ok += 1;
                     home += usize::from(served_by(&r) == "bj-1");
