@@ -127,11 +127,16 @@ async fn certificates_by_sni_modern_versions_and_alpn() {
     let dir = tempfile::tempdir().unwrap();
     let (_ca, ca_file, certs) = pki(dir.path());
     let config = format!(
-        "[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\n",
+        "[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\ninternal = true\n",
         certs.display().to_string()
     );
     let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
     let at = gw.public;
+    // The internal listener speaks TLS too when configured so.
+    let s = tls(gw.internal, &ca_file, "api.example.com", MODERN, H2_H1)
+        .await
+        .unwrap();
+    assert_eq!(s.alpn.as_deref(), Some("h2"));
 
     let s = tls(at, &ca_file, "api.example.com", MODERN, H2_H1)
         .await
@@ -419,4 +424,91 @@ async fn the_proxy_protocol_gives_the_client_address_before_tls_and_http() {
         m.contains(r#"unitgate_edge_refused_total{listener="http",reason="proxy_header"} 1"#),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_over_tls_is_verified_against_the_routes_name() {
+    // The unit's service is another gateway's HTTPS listener (HTTP/2 by
+    // ALPN), with a certificate of the test CA for api.example.com.
+    let inner_units = Units::start().await;
+    let inner_dir = tempfile::tempdir().unwrap();
+    let inner = common::start_proto(
+        inner_units.topology(&[]),
+        inner_dir.path(),
+        "",
+        unitgate_tests::proto::Proto::H2,
+    )
+    .await;
+    let (ca, _) = unitgate_tests::proto::test_pki(Path::new(common::BIN));
+
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bj2 = units.get("bj-2", "orders").address().to_string();
+    let topology = |sni: &str| {
+        units
+            .topology(&[])
+            .replace(
+                &format!("orders: {{endpoints: [\"{bj2}\"], health_path: /healthz, health_interval_ms: 1000}}"),
+                &format!("orders: {{endpoints: [\"{}\"]}}", inner.public),
+            )
+            .replacen(
+                "routes/orders:\n",
+                &format!("routes/orders:\n  upstream_protocol: h2\n  upstream_sni: {sni}\n"),
+                1,
+            )
+    };
+    let file = dir.path().join("topology.yaml");
+    std::fs::write(&file, topology("api.example.com")).unwrap();
+    let args = unitgate_tests::gateway::GatewayArgs {
+        topology_file: Some(file.clone()),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        // The units' CA: OpenSSL's default trust store, pointed elsewhere.
+        env: vec![("SSL_CERT_FILE".into(), ca.display().to_string())],
+        ..Default::default()
+    };
+    let gw = unitgate_tests::gateway::Gateway::start(Path::new(common::BIN), args)
+        .await
+        .unwrap();
+    let (status, text) = common::raw(
+        &gw.public.to_string(),
+        &[
+            "GET /orders/1 HTTP/1.1",
+            "Host: api.example.com",
+            "x-user-id: 42",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    // Through the inner gateway to its bj-2.
+    assert_eq!(inner_units.received("bj-2", "orders").await.len(), 1);
+
+    // A name the certificate does not carry: refused, never sent.
+    std::fs::write(&file, topology("orders.unit.internal")).unwrap();
+    eventually!(
+        Duration::from_secs(10),
+        common::raw(
+            &gw.public.to_string(),
+            &[
+                "GET /orders/1 HTTP/1.1",
+                "Host: api.example.com",
+                "x-user-id: 42"
+            ],
+        )
+        .await
+        .0 == 502,
+        "a certificate without the route's name is refused"
+    );
+    let sent = inner_units.received("bj-2", "orders").await.len();
+    let (status, _) = common::raw(
+        &gw.public.to_string(),
+        &[
+            "GET /orders/1 HTTP/1.1",
+            "Host: api.example.com",
+            "x-user-id: 42",
+        ],
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(inner_units.received("bj-2", "orders").await.len(), sent);
 }

@@ -113,6 +113,8 @@ pub struct GatewayArgs {
     pub extra: Vec<String>,
     /// HTTP/2 turns TLS on for the public listener.
     pub proto: Proto,
+    /// Environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 /// The demo keys (tests only).
@@ -242,6 +244,7 @@ impl Gateway {
         }
         cmd.args(&a.extra);
         cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn");
+        cmd.envs(a.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
