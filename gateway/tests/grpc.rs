@@ -78,12 +78,40 @@ fn topology(units: &Units, grpc: &[(&str, Option<SocketAddr>)]) -> String {
     text.push_str(
         "\nroutes/grpc-health:\n  hosts: [\"*.example.com\"]\n  path_prefix: /grpc.health.v1.Health/\n  service: profile\n  policy: shard\n  listener: both\n  upstream_protocol: h2c\n",
     );
+    // The same service behind the demo issuer's JWT.
+    text.push_str(
+        "\nroutes/grpc-auth:\n  hosts: [grpc-auth.test]\n  path_prefix: /grpc.health.v1.Health/\n  service: profile\n  policy: shard\n  auth: required\n  upstream_protocol: h2c\n",
+    );
     text
 }
 
+/// A token of the demo issuer for `sub`.
+fn demo_jwt(sub: &str) -> String {
+    let pem = std::fs::read(unitgate_tests::workspace().join("deploy/local/demo-jwt-private.pem"))
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("demo-1".into());
+    let now = common::now();
+    let claims = serde_json::json!({
+        "iss": "https://id.demo.unitgate.invalid", "aud": "api", "sub": sub,
+        "iat": now, "exp": now + 300,
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
 /// A gRPC channel to the public listener over TLS (ALPN `h2`), trusting
-/// the test CA.
+/// the test CA, for api.example.com.
 async fn tls_channel(addr: SocketAddr) -> Channel {
+    tls_channel_to(addr, "api.example.com").await
+}
+
+/// The same for `host` (SNI and `:authority`).
+async fn tls_channel_to(addr: SocketAddr, host: &'static str) -> Channel {
     let (ca, _) = test_pki(std::path::Path::new(common::BIN));
     let ca = native_tls::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
     let connector = tower::service_fn(move |_: http::Uri| {
@@ -93,15 +121,17 @@ async fn tls_channel(addr: SocketAddr) -> Channel {
             let tls = native_tls::TlsConnector::builder()
                 .add_root_certificate(ca)
                 .disable_built_in_roots(true)
+                .danger_accept_invalid_hostnames(true)
                 .request_alpns(&["h2"])
                 .build()?;
             let stream = tokio_native_tls::TlsConnector::from(tls)
-                .connect("api.example.com", tcp)
+                .connect(host, tcp)
                 .await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper_util::rt::TokioIo::new(stream))
         }
     });
-    Endpoint::from_static("http://api.example.com")
+    Endpoint::from_shared(format!("http://{host}"))
+        .unwrap()
         .connect_with_connector(connector)
         .await
         .unwrap()
@@ -243,6 +273,25 @@ async fn grpc_calls_are_routed_by_shard_failed_over_dyed_and_sent_home() {
     .unwrap();
     let seen = sh1.seen.lock().unwrap().last().unwrap().clone();
     assert!(seen.get("x-unit-criticality").is_none());
+
+    // On a route with auth the verified `sub` routes the call (42: bj-2),
+    // over a conflicting x-user-id (60: sh-1); no token: UNAUTHENTICATED.
+    let authed = tls_channel_to(gw.public, "grpc-auth.test").await;
+    let bearer = format!("Bearer {}", demo_jwt("42"));
+    assert_eq!(
+        check(
+            &authed,
+            "bj-2",
+            &[("authorization", bearer), ("x-user-id", "60".into())]
+        )
+        .await
+        .unwrap(),
+        Answer::Serving
+    );
+    let seen = bj2.seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(seen.get("x-auth-user").unwrap(), "42");
+    let e = check(&authed, "bj-2", &user("42")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
