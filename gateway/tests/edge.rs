@@ -163,6 +163,13 @@ async fn certificates_by_sni_modern_versions_and_alpn() {
         let r = tls(at, &ca_file, "api.example.com", (old, old), H2_H1).await;
         assert!(r.is_err(), "{old:?} was accepted: {r:?}");
     }
+    // The two refused versions are counted as failed handshakes; the
+    // start-up probes (connect, close) are not.
+    let m = gw.admin("/metrics").await.1;
+    assert!(
+        m.contains(r#"unitgate_edge_refused_total{listener="public",reason="tls_handshake"} 2"#),
+        "{m}"
+    );
     // The served certificates, and no error, are in /status.
     let st = gw.status().await;
     assert_eq!(st["tls"]["certificates"].as_array().unwrap().len(), 2);

@@ -194,6 +194,23 @@ impl Edge {
     }
 }
 
+impl<A> Limited<A> {
+    /// The TLS handshake, within the head timeout from now. A connection
+    /// closed before its first byte (a load balancer's TCP check) is no
+    /// failed handshake: it is dropped uncounted.
+    async fn hello(&self, tls: &Terminator, mut conn: Conn) -> Result<Stream, HandshakeError> {
+        let started = tokio::time::Instant::now();
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.head.timeout, conn.inner_mut().try_peek(&mut first)).await {
+            Err(_) => return Err(HandshakeError::Timeout(self.head.timeout)),
+            Ok(Err(_)) => return Err(HandshakeError::Closed),
+            Ok(Ok(_)) => {}
+        }
+        let left = self.head.timeout.saturating_sub(started.elapsed());
+        tls.handshake(conn, left).await
+    }
+}
+
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
     async fn process_new(
@@ -219,13 +236,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         let _open = GaugeUp::up(&self.open);
         let session: Stream = match &self.edge.tls {
             None => Box::new(conn),
-            Some(tls) => match tls.handshake(conn, self.head.timeout).await {
+            Some(tls) => match self.hello(tls, conn).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, ?ip, "TLS handshake failed");
                     let reason = match e {
                         HandshakeError::Timeout(_) => "tls_timeout",
                         HandshakeError::Failed(_) => "tls_handshake",
+                        HandshakeError::Closed => return None,
                     };
                     self.edge.refuse(self.listener, reason);
                     return None;

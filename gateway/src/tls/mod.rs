@@ -140,6 +140,8 @@ pub enum HandshakeError {
     Timeout(Duration),
     #[error("TLS handshake failed: {0}")]
     Failed(String),
+    #[error("closed before a TLS hello")]
+    Closed,
 }
 
 /// The server side of TLS for one or more listeners.
