@@ -17,7 +17,8 @@ use common::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Reason};
-use unitgate_tests::gateway::{client, Units};
+use unitgate_tests::gateway::Units;
+use unitgate_tests::proto::SendVia;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_that_are_not_hosts_get_400_and_reach_no_unit() {
@@ -123,18 +124,18 @@ async fn a_method_no_route_takes_is_405_with_allow() {
     assert!(units.received("ct-1", "config").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identity_headers_from_the_client_never_reach_a_unit() {
+unitgate_tests::both_protocols! {
+async fn identity_headers_from_the_client_never_reach_a_unit(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(units.topology(&[]), dir.path()).await;
-    let r = client()
+    let gw = common::start_proto(units.topology(&[]), dir.path(), "", proto).await;
+    let r = gw.http()
         .get(gw.url("/orders/1"))
         .header("host", "api.example.com")
         .header("x-user-id", "42")
         .header("x-real-ip", "6.6.6.6")
         .header("cookie", "ug_route=x; sid=1")
-        .send()
+        .send_via(gw.proto)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -143,13 +144,14 @@ async fn identity_headers_from_the_client_never_reach_a_unit() {
     assert!(req.headers.get("x-real-ip").is_none());
     assert_eq!(req.headers["cookie"], "sid=1");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dye_replayed_on_another_users_call_is_ignored_and_never_renewed() {
+unitgate_tests::both_protocols! {
+async fn a_dye_replayed_on_another_users_call_is_ignored_and_never_renewed(proto: Proto) {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
     // sh-1 down: a dye for shard 60 (home sh-1) keeps calls in bj-1.
-    let gw = start(units.topology(&["sh-1"]), dir.path()).await;
+    let gw = common::start_proto(units.topology(&["sh-1"]), dir.path(), "", proto).await;
     let keys = unitgate_tests::gateway::test_keyring();
     let exp = now() + 30;
     let dye = Dye {
@@ -162,12 +164,12 @@ async fn a_dye_replayed_on_another_users_call_is_ignored_and_never_renewed() {
     };
     let baggage = dye.merge_into(None, &keys);
     let call = |user: &'static str| {
-        client()
+        gw.http()
             .get(gw.internal_url("/orders/1"))
             .header("host", "api.example.com")
             .header("x-user-id", user)
             .header("baggage", baggage.clone())
-            .send()
+            .send_via(gw.proto)
     };
     // The same user (shard 60): the dye holds the call at the hop limit,
     // and the dye it carries on is not extended.
@@ -187,6 +189,7 @@ async fn a_dye_replayed_on_another_users_call_is_ignored_and_never_renewed() {
     assert_eq!(r.headers()["x-unit-served-by"], "bj-2");
     let seen = units.received("bj-2", "orders").await;
     assert!(seen.last().unwrap().headers.get("baggage").is_none());
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
