@@ -24,13 +24,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Conn {
     inner: Stream,
     socket: Option<Arc<SocketDigest>>,
+    /// The addresses came from a PROXY header.
+    proxied: bool,
 }
 
 impl Conn {
     /// The socket as accepted.
     pub fn new(inner: Stream) -> Self {
         let socket = inner.get_socket_digest();
-        Conn { inner, socket }
+        Conn {
+            inner,
+            socket,
+            proxied: false,
+        }
+    }
+
+    /// The connection as a stream: the socket itself unless a PROXY header
+    /// renamed its addresses (no layer more than needed on the plain path).
+    pub fn into_stream(self) -> Stream {
+        if self.proxied {
+            Box::new(self)
+        } else {
+            self.inner
+        }
     }
 
     /// The socket, known by the client and local addresses of a PROXY
@@ -49,6 +65,7 @@ impl Conn {
         Conn {
             inner,
             socket: Some(Arc::new(digest)),
+            proxied: true,
         }
     }
 

@@ -235,7 +235,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         };
         let _open = GaugeUp::up(&self.open);
         let session: Stream = match &self.edge.tls {
-            None => Box::new(conn),
+            None => conn.into_stream(),
             Some(tls) => match self.hello(tls, conn).await {
                 Ok(s) => s,
                 Err(e) => {
