@@ -2,9 +2,10 @@
 //! one run on one machine. Every proxy gets one worker pinned to CPU 0;
 //! the origin (nginx serving fixed bodies) and the load generators run on
 //! CPU 1. Proxies are measured interleaved over several rounds and reported
-//! as medians and ratios, never as absolute targets. `bench/run` installs
-//! the tools, builds release binaries and calls this; `docs/BENCHMARKS.md`
-//! explains the figures.
+//! as medians and ratios, never as absolute targets. The `tls` part
+//! (`tls.rs`) sets unitgate's HTTPS listener against its plain one and
+//! against nginx's. `bench/run` installs the tools, builds release
+//! binaries and calls this; `docs/BENCHMARKS.md` explains the figures.
 #![forbid(unsafe_code)]
 
 mod control;
@@ -13,6 +14,8 @@ mod load;
 mod peers;
 mod procs;
 mod report;
+mod tls;
+mod tls_report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,10 +35,10 @@ struct Args {
     /// Interleaved rounds of the throughput runs.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Seconds per throughput run.
+    /// Seconds per throughput run (and per run of the tls part).
     #[arg(long, default_value_t = 10)]
     secs: u64,
-    /// Connections of the load generators.
+    /// Connections of the load generators (closed loop).
     #[arg(long, default_value_t = 64)]
     conns: u32,
     /// Seconds per latency point.
@@ -61,11 +64,12 @@ struct Args {
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
-    /// Parts to run (comma-separated): throughput, latency, memory, control.
+    /// Parts to run (comma-separated): throughput, latency, memory, tls,
+    /// control.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,memory,control"
+        default_value = "throughput,latency,memory,tls,control"
     )]
     parts: Vec<Part>,
     /// Another unitgate measured beside the first, as NAME=BINARY or
@@ -83,6 +87,7 @@ enum Part {
     Throughput,
     Latency,
     Memory,
+    Tls,
     Control,
 }
 
@@ -142,43 +147,75 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
     let d = dir.path();
     // nginx workers may drop to an unprivileged user: let them read.
     std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let origin_port = free_ports(1)?[0];
+    let _origin = peers::origin(p, d, origin_port, load_pin)?;
+    let origin: SocketAddr = ([127, 0, 0, 1], origin_port).into();
+    http::wait_status(origin, "/healthz", &[], 200, Duration::from_secs(10)).await?;
+    let topology = d.join("topology.yaml");
+    std::fs::write(&topology, peers::topology_yaml(origin_port))?;
+
+    // The proxies of the throughput, latency and memory parts.
+    let parts = [Part::Throughput, Part::Latency, Part::Memory];
+    if parts.iter().any(|part| a.parts.contains(part)) {
+        let targets = start_targets(a, p, d, origin_port, &topology, proxy_pin).await?;
+        measure_targets(a, targets, load_pin, md).await?;
+    }
+    if a.parts.contains(&Part::Tls) {
+        let s = tls::Settings {
+            rounds: a.rounds,
+            secs: a.secs,
+            conns: a.conns,
+            oha: &a.oha,
+        };
+        tls::run(&s, p, d, origin_port, &topology, (proxy_pin, load_pin), md).await?;
+    }
+    if a.parts.contains(&Part::Control) {
+        control(a, p, d, origin_port, proxy_pin, md).await?;
+    }
+    Ok(())
+}
+
+/// Start the origin's direct target, nginx, haproxy, the bare proxy,
+/// unitgate (plain route and auth route) and the `--variant`s, and wait
+/// until each answers.
+async fn start_targets(
+    a: &Args,
+    p: &Programs,
+    d: &std::path::Path,
+    origin_port: u16,
+    topology: &std::path::Path,
+    proxy_pin: Pin,
+) -> Result<Vec<Target>> {
     let variants = a
         .variant
         .iter()
         .map(|v| parse_variant(v))
         .collect::<Result<Vec<_>>>()?;
-    let ports = free_ports(7 + 3 * variants.len())?;
-    let origin_port = ports[0];
-    let _origin = peers::origin(p, d, origin_port, load_pin)?;
-    let origin: SocketAddr = ([127, 0, 0, 1], origin_port).into();
-    http::wait_status(origin, "/healthz", &[], 200, Duration::from_secs(10)).await?;
-
-    let topology = d.join("topology.yaml");
-    std::fs::write(&topology, peers::topology_yaml(origin_port))?;
+    let ports = free_ports(6 + 3 * variants.len())?;
     let gw_ports = GatewayPorts {
-        public: ports[4],
-        internal: ports[5],
-        admin: ports[6],
+        public: ports[3],
+        internal: ports[4],
+        admin: ports[5],
     };
     let host = ("Host".to_string(), "api.example.com".to_string());
     let mut targets = vec![
-        target("direct", ports[0], None, &host),
+        target("direct", origin_port, None, &host),
         target(
             "nginx",
-            ports[1],
-            Some(peers::nginx_proxy(p, d, ports[1], origin_port, proxy_pin)?),
+            ports[0],
+            Some(peers::nginx_proxy(p, d, ports[0], origin_port, proxy_pin)?),
             &host,
         ),
         target(
             "haproxy",
-            ports[2],
-            Some(peers::haproxy(p, d, ports[2], origin_port, proxy_pin)?),
+            ports[1],
+            Some(peers::haproxy(p, d, ports[1], origin_port, proxy_pin)?),
             &host,
         ),
         target(
             "bare-pingora",
-            ports[3],
-            Some(peers::bare(p, d, ports[3], origin_port, proxy_pin)?),
+            ports[2],
+            Some(peers::bare(p, d, ports[2], origin_port, proxy_pin)?),
             &host,
         ),
         target(
@@ -189,7 +226,7 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
                 d,
                 "unitgate",
                 &gw_ports,
-                Source::File(&topology),
+                Source::File(topology),
                 "",
                 proxy_pin,
             )?),
@@ -208,9 +245,9 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
     targets.push(auth);
     for (i, (name, bin, conf)) in variants.iter().enumerate() {
         let vp = GatewayPorts {
-            public: ports[7 + 3 * i],
-            internal: ports[8 + 3 * i],
-            admin: ports[9 + 3 * i],
+            public: ports[6 + 3 * i],
+            internal: ports[7 + 3 * i],
+            admin: ports[8 + 3 * i],
         };
         let programs = Programs {
             unitgate: bin.clone(),
@@ -222,7 +259,7 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
             d,
             &log_name,
             &vp,
-            Source::File(&topology),
+            Source::File(topology),
             conf,
             proxy_pin,
         )?;
@@ -250,7 +287,17 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
         let cookie = peers::unitgate_cookie(t.addr).await?;
         t.headers.push(("Cookie".into(), cookie));
     }
+    Ok(targets)
+}
 
+/// The throughput, latency and memory parts, over `targets` (stopped
+/// when done).
+async fn measure_targets(
+    a: &Args,
+    targets: Vec<Target>,
+    load_pin: Pin,
+    md: &mut String,
+) -> Result<()> {
     // Throughput, interleaved: each round starts one target later.
     let mut runs = Vec::new();
     let bodies = if a.parts.contains(&Part::Throughput) || a.parts.contains(&Part::Latency) {
@@ -288,10 +335,6 @@ async fn run(a: &Args, p: &Programs, proxy_pin: Pin, load_pin: Pin, md: &mut Str
     }
     if a.parts.contains(&Part::Memory) {
         memory(a, &targets, md).await?;
-    }
-    drop(targets);
-    if a.parts.contains(&Part::Control) {
-        control(a, p, d, origin_port, proxy_pin, md).await?;
     }
     Ok(())
 }
@@ -404,6 +447,7 @@ fn target(
         name,
         addr: ([127, 0, 0, 1], port).into(),
         headers: vec![host.clone()],
+        tls: false,
         proc,
     }
 }

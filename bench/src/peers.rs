@@ -29,6 +29,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Header lines every request carries (Host, and unitgate's cookie).
     pub headers: Vec<(String, String)>,
+    /// HTTPS (the load generators accept any certificate).
+    pub tls: bool,
     /// The process behind it (None for the origin reached directly: its
     /// process is the origin's).
     pub proc: Option<Proc>,
@@ -36,7 +38,8 @@ pub struct Target {
 
 impl Target {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 }
 
@@ -85,6 +88,60 @@ http {{
         common = nginx_common(dir, "nginx")
     );
     start_nginx(p, dir, "nginx", &conf, pin)
+}
+
+/// The TLS 1.2 ciphers and TLS 1.3 suites unitgate's acceptor offers, in
+/// its order, server preference on (`gateway/src/tls/mod.rs`): nginx is
+/// given the same, so that both negotiate the same suite.
+const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+const TLS13_SUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/// nginx as the same reverse proxy with an HTTPS listener (TLS 1.2 and
+/// 1.3, HTTP/2 and HTTP/1.1 by ALPN, `cert`/`key`) beside a plain one, and
+/// no session resumption (no cache, no tickets): every new connection is a
+/// full handshake. The `http2` listen flag: nginx 1.22 has no `http2 on;`
+/// (`keepalive_requests` counts HTTP/2 requests too).
+pub fn nginx_tls_proxy(
+    p: &Programs,
+    dir: &Path,
+    ports: (u16, u16),
+    origin: u16,
+    cert: (&Path, &Path),
+    pin: Pin,
+) -> Result<Proc> {
+    let (tls_port, plain_port) = ports;
+    let conf = format!(
+        "{common}
+http {{
+{HTTP_COMMON}
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_requests 100000000; }}
+  ssl_certificate {crt};
+  ssl_certificate_key {key};
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ciphers {TLS12_CIPHERS};
+  ssl_conf_command Ciphersuites {TLS13_SUITES};
+  ssl_prefer_server_ciphers on;
+  ssl_session_cache off;
+  ssl_session_tickets off;
+  server {{
+    listen 127.0.0.1:{tls_port} ssl http2 reuseport backlog=4096;
+    listen 127.0.0.1:{plain_port} reuseport backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+  }}
+}}
+",
+        common = nginx_common(dir, "nginx-tls"),
+        crt = cert.0.display(),
+        key = cert.1.display(),
+    );
+    start_nginx(p, dir, "nginx-tls", &conf, pin)
 }
 
 /// The `http` settings both nginx configurations share: no access log,

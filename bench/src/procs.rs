@@ -1,7 +1,7 @@
 //! Child processes of a bench run: started pinned to a CPU, stopped on drop
 //! (a polite signal first, SIGKILL after a bounded wait), their resident
-//! memory read from `/proc` (the whole process tree, so nginx's master and
-//! worker count together).
+//! memory and CPU time read from `/proc` (the whole process tree, so
+//! nginx's master and worker count together).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -67,7 +67,17 @@ impl Proc {
     pub fn rss_kib(&self) -> u64 {
         tree_rss_kib(self.pid())
     }
+
+    /// CPU time (user and system) the process and all its descendants
+    /// have used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        tree_cpu_ticks(self.pid()) as f64 / USER_HZ
+    }
 }
+
+/// The unit of the times in `/proc/<pid>/stat` (fixed at 100 by the
+/// kernel's ABI, whatever the kernel's own tick rate).
+const USER_HZ: f64 = 100.0;
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -109,7 +119,30 @@ fn tree_rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0);
-    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+    own + children(pid).into_iter().map(tree_rss_kib).sum::<u64>()
+}
+
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_ticks(&s))
+        .unwrap_or(0);
+    own + children(pid).into_iter().map(tree_cpu_ticks).sum::<u64>()
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15, counted
+/// after the command name, which may hold spaces and parentheses).
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The children of every thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
@@ -119,8 +152,7 @@ fn tree_rss_kib(pid: u32) -> u64 {
                 .filter_map(|p| p.parse().ok())
                 .collect::<Vec<u32>>()
         })
-        .collect();
-    own + children.into_iter().map(tree_rss_kib).sum::<u64>()
+        .collect()
 }
 
 /// `count` distinct free loopback ports.
@@ -143,4 +175,18 @@ pub fn fd_hard_limit() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(4).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_past_an_odd_command_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 1 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(287));
+        assert_eq!(stat_cpu_ticks("42 (x"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(stat_cpu_ticks(&own).is_some());
+    }
 }
