@@ -135,7 +135,8 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
             tls: None,
             proxy_protocol,
             h2c: false,
-            redirect: Some(redirect),
+            // No listed host: nothing to look up on each request.
+            redirect: (!cfg.https_redirect.is_empty()).then_some(redirect),
         });
     }
     for plan in listeners {

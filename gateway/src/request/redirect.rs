@@ -33,6 +33,9 @@ impl HttpsRedirect {
     /// The `Location` for a request to `host` (a checked Host value, maybe
     /// with a port) and `path_and_query`, if it is redirected.
     pub fn location(&self, host: &str, path_and_query: &str) -> Option<String> {
+        if self.hosts.is_empty() {
+            return None;
+        }
         let name = if host.starts_with('[') {
             // An IPv6 literal, with or without a port.
             match host.find(']') {
