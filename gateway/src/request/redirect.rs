@@ -19,15 +19,11 @@ impl HttpsRedirect {
         }
     }
 
+    /// `*`, or a name as a certificate's names cover hosts.
     fn covers(&self, host: &str) -> bool {
-        self.hosts.iter().any(|p| {
-            p == "*"
-                || p == host
-                || p.strip_prefix("*.").is_some_and(|suffix| {
-                    host.split_once('.')
-                        .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix)
-                })
-        })
+        self.hosts
+            .iter()
+            .any(|p| p == "*" || crate::tls::store::name_covers(p, host))
     }
 
     /// The `Location` for a request to `host` (a checked Host value, maybe

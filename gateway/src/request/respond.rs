@@ -221,6 +221,18 @@ fn grpc_message(m: &str) -> String {
     out
 }
 
+/// Whether the request came with a body the gateway has not read. Such a
+/// body would be drained before the connection is reused: an answer sent
+/// before it closes the connection instead, whatever the body's size or
+/// pace.
+fn has_unread_body(session: &Session) -> bool {
+    let req = &session.req_header().headers;
+    req.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Write `err` as the whole response.
 pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()> {
     let grpc = is_grpc(session);
@@ -261,14 +273,7 @@ pub async fn respond(session: &mut Session, err: &GwError) -> pingora::Result<()
     if let Some(c) = challenge(err) {
         h.insert_header("www-authenticate", c)?;
     }
-    // A body the gateway did not read would be drained before the
-    // connection is reused: close instead, whatever its size or pace.
-    let req = &session.req_header().headers;
-    let has_body = req.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if !err.keeps_connection() || has_body {
+    if !err.keeps_connection() || has_unread_body(session) {
         session.set_keepalive(None);
     }
     if grpc {
@@ -285,12 +290,7 @@ pub async fn respond_redirect(session: &mut Session, location: &str) -> pingora:
     h.insert_header("location", location)?;
     h.insert_header("content-length", "0")?;
     h.insert_header("cache-control", "no-store")?;
-    let req = &session.req_header().headers;
-    if req.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-    {
+    if has_unread_body(session) {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(h), true).await

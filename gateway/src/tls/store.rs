@@ -158,7 +158,7 @@ fn dns_names(leaf: &X509) -> Vec<String> {
 
 /// `*.example.com` covers `a.example.com`, not `example.com` nor
 /// `a.b.example.com` (RFC 6125 6.4.3).
-fn name_covers(name: &str, host: &str) -> bool {
+pub fn name_covers(name: &str, host: &str) -> bool {
     match name.strip_prefix("*.") {
         Some(suffix) => host
             .split_once('.')
