@@ -25,14 +25,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::{Buf, Bytes};
-use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora::protocols::{Peek, Ssl, Stream, ALPN};
 use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -335,18 +330,7 @@ impl AsyncWrite for FrameGuard {
     }
 }
 
-#[async_trait]
-impl Shutdown for FrameGuard {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for FrameGuard {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
+super::delegate_to_inner!(FrameGuard: Shutdown, UniqueID, GetTimingDigest, GetProxyDigest, GetSocketDigest);
 
 impl Ssl for FrameGuard {
     fn get_ssl(&self) -> Option<&TlsRef> {
@@ -361,24 +345,6 @@ impl Ssl for FrameGuard {
         } else {
             self.inner.selected_alpn_proto()
         }
-    }
-}
-
-impl GetTimingDigest for FrameGuard {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for FrameGuard {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for FrameGuard {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
     }
 }
 
