@@ -84,20 +84,6 @@ fn build_h2_client(ca: &Path) -> reqwest::Client {
         .expect("h2 client")
 }
 
-/// An HTTP/1.1 client trusting `ca`, for HTTPS over HTTP/1.1.
-pub fn h1_tls_client(ca: &Path) -> reqwest::Client {
-    let pem = std::fs::read(ca).expect("read ca");
-    let cert = reqwest::Certificate::from_pem(&pem).expect("ca pem");
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(cert)
-        .http1_only()
-        .build()
-        .expect("h1 tls client")
-}
-
 /// Run a test body once over HTTP/1.1 and once over HTTP/2: the test
 /// becomes a module with the tests `http1` and `http2`.
 #[macro_export]
