@@ -117,6 +117,28 @@ async fn tls(
     .unwrap()
 }
 
+/// `GET /orders/1` as user 42 over HTTPS (HTTP/1.1) to api.example.com,
+/// after `prefix` in the clear: the whole answer.
+async fn get_user_42(at: SocketAddr, ca: &Path, prefix: &[u8]) -> String {
+    let (ca, prefix) = (ca.to_owned(), prefix.to_vec());
+    let request = "GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n";
+    tokio::task::spawn_blocking(move || {
+        handshake(
+            at,
+            &ca,
+            "api.example.com",
+            MODERN,
+            H1,
+            &prefix,
+            Some(request),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .1
+}
+
 const MODERN: (SslVersion, SslVersion) = (SslVersion::TLS1_2, SslVersion::TLS1_3);
 const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 const H1: &[u8] = b"\x08http/1.1";
@@ -175,21 +197,7 @@ async fn certificates_by_sni_modern_versions_and_alpn() {
     assert_eq!(st["tls"]["certificates"].as_array().unwrap().len(), 2);
     assert_eq!(st["tls"]["errors"].as_array().unwrap().len(), 0);
     // A request over HTTPS reaches the unit.
-    let ca_path = ca_file.clone();
-    let (_, answer) = tokio::task::spawn_blocking(move || {
-        handshake(
-            at,
-            &ca_path,
-            "api.example.com",
-            MODERN,
-            H1,
-            b"",
-            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let answer = get_user_42(at, &ca_file, &[]).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-unit-served-by: bj-2"), "{answer}");
 }
@@ -327,20 +335,7 @@ async fn the_plain_listener_redirects_listed_hosts_and_hsts_is_sent_over_https_o
         .contains("strict-transport-security"));
     // Over HTTPS the route's HSTS is sent.
     let at = gw.public;
-    let (_, answer) = tokio::task::spawn_blocking(move || {
-        handshake(
-            at,
-            &ca_file,
-            "api.example.com",
-            MODERN,
-            H1,
-            b"",
-            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let answer = get_user_42(at, &ca_file, &[]).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer
@@ -395,20 +390,7 @@ async fn the_proxy_protocol_gives_the_client_address_before_tls_and_http() {
     );
     // v2 before the TLS handshake on the public listener.
     let at = gw.public;
-    let (_, answer) = tokio::task::spawn_blocking(move || {
-        handshake(
-            at,
-            &ca_file,
-            "api.example.com",
-            MODERN,
-            H1,
-            &proxy_v2([198, 51, 100, 9], 4444),
-            Some("GET /orders/1 HTTP/1.1\r\nHost: api.example.com\r\nx-user-id: 42\r\nconnection: close\r\n\r\n"),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let answer = get_user_42(at, &ca_file, &proxy_v2([198, 51, 100, 9], 4444)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(
         last_xff(units.received("bj-2", "orders").await),
