@@ -2,8 +2,8 @@
 //! rapid reset (CVE-2023-44487), SETTINGS and PING floods, an HPACK table
 //! size beyond the advertised one, a header block never finished, a
 //! header list over the size limit, the per-address connection limit on
-//! TLS. Each flood ends with the connection closed and counted, while a
-//! well-behaved client is served throughout.
+//! TLS, a body over the route's limit. Each flood ends with the connection
+//! closed and counted, while a well-behaved client is served throughout.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -304,4 +304,24 @@ async fn the_per_address_connection_limit_holds_before_the_tls_handshake() {
         .1
         .contains(r#"unitgate_connections_refused_total{limit="ip",listener="public"} 1"#));
     drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_over_http2_too() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, dir.path(), "max_body_bytes = 1024\n").await;
+    let r = gw
+        .http()
+        .post(gw.url("/orders/1"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "42")
+        .body(vec![b'a'; 4096])
+        .send_via(gw.proto)
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 413);
+    assert!(units.received("bj-2", "orders").await.is_empty());
+    assert!(served(&gw).await);
 }
