@@ -2,9 +2,11 @@
 //!
 //! Pure domain logic, no IO: the topology model and its validation
 //! ([`Topology::build`]), shard hashing, route matching, the routing decision
-//! ([`decide()`]) with failover, drain and return-home rules, and the signed
-//! routing token and dye codecs. Deterministic, property-tested and benched;
-//! the config center and the gateway are thin shells around it.
+//! ([`decide()`]) with failover, drain and return-home rules, the signed
+//! routing token and dye codecs, and the request policies around a decision
+//! ([`policy`]: retries, criticality, the quota key, 404 versus 405).
+//! Deterministic, property-tested and benched; the config center and the
+//! gateway are thin shells around it.
 #![forbid(unsafe_code)]
 
 pub mod decide;
@@ -19,6 +21,7 @@ pub mod ids;
 pub mod input;
 pub mod jwks;
 pub mod keys;
+pub mod policy;
 pub mod reason;
 pub mod resilience;
 pub mod routes;
