@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod control;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod quota;
 pub mod request;
 pub mod secrets;
+pub mod server;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -149,13 +149,13 @@ fn main() {
         ..Overrides::default()
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
-    let (shared, notes) = unitgate::listen::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
+    let (shared, notes) = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
     // Logging starts after the start-up checks: a bad start is one line.
     init_logging();
     for n in notes {
         tracing::warn!("{n}");
     }
-    match unitgate::listen::run(shared) {
+    match unitgate::server::run(shared) {
         Err(e) => fail(format!("{e:#}")),
         Ok(never) => match never {},
     }

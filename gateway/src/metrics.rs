@@ -226,7 +226,6 @@ impl ConnectionMetrics {
             too_large: c("too_large"),
             timeout: c("timeout"),
             malformed: c("malformed"),
-            connect: c("connect"),
         }
     }
 }
@@ -286,6 +285,39 @@ fn reg<C: prometheus::core::Collector + Clone + 'static>(
 
 fn counters(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
     IntCounterVec::new(Opts::new(name, help), labels)
+}
+
+impl QuotaMetrics {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        Ok(QuotaMetrics {
+            refused: reg(
+                r,
+                counters(
+                    "unitgate_quota_refused_total",
+                    "Requests refused with 429, by quota",
+                    &["quota"],
+                ),
+            )?,
+            keys: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_quota_keys",
+                        "Keys held by a quota's counters on this gateway",
+                    ),
+                    &["quota"],
+                ),
+            )?,
+            resets: reg(
+                r,
+                counters(
+                    "unitgate_quota_resets_total",
+                    "Times a quota's counters started afresh under a flood of distinct live keys",
+                    &["quota"],
+                ),
+            )?,
+        })
+    }
 }
 
 impl Metrics {
@@ -360,34 +392,7 @@ impl Metrics {
             config: ConfigMetrics::new(&r)?,
             auth: AuthCounters::new(&r)?,
             resilience: ResilienceMetrics::new(&r)?,
-            quota: QuotaMetrics {
-                refused: reg(
-                    &r,
-                    counters(
-                        "unitgate_quota_refused_total",
-                        "Requests refused with 429, by quota",
-                        &["quota"],
-                    ),
-                )?,
-                keys: reg(
-                    &r,
-                    IntGaugeVec::new(
-                        Opts::new(
-                            "unitgate_quota_keys",
-                            "Keys held by a quota's counters on this gateway",
-                        ),
-                        &["quota"],
-                    ),
-                )?,
-                resets: reg(
-                    &r,
-                    counters(
-                        "unitgate_quota_resets_total",
-                        "Times a quota's counters started afresh under a flood of distinct live keys",
-                        &["quota"],
-                    ),
-                )?,
-            },
+            quota: QuotaMetrics::new(&r)?,
             registry: r,
         })
     }

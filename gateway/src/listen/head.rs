@@ -11,15 +11,15 @@
 //!   first request of a connection); a head not finished by then is
 //!   answered 408 and the connection closed, however steadily its bytes
 //!   trickle in;
-//! - turns the framework's own answers sent before any proxy hook runs (an
-//!   empty 400 with a `Server: Pingora` header for a head it cannot parse, a
-//!   405 for CONNECT) into the gateway's JSON errors, so every error the
-//!   gateway sends has one shape.
+//! - turns the framework's own answer to a head it cannot parse (an empty
+//!   400 with a `Server: Pingora` header, sent before any proxy hook runs)
+//!   into the gateway's JSON error, so every error the gateway sends has one
+//!   shape ([`crate::answer`] renders all of them).
 //!
 //! The head phase ends when the proxy's first hook runs
-//! ([`HeadGuard::head_read`]); the next one starts when the framework hands
-//! the connection back for reuse, any unread body drained
-//! ([`HeadGuard::rearm`], from [`super::idle`]). Idle time between
+//! ([`super::signals::head_read`]); the next one starts when the framework
+//! hands the connection back for reuse, any unread body drained
+//! ([`HeadSignals::rearm`], from [`super::idle`]). Idle time between
 //! keep-alive requests is not head time: it is bounded where the connection
 //! is parked, and the head clock starts at the next request's first byte.
 //! Body bytes are never counted. HTTP/2 connections (ALPN `h2`) are not
@@ -29,7 +29,6 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -41,7 +40,8 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::request::respond::json_body;
+use super::signals::{HeadSignals, ARMED, BODY, HEAD};
+use crate::answer::{render, GwError};
 
 /// The head limits of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -58,13 +58,7 @@ pub struct HeadCounters {
     pub too_large: IntCounter,
     pub timeout: IntCounter,
     pub malformed: IntCounter,
-    pub connect: IntCounter,
 }
-
-/// Phase of the connection, as set by the proxy hooks.
-const ARMED: u8 = 0; // a new head may start; clock not running
-const HEAD: u8 = 1; // reading a head
-const BODY: u8 = 2; // head parsed: body and response, nothing enforced
 
 /// A canned response being written in place of the connection's traffic.
 struct Canned {
@@ -73,18 +67,13 @@ struct Canned {
 }
 
 impl Canned {
-    fn new(status: u16, reason: &str, code: &str, message: &str) -> Self {
-        let body = json_body(code, message);
-        let mut out = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(&body);
-        Canned {
-            bytes: out.into(),
-            written: 0,
-        }
+    /// The gateway's answer to `err`, as bytes that close the connection.
+    fn new(err: &GwError) -> Self {
+        let bytes = match render::error(err, render::Form::Json) {
+            Ok(a) => render::wire(&a),
+            Err(_) => Bytes::from_static(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+        };
+        Canned { bytes, written: 0 }
     }
 
     /// Write the rest into `io`; Ready once all of it is out (or the
@@ -151,16 +140,14 @@ pub struct HeadGuard {
     inner: Stream,
     limits: HeadLimits,
     counters: Arc<HeadCounters>,
-    phase: AtomicU8,
+    /// The phase, and the linger request, shared with the requests served.
+    signals: Arc<HeadSignals>,
     /// Bytes handed to the parser in the current head.
     read: usize,
     /// When the current head must be complete; `None` until its first byte.
     deadline: Option<Pin<Box<Sleep>>>,
     /// A refusal being written; reads fail once it is out.
     refusing: Option<(Refusal, Canned, Stage)>,
-    /// Set when the gateway answered before reading a body: the close
-    /// lingers so the client sees the answer.
-    linger: AtomicBool,
     /// The JSON 400 written in place of the framework's head rejection.
     replaced: Option<Canned>,
     /// Bytes read by [`Peek::try_peek`], handed to the parser before the
@@ -172,33 +159,39 @@ impl std::fmt::Debug for HeadGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadGuard")
             .field("inner", &self.inner)
-            .field("phase", &self.phase.load(Ordering::Relaxed))
+            .field("phase", &self.signals.phase())
             .field("read", &self.read)
             .finish()
     }
 }
 
 impl HeadGuard {
-    /// Guard `inner`, or hand it back unguarded when it speaks HTTP/2.
-    pub fn wrap(inner: Stream, limits: HeadLimits, counters: Arc<HeadCounters>) -> Stream {
+    /// Guard `inner`, with the signals its requests give it; or hand it
+    /// back unguarded when it speaks HTTP/2.
+    pub fn wrap(
+        inner: Stream,
+        limits: HeadLimits,
+        counters: Arc<HeadCounters>,
+    ) -> (Stream, Option<Arc<HeadSignals>>) {
         if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
-            return inner;
+            return (inner, None);
         }
+        let signals = HeadSignals::new();
         // The first head's clock runs from accept: a connection that sends
         // nothing is closed after `timeout` too.
         let deadline = Some(Box::pin(tokio::time::sleep(limits.timeout)));
-        Box::new(HeadGuard {
+        let guard = Box::new(HeadGuard {
             inner,
             limits,
             counters,
-            phase: AtomicU8::new(HEAD),
+            signals: signals.clone(),
             read: 0,
             deadline,
             refusing: None,
-            linger: AtomicBool::new(false),
             replaced: None,
             peeked: Bytes::new(),
-        })
+        });
+        (guard, Some(signals))
     }
 
     /// The socket and the bytes peeked off it but not yet read: an h2c
@@ -207,47 +200,13 @@ impl HeadGuard {
         (self.inner, self.peeked)
     }
 
-    /// The guard under a session's stream, if there is one.
-    pub fn of(stream: Option<&Stream>) -> Option<&HeadGuard> {
-        stream.and_then(|s| (**s).as_any().downcast_ref::<HeadGuard>())
-    }
-
-    /// The head has been parsed: stop counting until [`Self::rearm`].
-    pub fn head_read(&self) {
-        self.phase.store(BODY, Ordering::Release);
-    }
-
-    /// The gateway answered without reading the request body: drain a
-    /// little of it on close so the answer is not lost to a reset.
-    pub fn linger_on_close(&self) {
-        self.linger.store(true, Ordering::Release);
-    }
-
-    /// The request is over: the next bytes are the next request's head.
-    pub fn rearm(&self) {
-        self.phase.store(ARMED, Ordering::Release);
-    }
-
     fn refuse(&mut self, why: Refusal) {
         let (counter, canned) = match why {
             Refusal::TooLarge => (
                 &self.counters.too_large,
-                Canned::new(
-                    431,
-                    "Request Header Fields Too Large",
-                    "headers_too_large",
-                    "request headers are too large",
-                ),
+                Canned::new(&GwError::HeadersTooLarge),
             ),
-            Refusal::Timeout => (
-                &self.counters.timeout,
-                Canned::new(
-                    408,
-                    "Request Timeout",
-                    "request_timeout",
-                    "the request headers were not received in time",
-                ),
-            ),
+            Refusal::Timeout => (&self.counters.timeout, Canned::new(&GwError::HeadTimeout)),
         };
         counter.inc();
         tracing::debug!(?why, read = self.read, "request head refused");
@@ -291,8 +250,8 @@ impl HeadGuard {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.phase.load(Ordering::Acquire) == ARMED {
-            self.phase.store(HEAD, Ordering::Release);
+        if self.signals.phase() == ARMED {
+            self.signals.set_phase(HEAD);
             self.read = 0;
             self.deadline = None;
         }
@@ -375,7 +334,7 @@ impl AsyncRead for HeadGuard {
         if this.refusing.is_some() {
             return this.poll_refusal(cx);
         }
-        if this.phase.load(Ordering::Acquire) == BODY {
+        if this.signals.phase() == BODY {
             return this.poll_source(cx, buf);
         }
         this.poll_head_read(cx, buf)
@@ -389,32 +348,18 @@ impl AsyncWrite for HeadGuard {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.phase.load(Ordering::Acquire) != HEAD {
+        if this.signals.phase() != HEAD {
             // The request's own answer, or its end written after `logging`.
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         // Written before any proxy hook ran: the framework refusing a head
-        // it could not parse (400), or a CONNECT (405). The client gets the
-        // gateway's JSON answer once; the framework's bytes are dropped.
+        // it could not parse (its only answer before the hooks; CONNECT is
+        // let through to them). The client gets the gateway's JSON answer
+        // once; the framework's bytes are dropped.
         let counters = &this.counters;
         let canned = this.replaced.get_or_insert_with(|| {
-            if buf.starts_with(b"HTTP/1.1 405") {
-                counters.connect.inc();
-                Canned::new(
-                    405,
-                    "Method Not Allowed",
-                    "method_not_allowed",
-                    "CONNECT is not supported",
-                )
-            } else {
-                counters.malformed.inc();
-                Canned::new(
-                    400,
-                    "Bad Request",
-                    "bad_request",
-                    "the request head is malformed",
-                )
-            }
+            counters.malformed.inc();
+            Canned::new(&GwError::MalformedHead)
         });
         ready!(canned.poll_out(&mut this.inner, cx));
         Poll::Ready(Ok(buf.len()))
@@ -435,7 +380,7 @@ impl Shutdown for HeadGuard {
         self.inner.shutdown().await;
         // A refusal written for the framework, or an answer sent before the
         // body was read: linger so the client reads it.
-        if self.replaced.take().is_some() || self.linger.swap(false, Ordering::AcqRel) {
+        if self.replaced.take().is_some() || self.signals.take_linger() {
             let mut drained = 0;
             let mut until = Box::pin(tokio::time::sleep(LINGER));
             let inner = &mut self.inner;

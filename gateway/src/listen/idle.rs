@@ -26,9 +26,10 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_prometheus::prometheus::IntGauge;
 
+use super::admission::GaugeUp;
 use super::h2_guard::{FrameCounters, FrameGuard};
 use super::head::HeadGuard;
-use super::limits::GaugeUp;
+use super::signals::HeadSignals;
 use crate::config::H2Limits;
 
 /// How long a parked connection may wait for a request's first byte, and
@@ -59,13 +60,14 @@ enum Wake {
 
 /// Serve every request of one connection with `app`. `h2c`: a plain
 /// connection that opens with the HTTP/2 preface is served as HTTP/2
-/// under this guard.
+/// under this guard. `heads`: the signals of the connection's head guard.
 pub async fn serve<A>(
     app: &Arc<A>,
     mut stream: Stream,
     parking: &Parking,
     shutdown: &ShutdownWatch,
     h2c: Option<&H2c>,
+    heads: Option<Arc<HeadSignals>>,
 ) where
     A: HttpServerApp + Send + Sync + 'static,
 {
@@ -122,8 +124,8 @@ pub async fn serve<A>(
         let (mut stream, settings) = reused.consume();
         // The request is over, its unread body drained by the framework:
         // the next bytes are the next request's head.
-        if let Some(guard) = HeadGuard::of(Some(&stream)) {
-            guard.rearm();
+        if let Some(heads) = &heads {
+            heads.rearm();
         }
         if park(&mut stream, parking, parking.between, &mut watch).await != Wake::Data {
             return;

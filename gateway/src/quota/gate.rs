@@ -17,6 +17,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use unit_router::policy::QuotaSubject;
 use unit_router::routes::Route;
 use unit_router::spec::QuotaKey;
 
@@ -28,15 +29,8 @@ use crate::auth::jwt::Identity;
 pub struct Caller<'a> {
     pub ip: Option<IpAddr>,
     pub identity: Option<&'a Identity>,
-    /// The unverified user key: the routing token's shard or the user header.
-    pub user_key: Option<UserKey<'a>>,
-}
-
-/// An unverified user key.
-#[derive(Debug, Clone, Copy, Hash)]
-pub enum UserKey<'a> {
-    Shard(u32),
-    Header(&'a str),
+    /// Who a per-user quota counts (`unit_router::policy::quota_subject`).
+    pub subject: QuotaSubject<'a>,
 }
 
 /// The quota fields of an answer.
@@ -87,11 +81,10 @@ pub fn check(
 
 fn count(q: &Quota, route: &Route, c: &Caller<'_>) -> Verdict {
     let l = &q.limiter;
-    let verified_user = c.identity.map(|i| i.user.as_str());
-    let by_user = || match (verified_user, c.user_key) {
-        (Some(u), _) => l.check(("user", u)),
-        (None, Some(k)) => l.check(("unverified", k)),
-        (None, None) => l.check(("ip", c.ip)),
+    let by_user = || match c.subject {
+        QuotaSubject::User(u) => l.check(("user", u)),
+        QuotaSubject::Unverified(k) => l.check(("unverified", k)),
+        QuotaSubject::Address => l.check(("ip", c.ip)),
     };
     match q.spec.key {
         QuotaKey::Ip => l.check(("ip", c.ip)),

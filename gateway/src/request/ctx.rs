@@ -5,14 +5,12 @@ use std::time::{Duration, Instant};
 
 use unit_router::{Decision, Listener};
 
-use pingora::http::ResponseHeader;
-
 use crate::quota::gate::Limits;
 use crate::request::deadline;
 use crate::request::facts::RequestFacts;
-use crate::request::respond::GwError;
-use crate::state::Plane;
-use crate::upstream::attempt::Attempts;
+use crate::request::failure::Failure;
+use crate::state::{Plane, Shared};
+use crate::upstream::attempt::{Attempts, Outcome};
 
 /// One request's state.
 #[derive(Debug)]
@@ -34,11 +32,9 @@ pub struct Ctx {
     pub body_limit: u64,
     pub body_seen: u64,
     pub upstream_status: Option<u16>,
-    /// The error the gateway answers (or answered) itself.
-    pub error: Option<GwError>,
-    /// How the last upstream attempt failed (a timeout makes the final
-    /// answer a 504 once no unit is left).
-    pub last_failure: Option<GwError>,
+    /// How the request is failing, if it is: one value
+    /// ([`crate::request::failure`]).
+    pub failure: Failure,
     /// The route's quota fields for the answer (`RateLimit-Policy`,
     /// `RateLimit`).
     pub limits: Option<Limits>,
@@ -46,13 +42,6 @@ pub struct Ctx {
     pub draw: f64,
     /// The header the client's deadline came in, forwarded the same way.
     pub deadline_source: Option<deadline::Source>,
-    /// The last real upstream answer that was not passed on because the
-    /// request was tried again: the answer if every later attempt fails
-    /// without one (a real answer beats a gateway error).
-    pub held: Option<(Box<ResponseHeader>, Decision)>,
-    /// The current attempt's answer was turned into a retry (its status is
-    /// retryable): the error that follows is that retry.
-    pub status_retry: bool,
 }
 
 impl Ctx {
@@ -68,13 +57,10 @@ impl Ctx {
             body_limit: u64::MAX,
             body_seen: 0,
             upstream_status: None,
-            error: None,
-            last_failure: None,
+            failure: Failure::None,
             limits: None,
             draw: rand::random(),
             deadline_source: None,
-            held: None,
-            status_retry: false,
         }
     }
 
@@ -82,6 +68,17 @@ impl Ctx {
     pub fn time_left(&self) -> Option<Duration> {
         self.deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Close the current attempt's bookkeeping (`answered`: the upstream
+    /// answered or timed out, rather than refusing the connection), counted
+    /// by outcome.
+    pub fn end_attempt(&mut self, shared: &Shared, outcome: Outcome, answered: bool) {
+        if self.attempts.end(outcome, &shared.policy, answered) {
+            let m = &shared.metrics.attempts;
+            m.with_label_values(&[self.target_name(), outcome.label()])
+                .inc();
+        }
     }
 
     /// Name of the unit the current decision targets ("" before one).

@@ -6,21 +6,19 @@ use pingora::proxy::Session;
 use pingora::Result;
 use unit_router::{locate, token};
 
+use crate::answer::{render as answers, send, GwError};
 use crate::request::ctx::Ctx;
 use crate::request::render;
-use crate::request::respond::{respond, respond_json, GwError};
-use crate::state::{Plane, Shared};
+use crate::state::Shared;
 
 /// The path of the endpoint.
 pub const PATH: &str = "/_unitgate/locate";
 
 /// Answer the locate request in `session`.
-pub async fn answer(
-    shared: &Shared,
-    session: &mut Session,
-    ctx: &Ctx,
-    plane: &Plane,
-) -> Result<()> {
+pub async fn answer(shared: &Shared, session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let Some(plane) = ctx.plane.as_deref() else {
+        return send::error(session, &GwError::NotReady).await;
+    };
     let topo = &plane.snap.topology;
     let located = {
         let f = ctx
@@ -29,7 +27,7 @@ pub async fn answer(
         locate(topo, &f)
     };
     let Some(loc) = located else {
-        return respond(session, &GwError::NoUnit).await;
+        return send::error(session, &GwError::NoUnit).await;
     };
     let home = topo.unit(loc.home);
     let serving = topo.unit(loc.serving);
@@ -47,5 +45,6 @@ pub async fn answer(
         "epoch": topo.epoch,
     });
     let cookie = token::set_cookie(&encoded, topo.cluster.token_ttl_s);
-    respond_json(session, 200, &body, &[("set-cookie", cookie)]).await
+    let answer = answers::json(200, &body, &[("set-cookie", cookie)])?;
+    send::send(session, answer).await
 }

@@ -1,16 +1,24 @@
-//! A request's way through the gateway: its facts gathered once
-//! ([`facts`], from the cleaned headers of [`headers`]), the phase hooks
-//! ([`proxy`]) that ask the router, the rendering of the decision onto the
-//! upstream request and the response ([`render`]), the locate endpoint
-//! ([`locate`]) and the gateway's own error answers ([`respond`]).
+//! A request's way through the gateway: the phase hooks ([`proxy`]) hand
+//! it to the admission pipeline ([`pipeline`]: input rules of [`headers`],
+//! its facts gathered once ([`facts`]), route, auth, quotas, the routing
+//! decision, the limits of [`deadline`]), then to the next attempt's peer
+//! ([`upstream`]); its failure is one value ([`failure`]) in its context
+//! ([`ctx`]); the decision is rendered onto the upstream request and the
+//! response ([`render`]); the gateway's own answers go out through
+//! [`reply`]; the locate endpoint ([`locate`]) and the HTTPS redirect
+//! ([`redirect`]) answer by themselves; [`log`] ends each request.
 
 pub mod ctx;
 pub mod deadline;
 pub mod facts;
+pub mod failure;
 pub mod headers;
 pub mod locate;
+pub mod log;
+pub mod pipeline;
 pub mod proxy;
 pub mod redirect;
 pub mod render;
-pub mod respond;
+pub mod reply;
 pub mod token_cache;
+pub mod upstream;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use unit_router::UnitId;
+use unit_router::{Decision, UnitId};
 
 use crate::upstream::limiter::Slot;
 use crate::upstream::pool::{EjectPolicy, Endpoint, Pool};
@@ -47,6 +47,9 @@ pub struct Attempts {
     current: Option<Current>,
     /// Attempts started.
     pub count: u8,
+    /// The unit to go to once the unit named first is given up on, when it
+    /// was already decided (asked whether there is a next target).
+    pub planned: Option<(UnitId, Decision)>,
 }
 
 /// The attempt in flight.

@@ -1,0 +1,61 @@
+//! The end of every request: its last attempt closed, its failure logged
+//! (at debug when the client is at fault, at warn otherwise), and counted in
+//! `unitgate_requests_total` and the listener's duration histogram.
+
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource};
+use pingora_prometheus::prometheus::Histogram;
+
+use crate::request::ctx::Ctx;
+use crate::request::failure::client_fault;
+use crate::state::Shared;
+use crate::upstream::attempt::Outcome;
+
+/// Log and count the request in `session`.
+pub fn request_done(
+    shared: &Shared,
+    listener: &str,
+    duration: &Histogram,
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &mut Ctx,
+) {
+    let answered = ctx.upstream_status.is_some();
+    let outcome = match e {
+        Some(e) if client_fault(&ctx.failure, e) => Outcome::ClientGone,
+        Some(_) => Outcome::Failed,
+        None if ctx.upstream_status.is_some_and(|s| s >= 500) => Outcome::Failed,
+        None => Outcome::Ok,
+    };
+    ctx.end_attempt(shared, outcome, answered);
+    let error = ctx.failure.answer();
+    // A client gone before the answer is 499 (nginx's convention).
+    let client_gone = matches!(e, Some(e) if *e.esource() == ErrorSource::Downstream);
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or_else(|| error.map(|e| e.status()))
+        .unwrap_or(if client_gone { 499 } else { 0 });
+    let code = error.map_or("", |e| e.code());
+    let (route, reason) = match (&ctx.plane, ctx.decision, ctx.facts.route) {
+        (Some(p), Some(d), _) => (
+            p.snap.topology.routes.get(d.route).name.as_str(),
+            d.reason.as_str(),
+        ),
+        (Some(p), None, Some(r)) => (p.snap.topology.routes.get(r).name.as_str(), code),
+        _ => ("", code),
+    };
+    if let Some(e) = e {
+        if client_fault(&ctx.failure, e) {
+            tracing::debug!(error = %e, status, route, "client-side error");
+        } else {
+            tracing::warn!(error = %e, status, route, unit = ctx.target_name(), "request failed");
+        }
+    }
+    // Status codes are 100-999, or 0 when nothing was answered.
+    let code = http::StatusCode::from_u16(status).ok();
+    let code = code.as_ref().map_or("0", http::StatusCode::as_str);
+    let m = &shared.metrics.requests;
+    m.with_label_values(&[listener, route, reason, code]).inc();
+    duration.observe(ctx.started.elapsed().as_secs_f64());
+}

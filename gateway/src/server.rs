@@ -1,0 +1,257 @@
+//! Assemble and run the gateway: check the configuration, load keys, geo,
+//! certificates and the first topology ([`prepare`]), start the control
+//! plane, and bind the listeners (public, internal, admin, and a plain HTTP
+//! one beside an HTTPS public listener), each proxy listener behind its
+//! connection pipeline ([`crate::listen::pipeline`]) ([`run`]).
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use config_center::file::FileSource;
+use config_center::ConfigCenter;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::proxy::http_proxy;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use unit_router::Listener;
+use unitgate_geo::MmdbGeo;
+
+use crate::admin::Admin;
+use crate::config::{Config, TopologySource};
+use crate::listen::{admission, head, idle, pipeline};
+use crate::request::proxy::UnitProxy;
+use crate::state::Shared;
+
+/// Everything that can fail before serving, with a clear message. Returns
+/// the shared state and notes to log once logging is up (logging starts
+/// after these checks, so a bad start-up is exactly one line).
+pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let mut binds = vec![
+        ("--listen", cfg.listen),
+        ("--internal-listen", cfg.internal_listen),
+        ("--admin-listen", cfg.admin_listen),
+    ];
+    binds.extend(cfg.http_listen.map(|a| ("--http-listen", a)));
+    for (flag, addr) in binds {
+        std::net::TcpListener::bind(addr).map_err(|e| anyhow!("{flag} {addr}: {e}"))?;
+    }
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::tls::reload::load(t).context("TLS certificates")?),
+        None => None,
+    };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let keys = crate::secrets::load(cfg.secrets.as_deref(), &env).map_err(|e| anyhow!(e))?;
+    let geo = match &cfg.geo_db {
+        Some(p) => Some(Arc::new(MmdbGeo::open(p).context("--geo-db")?)),
+        None => None,
+    };
+    let center = ConfigCenter::new(cfg.state_dir.clone());
+    match center.load_last_known_good() {
+        Ok(Some(epoch)) => notes.push(format!(
+            "loaded the last-known-good snapshot (epoch {epoch})"
+        )),
+        Ok(None) => {}
+        Err(e) => notes.push(format!("last-known-good snapshot not loaded: {e}")),
+    }
+    if let TopologySource::File(path) = &cfg.topology {
+        if let Err(e) = FileSource::new(path, std::time::Duration::from_secs(1)).load(&center) {
+            if center.current().is_none() {
+                return Err(anyhow!("--topology-file: {e}"));
+            }
+            notes.push(format!(
+                "topology file not applied, serving the last-known-good snapshot: {e}"
+            ));
+        }
+    }
+    let shared = Shared::new(cfg, center, keys, geo, tls).context("metrics")?;
+    shared.refresh_plane();
+    Ok((shared, notes))
+}
+
+/// Serve forever (returns only if the control thread cannot start).
+pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
+    let cfg = shared.cfg.clone();
+    crate::control::start(shared.clone()).context("starting the control thread")?;
+    let conf = ServerConf {
+        threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        max_retries: usize::from(cfg.max_attempts),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+    for plan in plans(&shared)? {
+        server.add_service(proxy_service(&shared, &conf, plan));
+    }
+    let mut admin = Service::new(
+        "admin".to_owned(),
+        Admin {
+            shared: shared.clone(),
+        },
+    );
+    admin.add_tcp(&cfg.admin_listen.to_string());
+    server.add_service(admin);
+    tracing::info!(
+        public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
+        http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
+    );
+    server.run_forever()
+}
+
+/// The proxy listeners to bind: public, internal, and the plain HTTP one
+/// beside an HTTPS public listener.
+fn plans(shared: &Shared) -> Result<Vec<ListenerPlan>> {
+    let cfg = &shared.cfg;
+    let terminator = match &shared.tls {
+        Some(certs) => Some(Arc::new(
+            crate::tls::Terminator::new(certs.clone()).context("TLS settings")?,
+        )),
+        None => None,
+    };
+    let internal_tls = cfg.tls.as_ref().is_some_and(|t| t.internal);
+    let trusted: Arc<[ipnet::IpNet]> = cfg.trusted_proxies.clone().into();
+    let proxy_protocol = cfg.proxy_protocol.then_some(trusted);
+    let mut listeners = vec![
+        ListenerPlan {
+            name: "public",
+            listener: Listener::Public,
+            addr: cfg.listen,
+            tls: terminator.clone(),
+            proxy_protocol: proxy_protocol.clone(),
+            h2c: false,
+            redirect: None,
+        },
+        ListenerPlan {
+            name: "internal",
+            listener: Listener::Internal,
+            addr: cfg.internal_listen,
+            tls: terminator.filter(|_| internal_tls),
+            proxy_protocol: None,
+            h2c: cfg.internal_h2c,
+            redirect: None,
+        },
+    ];
+    if let Some(addr) = cfg.http_listen {
+        let redirect = Arc::new(crate::request::redirect::HttpsRedirect::new(
+            cfg.https_redirect.clone(),
+            cfg.listen.port(),
+        ));
+        listeners.push(ListenerPlan {
+            name: "http",
+            listener: Listener::Public,
+            addr,
+            tls: None,
+            proxy_protocol,
+            h2c: false,
+            // No listed host: nothing to look up on each request.
+            redirect: (!cfg.https_redirect.is_empty()).then_some(redirect),
+        });
+    }
+    Ok(listeners)
+}
+
+/// One proxy listener: the proxy app behind its connection pipeline.
+fn proxy_service(
+    shared: &Arc<Shared>,
+    conf: &Arc<ServerConf>,
+    plan: ListenerPlan,
+) -> Service<pipeline::ConnectionPipeline<pingora::proxy::HttpProxy<UnitProxy>>> {
+    let cfg = &shared.cfg;
+    let name = plan.name;
+    let proxy = UnitProxy {
+        shared: shared.clone(),
+        listener: plan.listener,
+        name,
+        duration: shared.metrics.duration.with_label_values(&[name]),
+        redirect: plan.redirect,
+    };
+    let mut app = http_proxy(conf, proxy);
+    app.h2_options = Some(h2_options(cfg));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(cfg.keepalive_idle_s));
+    // CONNECT reaches the hooks, which refuse it with the gateway's own
+    // 405 (the framework would answer it before them, in its own shape).
+    options.allow_connect_method_proxying = true;
+    app.server_options = Some(options);
+    let per_ip = match plan.listener {
+        Listener::Public => Some(cfg.max_connections_per_ip),
+        // Unit services share a few addresses: no per-address limit.
+        Listener::Internal => None,
+    };
+    let head_timeout = std::time::Duration::from_millis(cfg.header_timeout_ms);
+    let connections = &shared.metrics.connections;
+    let app = pipeline::ConnectionPipeline {
+        inner: Arc::new(app),
+        counts: admission::ConnCounts::new(admission::ConnLimits {
+            per_listener: cfg.max_connections,
+            per_ip,
+        }),
+        head: head::HeadLimits {
+            max_bytes: cfg.max_header_bytes,
+            timeout: head_timeout,
+        },
+        head_counters: Arc::new(connections.head_counters(name)),
+        parking: idle::Parking {
+            first: head_timeout,
+            between: std::time::Duration::from_secs(cfg.keepalive_idle_s),
+            session_keepalive_s: cfg.session_keepalive_s(),
+            parked: connections.idle.with_label_values(&[name]),
+        },
+        listener: name,
+        refused: connections.refused.clone(),
+        open: connections.open.with_label_values(&[name]),
+        edge: pipeline::Edge {
+            tls: plan.tls,
+            proxy_protocol: plan.proxy_protocol,
+            h2: idle::H2c {
+                limits: cfg.h2,
+                timeout: head_timeout,
+                counters: Arc::new(connections.frame_counters(name)),
+            },
+            h2c: plan.h2c,
+            refused: connections.edge_refused.clone(),
+        },
+    };
+    let mut svc = Service::new(name.to_owned(), app);
+    // No read buffer below the parser by default: the head guard's cap is
+    // then what a connection holds (Pingora's default 64 KiB buffer would
+    // sit under it on every connection, idle ones included).
+    let buffers = L4BufferSettings::default().read(cfg.read_buffer_bytes);
+    svc.add_listener(ListenerConfig::tcp(plan.addr.to_string()).l4_buffer(buffers));
+    svc
+}
+
+/// One proxy listener to bind.
+struct ListenerPlan {
+    name: &'static str,
+    listener: Listener,
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<crate::tls::Terminator>>,
+    proxy_protocol: Option<Arc<[ipnet::IpNet]>>,
+    h2c: bool,
+    redirect: Option<Arc<crate::request::redirect::HttpsRedirect>>,
+}
+
+/// The HTTP/2 settings the gateway advertises: streams, flow control and
+/// header lists bounded, the `h2` library's reset-stream bounds kept at
+/// their (CVE-2023-44487-hardened) values (`docs/edge.md`).
+fn h2_options(cfg: &Config) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    let h2 = cfg.h2;
+    o.max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
+        .max_frame_size(16_384)
+        .header_table_size(4_096)
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_send_buffer_size(256 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(256))
+        .max_concurrent_reset_streams(10);
+    o
+}
