@@ -356,3 +356,90 @@ async fn the_gateways_own_errors_on_grpc_calls_are_grpc_statuses() {
     assert_eq!(e.code(), Code::Internal, "{e:?}");
     assert_eq!(e.metadata().get("x-unit-error").unwrap(), "hop_limit");
 }
+
+/// A unit whose connections are reset as soon as they open (a crashed
+/// process behind a live port, or a connection pooled before the unit died).
+async fn resetting_unit() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            // SO_LINGER 0: the close is a reset, not a FIN.
+            let _ = s.set_zero_linger();
+            drop(s);
+        }
+    });
+    addr
+}
+
+/// A gRPC `Check` for user 60 over h2c, with raw HTTP/2 (the h2 library):
+/// the response head, and whether the stream ended with it (trailers-only)
+/// and then stayed ended (no reset).
+async fn raw_grpc_check(addr: SocketAddr) -> (http::HeaderMap, bool, Result<(), h2::Error>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://api.example.com/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-user-id", "60")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    // An empty Check message: flag 0, length 0.
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, mut body) = resp.into_parts();
+    let ended = body.is_end_stream();
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(10), body.trailers())
+        .await
+        .unwrap()
+        .map(|_| ());
+    (head.headers, ended, rest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_with_no_unit_left_is_trailers_only_unavailable() {
+    let units = Units::start().await;
+    let reset = resetting_unit().await;
+    // Every unit's gRPC service is gone: shard 60's home sh-1 resets its
+    // connections as they open, the others refuse them.
+    let topo = topology(
+        &units,
+        &[
+            ("bj-1", None),
+            ("bj-2", None),
+            ("sh-1", Some(reset)),
+            ("sh-2", None),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::start_proto(topo, dir.path(), "", Proto::H2).await;
+    // Twice: the second call finds the connections the first one left.
+    for _ in 0..2 {
+        let (headers, ended, rest) = raw_grpc_check(gw.internal).await;
+        assert_eq!(headers.get("grpc-status").unwrap(), "14", "{headers:?}");
+        let code = headers.get("x-unit-error").unwrap();
+        let codes = [
+            "no_unit_available",
+            "upstream_unavailable",
+            "upstream_error",
+        ];
+        assert!(codes.iter().any(|c| code == c), "{code:?}");
+        assert!(ended, "the status did not end the stream: {headers:?}");
+        assert!(
+            rest.is_ok(),
+            "the stream was reset after its status: {rest:?}"
+        );
+    }
+    // And a gRPC library reads UNAVAILABLE, not CANCELLED.
+    let internal = h2c_channel(gw.internal).await;
+    let e = check(&internal, "sh-1", &[("x-user-id", "60".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
