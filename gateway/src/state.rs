@@ -195,3 +195,67 @@ impl Shared {
         self.auth.store(Arc::new(index));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use config_center::kv::parse_document;
+    use config_center::Kv;
+
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    const SAMPLE: &str = include_str!("../../deploy/local/topology.yaml");
+
+    fn shared() -> Arc<Shared> {
+        let o = Overrides {
+            topology_file: Some("topology.yaml".into()),
+            ..Overrides::default()
+        };
+        let cfg = Config::resolve(FileConfig::default(), o).unwrap();
+        let keys = Keyring::new("k1", BTreeMap::from([("k1".to_owned(), vec![7; 32])])).unwrap();
+        Shared::new(cfg, ConfigCenter::new(None), keys, None, None).unwrap()
+    }
+
+    /// The sample topology with one more issuer, `name`, whose keys are
+    /// fetched.
+    fn topology(name: &str) -> Kv {
+        let mut kv = parse_document(SAMPLE, "sample").unwrap();
+        let spec = format!(
+            r#"{{"iss": "https://{name}.example", "algs": ["RS256"], "jwks_uri": "https://{name}.example/jwks"}}"#
+        );
+        kv.insert(format!("auth/issuers/{name}"), spec);
+        kv
+    }
+
+    /// The switch from topology A (issuer `old`) to B (issuer `new`) with
+    /// a rebuild of the issuers for a fetched key set racing it: the
+    /// fetcher read plane A before the switch stored plane B, and its
+    /// index of A's issuers lands after the switch stored B's. Once the
+    /// control loop has run again, B's issuers are in force.
+    #[test]
+    fn a_key_set_fetched_during_a_switch_leaves_the_new_issuers_in_force() {
+        let s = shared();
+        s.center.apply_next(topology("old")).unwrap();
+        s.refresh_plane();
+        s.center.apply_next(topology("new")).unwrap();
+        // The fetcher's rebuild starts from the plane in force (A).
+        let seen = s.plane.load_full().unwrap();
+        // The switch to B.
+        s.refresh_plane();
+        // The fetcher's index of A lands.
+        s.refresh_auth(&seen.snap.topology);
+        // The control loop's next turn.
+        s.refresh_plane();
+
+        let plane = s.plane.load_full().unwrap();
+        assert!(plane.snap.topology.issuers.contains_key("new"));
+        let auth = s.auth.load();
+        assert!(auth.get("new").is_some(), "B's issuer is not in force");
+        assert!(auth.get("old").is_none(), "A's issuer is still in force");
+    }
+}
