@@ -205,8 +205,8 @@ impl UnitProxy {
         let shared = &self.shared;
         if route.auth != AuthMode::None {
             let m = &shared.metrics.auth;
-            let index = shared.auth.load();
-            match crate::auth::gate::check(route, req, &index, &shared.jwks, ctx.facts.now) {
+            let index = &plane.auth;
+            match crate::auth::gate::check(route, req, index, &shared.jwks, ctx.facts.now) {
                 Ok(Some(id)) => {
                     m.valid.inc();
                     ctx.facts.identity = Some(id);
