@@ -1,11 +1,12 @@
 //! What every part of the gateway shares: configuration, the config center,
-//! the current plane (topology snapshot + endpoint pools), keys, geo, metrics.
+//! the current plane (topology snapshot, endpoint pools, quotas, issuers)
+//! and its one writer, keys, geo, metrics.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use config_center::{ConfigCenter, Snapshot};
 use unit_router::{Here, Keyring};
 use unitgate_geo::MmdbGeo;
@@ -19,8 +20,9 @@ use crate::upstream::budget::RetryBudget;
 use crate::upstream::pool::{EjectPolicy, Pools};
 use pingora_prometheus::prometheus;
 
-/// A topology snapshot with the endpoint pools built for it: the one value
-/// the request path loads (one atomic load per request).
+/// A topology snapshot with everything built for it: the one value the
+/// request path loads (one atomic load per request), written by
+/// [`Shared::refresh_plane`] only, so its parts always belong together.
 #[derive(Debug)]
 pub struct Plane {
     pub snap: Arc<Snapshot>,
@@ -28,6 +30,10 @@ pub struct Plane {
     pub here: Here,
     /// The snapshot's quotas with this gateway's share of each.
     pub quotas: Quotas,
+    /// The snapshot's issuers, with the JWK sets fetched for them.
+    pub auth: Arc<AuthIndex>,
+    /// The version of the fetched JWK sets `auth` was built with.
+    pub fetched: u64,
 }
 
 /// Shared gateway state.
@@ -45,15 +51,10 @@ pub struct Shared {
     pub clock_origin: Instant,
     /// Epoch of the plane in force (for registration and status).
     pub applied_epoch: AtomicI64,
-    /// The issuers in force (rebuilt with the plane, and when a fetched JWK
-    /// set changes).
-    pub auth: ArcSwap<AuthIndex>,
-    /// JWK sets fetched from the issuers' `jwks_uri`.
+    /// JWK sets fetched from the issuers' `jwks_uri`: the fetcher's table,
+    /// read by the plane's writer; the request path only asks it for an
+    /// early fetch.
     pub jwks: Arc<Fetched>,
-    /// One rebuild of the issuers at a time (snapshot and fetcher); off the
-    /// request path.
-    #[allow(clippy::disallowed_types)]
-    auth_rebuild: std::sync::Mutex<()>,
     /// The certificates served, when a listener speaks TLS.
     pub tls: Option<Arc<crate::tls::Certificates>>,
     /// Their reload loop's state, taken by the control thread.
@@ -92,23 +93,27 @@ impl Shared {
             policy,
             clock_origin: Instant::now(),
             applied_epoch: AtomicI64::new(0),
-            auth: ArcSwap::from_pointee(AuthIndex::default()),
             jwks: Arc::new(Fetched::default()),
-            auth_rebuild: Default::default(),
             tls,
             #[allow(clippy::disallowed_types)]
             tls_reloader: std::sync::Mutex::new(reloader),
         }))
     }
 
-    /// Build the plane for the config center's current snapshot, reusing
-    /// endpoint state, and publish it. Off the request path.
+    /// The plane's one writer (the control loop, and once before it
+    /// starts): build the plane for the config center's current snapshot
+    /// and the fetched JWK sets, when either changed since the plane in
+    /// force, reusing endpoint state, quota counters and unchanged
+    /// issuers, and publish it. Off the request path.
     pub fn refresh_plane(&self) {
         let Some(snap) = self.center.current() else {
             return;
         };
+        // Read before the sets: the index is at least as new as this.
+        let fetched = self.jwks.version();
         let old = self.plane.load_full();
-        if old.as_ref().is_some_and(|p| Arc::ptr_eq(&p.snap, &snap)) {
+        let same_snap = old.as_ref().is_some_and(|p| Arc::ptr_eq(&p.snap, &snap));
+        if same_snap && old.as_ref().is_some_and(|p| p.fetched == fetched) {
             return;
         }
         let pools = Pools::build(
@@ -122,7 +127,7 @@ impl Shared {
             self.cfg.region.as_deref(),
             self.cfg.dc.as_deref(),
         );
-        if self.cfg.dc.is_some() && here.dc.is_none() {
+        if !same_snap && self.cfg.dc.is_some() && here.dc.is_none() {
             tracing::warn!(dc = ?self.cfg.dc, "this gateway's dc is not in the topology; policy local falls back to region");
         }
         let quotas = Quotas::build(
@@ -130,14 +135,20 @@ impl Shared {
             old.as_ref().map(|p| &p.quotas),
             self.cfg.quota_max_keys,
         );
-        self.refresh_auth(&snap.topology);
+        let auth = AuthIndex::build(&snap.topology, &self.jwks, old.as_ref().map(|p| &*p.auth));
         let epoch = snap.epoch();
         self.plane.store(Some(Arc::new(Plane {
             snap,
             pools,
             here,
             quotas,
+            auth: Arc::new(auth),
+            fetched,
         })));
+        if same_snap {
+            tracing::info!(epoch, fetched, "plane updated: fetched JWK sets");
+            return;
+        }
         self.applied_epoch.store(epoch, Ordering::SeqCst);
         self.metrics.config.epoch.set(epoch);
         tracing::info!(epoch, "plane updated");
@@ -178,20 +189,118 @@ impl Shared {
             }
         }
     }
+}
 
-    /// Rebuild the issuers of the plane in force (a fetched JWK set changed).
-    pub fn refresh_auth_now(&self) {
-        if let Some(p) = self.plane.load_full() {
-            self.refresh_auth(&p.snap.topology);
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use config_center::kv::parse_document;
+    use config_center::Kv;
+    use unit_router::jwks::{self, KeySet};
+
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    const SAMPLE: &str = include_str!("../../deploy/local/topology.yaml");
+
+    fn shared() -> Arc<Shared> {
+        let o = Overrides {
+            topology_file: Some("topology.yaml".into()),
+            ..Overrides::default()
+        };
+        let cfg = Config::resolve(FileConfig::default(), o).unwrap();
+        let keys = Keyring::new("k1", BTreeMap::from([("k1".to_owned(), vec![7; 32])])).unwrap();
+        Shared::new(cfg, ConfigCenter::new(None), keys, None, None).unwrap()
+    }
+
+    /// The sample topology with one more issuer, `name`, whose keys are
+    /// fetched.
+    fn topology(name: &str) -> Kv {
+        let mut kv = parse_document(SAMPLE, "sample").unwrap();
+        let spec = format!(
+            r#"{{"iss": "https://{name}.example", "algs": ["RS256"], "jwks_uri": "https://{name}.example/jwks"}}"#
+        );
+        kv.insert(format!("auth/issuers/{name}"), spec);
+        kv
+    }
+
+    /// A fetched set for issuer `name` with one key, `kid`.
+    fn fetched(s: &Shared, name: &str, kid: &str) {
+        let kv = parse_document(SAMPLE, "sample").unwrap();
+        let demo: serde_json::Value = serde_json::from_str(&kv["auth/issuers/demo"]).unwrap();
+        let mut key = demo["jwks"]["keys"][0].clone();
+        key["kid"] = kid.into();
+        let algs = jwks::algorithms(&["RS256".to_owned()], false).unwrap();
+        let set = serde_json::json!({ "keys": [key] });
+        let (keys, _) = KeySet::parse_published(&set, &algs).unwrap();
+        let uri = format!("https://{name}.example/jwks");
+        assert!(s.jwks.store(name, &uri, keys, false));
+    }
+
+    /// The switch from topology A (issuer `old`) to B (issuer `new`) with
+    /// a key set fetched for A's issuers landing before, during or after
+    /// it (the order that used to leave A's issuers in force): once the
+    /// writer has run for the fetcher's signal, B's issuers are in force.
+    #[test]
+    fn a_key_set_fetched_during_a_switch_leaves_the_new_issuers_in_force() {
+        for lands in 0..3 {
+            let s = shared();
+            let mut signal = s.jwks.changes();
+            s.center.apply_next(topology("old")).unwrap();
+            s.refresh_plane();
+            // The fetcher read plane A's issuers.
+            let fetch = || fetched(&s, "old", "k-old");
+            if lands == 0 {
+                fetch();
+            }
+            s.center.apply_next(topology("new")).unwrap();
+            if lands == 1 {
+                fetch();
+            }
+            s.refresh_plane();
+            if lands == 2 {
+                fetch();
+            }
+            // The control loop wakes for the fetcher's signal.
+            assert!(signal.has_changed().unwrap(), "the writer is not told");
+            signal.mark_unchanged();
+            s.refresh_plane();
+
+            let plane = s.plane.load_full().unwrap();
+            assert!(plane.snap.topology.issuers.contains_key("new"));
+            assert_eq!(plane.fetched, s.jwks.version());
+            let auth = &plane.auth;
+            assert!(auth.get("new").is_some(), "B's issuer is not in force");
+            assert!(auth.get("old").is_none(), "A's issuer is still in force");
+            assert!(auth.get("demo").is_some());
         }
     }
 
-    /// Rebuild the issuers of `topo` with the fetched JWK sets, keeping
-    /// those that did not change. Off the request path.
-    pub fn refresh_auth(&self, topo: &unit_router::Topology) {
-        let _one = self.auth_rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.auth.load();
-        let index = AuthIndex::build(topo, &self.jwks, Some(&old));
-        self.auth.store(Arc::new(index));
+    /// A set fetched while the snapshot stays rebuilds the issuers (the
+    /// plane's other parts reused); an issuer whose spec and keys did not
+    /// change keeps its verifier, and so its remembered tokens.
+    #[test]
+    fn a_fetched_set_alone_rebuilds_the_issuers_and_keeps_the_unchanged() {
+        let s = shared();
+        s.center.apply_next(topology("new")).unwrap();
+        s.refresh_plane();
+        let before = s.plane.load_full().unwrap();
+        assert!(before.auth.get("new").unwrap().keys().get("k-1").is_none());
+        s.refresh_plane();
+        assert!(Arc::ptr_eq(&before, &s.plane.load_full().unwrap()));
+
+        fetched(&s, "new", "k-1");
+        s.refresh_plane();
+        let after = s.plane.load_full().unwrap();
+        assert!(Arc::ptr_eq(&before.snap, &after.snap));
+        assert!(after.auth.get("new").unwrap().keys().get("k-1").is_some());
+        let demo = |p: &Plane| p.auth.get("demo").unwrap().clone();
+        assert!(Arc::ptr_eq(&demo(&before), &demo(&after)));
+        let q = |p: &Plane| p.quotas.all().next().unwrap().clone();
+        assert!(Arc::ptr_eq(&q(&before), &q(&after)));
     }
 }

@@ -54,7 +54,7 @@ impl Admin {
                            "keys": q.limiter.keys()}),
                 );
             }
-            let auth = s.auth.load();
+            let auth = &plane.auth;
             for name in plane.snap.topology.issuers.keys() {
                 let v = match auth.get(name) {
                     Some(i) => json!({"iss": i.iss(), "kids": i.keys().kids()}),

@@ -7,6 +7,9 @@
 //! fails (refused, timeout, an error status, a body that is not a usable
 //! JWK set, over the size cap) keeps the last good set and is retried at
 //! the next turn.
+//! The sets are the fetcher's own table: every change bumps its version,
+//! which wakes the plane's one writer ([`Fetched::changes`]); that writer
+//! builds the issuers from the sets ([`crate::state::Shared::refresh_plane`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use unit_router::jwks::{self, KeySet};
 use unit_router::spec::IssuerSpec;
 
@@ -33,17 +37,39 @@ pub struct FetchedSet {
 }
 
 /// What the fetcher holds and the request path signals.
-#[derive(Default)]
 pub struct Fetched {
-    /// Read and written off the request path only (the fetcher, the issuer
-    /// rebuild); the request path only raises `unknown_kid`.
+    /// Written by the fetcher, read by the plane's writer; the request
+    /// path only raises `unknown_kid`.
     #[allow(clippy::disallowed_types)]
     sets: Mutex<HashMap<String, FetchedSet>>,
+    /// Bumped with every change of `sets` (0: none yet), under its lock.
+    version: watch::Sender<u64>,
     /// A token named a key id some issuer did not have.
     unknown_kid: AtomicBool,
 }
 
+impl Default for Fetched {
+    fn default() -> Self {
+        Fetched {
+            sets: HashMap::new().into(),
+            version: watch::Sender::new(0),
+            unknown_kid: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Fetched {
+    /// The version of the sets: a rebuild that reads it first, then the
+    /// sets, holds them at least as new as this.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Told of every change of the sets (from now on).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
     /// The set fetched for issuer `name` from `uri`, if any.
     pub fn get(&self, name: &str, uri: &str) -> Option<FetchedSet> {
         let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +84,7 @@ impl Fetched {
 
     /// Store a set for `name` when it differs from the one held (by key
     /// ids and the raw set); whether it changed.
-    fn store(&self, name: &str, uri: &str, keys: KeySet, raw_same: bool) -> bool {
+    pub(crate) fn store(&self, name: &str, uri: &str, keys: KeySet, raw_same: bool) -> bool {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         let prev = sets.get(name).filter(|s| s.uri == uri);
         if raw_same && prev.is_some() {
@@ -73,13 +99,18 @@ impl Fetched {
                 version,
             },
         );
+        self.version.send_modify(|v| *v += 1);
         true
     }
 
     /// Forget sets of issuers that no longer fetch.
     fn retain(&self, live: &HashMap<String, String>) {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        let before = sets.len();
         sets.retain(|name, s| live.get(name) == Some(&s.uri));
+        if sets.len() != before {
+            self.version.send_modify(|v| *v += 1);
+        }
     }
 }
 
@@ -129,13 +160,13 @@ impl Fetcher {
 
     /// One turn: fetch every issuer's set that is due (never fetched, its
     /// interval passed, or an unknown kid was seen and its interval since
-    /// the last try passed). Whether any set changed.
+    /// the last try passed). A changed set bumps the table's version.
     pub async fn turn(
         &mut self,
         issuers: &[(String, IssuerSpec)],
         fetched: &Fetched,
         now: Instant,
-    ) -> bool {
+    ) {
         let early = fetched.unknown_kid.swap(false, Ordering::Relaxed);
         let live: HashMap<String, String> = issuers
             .iter()
@@ -143,7 +174,6 @@ impl Fetcher {
             .collect();
         fetched.retain(&live);
         self.turns.retain(|n, _| live.contains_key(n));
-        let mut changed = false;
         for (name, spec) in issuers {
             let Some(uri) = &spec.jwks_uri else { continue };
             let every = Duration::from_secs(spec.jwks_refresh_s);
@@ -172,7 +202,6 @@ impl Fetcher {
                     let same = turn.last_raw.as_ref() == Some(&parsed);
                     if fetched.store(name, uri, keys, same) {
                         tracing::info!(issuer = %name, uri = %uri, "JWK set fetched");
-                        changed = true;
                     }
                     turn.last_raw = Some(parsed);
                 }
@@ -181,7 +210,6 @@ impl Fetcher {
                 }
             }
         }
-        changed
     }
 }
 
@@ -220,12 +248,12 @@ async fn fetch(
 }
 
 /// Run the fetcher until shutdown: a turn every second (cheap when nothing
-/// is due), then `on_change` when a set changed.
+/// is due). It stores only into `fetched`; the plane's writer picks the
+/// changes up.
 pub async fn run(
     fetched: Arc<Fetched>,
     issuers: impl Fn() -> Vec<(String, IssuerSpec)>,
-    on_change: impl Fn(),
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut fetcher = match Fetcher::new() {
         Ok(f) => f,
@@ -242,8 +270,6 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let list = issuers();
-        if fetcher.turn(&list, &fetched, Instant::now()).await {
-            on_change();
-        }
+        fetcher.turn(&list, &fetched, Instant::now()).await;
     }
 }

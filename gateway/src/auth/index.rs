@@ -1,8 +1,9 @@
 //! The issuers of one topology snapshot, ready to verify: built off the
 //! request path when a snapshot is applied or a fetched JWK set changes,
-//! and swapped in whole. An issuer whose spec and keys did not change is
-//! carried over as it is, so the tokens it verified stay remembered
-//! ([`super::cache`]); one whose keys changed (a rotation) starts afresh.
+//! and swapped in whole as part of the plane ([`crate::state::Plane`]).
+//! An issuer whose spec and keys did not change is carried over as it is,
+//! so the tokens it verified stay remembered ([`super::cache`]); one whose
+//! keys changed (a rotation) starts afresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,12 @@ use super::jwt::Issuer;
 #[derive(Default)]
 pub struct AuthIndex {
     issuers: HashMap<String, Built>,
+}
+
+impl std::fmt::Debug for AuthIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.issuers.keys()).finish()
+    }
 }
 
 struct Built {

@@ -1,8 +1,9 @@
 //! The control plane, on its own thread and runtime, off the request path:
-//! the topology source, plane rebuilds on every snapshot, drain expiry, geo
-//! database reload, active health checks ([`health_checks`]),
-//! config-center metrics, and the gateway's registration under
-//! `gateways/<id>` ([`register`], etcd only).
+//! the topology source, plane rebuilds on every snapshot and every change
+//! of the fetched JWK sets (its loop is the plane's one writer), the JWK
+//! set fetcher, drain expiry, geo database reload, active health checks
+//! ([`health_checks`]), config-center metrics, and the gateway's
+//! registration under `gateways/<id>` ([`register`], etcd only).
 
 pub mod health_checks;
 pub mod register;
@@ -30,7 +31,8 @@ pub fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
 }
 
 /// Fetch the issuers' `jwks_uri` sets in the background
-/// ([`crate::auth::fetch`]); a changed set rebuilds the issuers.
+/// ([`crate::auth::fetch`]) into the fetcher's table; a changed set wakes
+/// the plane's writer ([`run`]).
 async fn jwks_fetcher(shared: Arc<Shared>) {
     let (_keep, never) = tokio::sync::watch::channel(false);
     let issuers = {
@@ -52,11 +54,7 @@ async fn jwks_fetcher(shared: Arc<Shared>) {
                 .unwrap_or_default()
         }
     };
-    let on_change = {
-        let shared = shared.clone();
-        move || shared.refresh_auth_now()
-    };
-    crate::auth::fetch::run(shared.jwks.clone(), issuers, on_change, never).await;
+    crate::auth::fetch::run(shared.jwks.clone(), issuers, never).await;
 }
 
 /// Every few seconds: drop idle quota keys, count table resets, publish
@@ -133,14 +131,17 @@ async fn run(shared: Arc<Shared>) {
             }
         });
     }
-    // Rebuild the plane on every publish; mirror the status into metrics.
+    // The plane's one writer: rebuild it on every publish and every change
+    // of the fetched JWK sets; mirror the status into metrics.
     let mut rx = center.subscribe();
+    let mut keys = shared.jwks.changes();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         shared.refresh_plane();
         shared.mirror_config_status();
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            r = keys.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
     }

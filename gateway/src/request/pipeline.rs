@@ -171,8 +171,10 @@ fn authenticate(
         return Ok(());
     }
     let m = &shared.metrics.auth;
-    let index = shared.auth.load();
-    match crate::auth::gate::check(route, req, &index, &shared.jwks, ctx.facts.now) {
+    let Some(plane) = ctx.plane.as_deref() else {
+        return Err(GwError::NotReady);
+    };
+    match crate::auth::gate::check(route, req, &plane.auth, &shared.jwks, ctx.facts.now) {
         Ok(Some(id)) => {
             m.valid.inc();
             ctx.facts.identity = Some(id);
