@@ -11,7 +11,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use unit_router::{ServiceId, UnitId};
 
-use crate::state::Shared;
+use crate::state::{Plane, Shared};
 use crate::upstream::pool::Pool;
 
 /// The admin HTTP app.
@@ -39,85 +39,22 @@ impl Admin {
     fn status(&self) -> Value {
         let s = &self.shared;
         let cfg = &s.cfg;
-        let center = s.center.status();
-        let mut units = Vec::new();
-        let mut dcs = serde_json::Map::new();
-        let mut quotas = serde_json::Map::new();
-        let mut issuers = serde_json::Map::new();
-        if let Some(plane) = s.plane.load_full() {
-            for q in plane.quotas.all() {
-                let sh = q.limiter.share;
-                quotas.insert(
-                    q.name.clone(),
-                    json!({"key": q.spec.key, "scope": q.spec.scope, "gateways": q.gateways,
-                           "rate": sh.rate, "per_s": sh.per_s, "burst": sh.burst,
-                           "keys": q.limiter.keys()}),
-                );
-            }
-            let auth = &plane.auth;
-            for name in plane.snap.topology.issuers.keys() {
-                let v = match auth.get(name) {
-                    Some(i) => json!({"iss": i.iss(), "kids": i.keys().kids()}),
-                    None => json!({"error": "unusable"}),
-                };
-                issuers.insert(name.clone(), v);
-            }
-            let t = &plane.snap.topology;
-            let now = s.center.now();
-            for (i, u) in t.units.iter().enumerate() {
-                let id = UnitId(i as u16);
-                let mut services = serde_json::Map::new();
-                for (si, name) in t.services.iter().enumerate() {
-                    let Some(pool) = plane.pools.get(id, ServiceId(si as u16)) else {
-                        continue;
-                    };
-                    let eps: Vec<Value> = pool
-                        .endpoints
-                        .iter()
-                        .map(|e| {
-                            json!({"addr": e.addr.to_string(), "healthy": e.is_healthy(), "ejected": e.is_ejected(),
-                                   "inflight": e.inflight(), "ewma_us": e.ewma_us(),
-                                   "weight": e.weight(pool.resilience.slow_start_ms)})
-                        })
-                        .collect();
-                    services.insert(
-                        name.clone(),
-                        json!({"healthy": pool.any_healthy(), "endpoints": eps,
-                               "breaker": breaker_status(pool),
-                               "limiter": limiter_status(pool)}),
-                    );
-                }
-                units.push(json!({
-                    "name": u.name,
-                    "dc": t.dcs[u.dc.index()].name,
-                    "region": t.regions[u.region.index()].name,
-                    "kind": format!("{:?}", u.kind).to_lowercase(),
-                    "drained": t.is_drained(id, now),
-                    "drain": u.drain.as_ref().map(|d| json!({"key": d.key, "reason": d.reason, "by": d.by, "until": d.until})),
-                    "services": services,
-                }));
-            }
-            for (i, d) in t.dcs.iter().enumerate() {
-                let drained = t.is_dc_drained(unit_router::DcId(i as u16), now);
-                dcs.insert(
-                    d.name.clone(),
-                    json!(if drained { "drained" } else { "active" }),
-                );
-            }
-        }
+        let plane = s.plane.load_full();
+        let plane = plane.as_deref();
+        let now = s.center.now();
         json!({
             "id": cfg.id,
             "version": env!("CARGO_PKG_VERSION"),
             "region": cfg.region,
             "dc": cfg.dc,
             "started_at": s.started_at,
-            "ready": s.plane.load().is_some(),
-            "epoch": s.plane.load().as_ref().map(|p| p.snap.epoch()),
-            "config_center": center,
-            "dcs": dcs,
-            "units": units,
-            "issuers": issuers,
-            "quotas": quotas,
+            "ready": plane.is_some(),
+            "epoch": plane.map(|p| p.snap.epoch()),
+            "config_center": s.center.status(),
+            "dcs": plane.map_or_else(serde_json::Map::new, |p| dcs_status(p, now)),
+            "units": plane.map_or_else(Vec::new, |p| units_status(p, now)),
+            "issuers": plane.map_or_else(serde_json::Map::new, issuers_status),
+            "quotas": plane.map_or_else(serde_json::Map::new, quotas_status),
             "tls": s.tls.as_ref().map(|t| t.status().as_ref().clone()),
         })
     }
@@ -208,4 +145,86 @@ fn limiter_status(pool: &Pool) -> Value {
         "min_rtt_us": l.min_rtt().map(|d| d.as_micros() as u64),
         "shed_total": {"limit": full, "queue_timeout": waited},
     })
+}
+
+/// Each quota with this gateway's share of it and the keys it holds.
+fn quotas_status(plane: &Plane) -> serde_json::Map<String, Value> {
+    let mut quotas = serde_json::Map::new();
+    for q in plane.quotas.all() {
+        let sh = q.limiter.share;
+        quotas.insert(
+            q.name.clone(),
+            json!({"key": q.spec.key, "scope": q.spec.scope, "gateways": q.gateways,
+                   "rate": sh.rate, "per_s": sh.per_s, "burst": sh.burst,
+                   "keys": q.limiter.keys()}),
+        );
+    }
+    quotas
+}
+
+/// Each issuer with the key ids it verifies with.
+fn issuers_status(plane: &Plane) -> serde_json::Map<String, Value> {
+    let mut issuers = serde_json::Map::new();
+    for name in plane.snap.topology.issuers.keys() {
+        let v = match plane.auth.get(name) {
+            Some(i) => json!({"iss": i.iss(), "kids": i.keys().kids()}),
+            None => json!({"error": "unusable"}),
+        };
+        issuers.insert(name.clone(), v);
+    }
+    issuers
+}
+
+/// Each unit, its drain and its services' endpoints, breakers and limits.
+fn units_status(plane: &Plane, now: i64) -> Vec<Value> {
+    let t = &plane.snap.topology;
+    let mut units = Vec::new();
+    for (i, u) in t.units.iter().enumerate() {
+        let id = UnitId(i as u16);
+        let mut services = serde_json::Map::new();
+        for (si, name) in t.services.iter().enumerate() {
+            let Some(pool) = plane.pools.get(id, ServiceId(si as u16)) else {
+                continue;
+            };
+            let eps: Vec<Value> = pool
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({"addr": e.addr.to_string(), "healthy": e.is_healthy(), "ejected": e.is_ejected(),
+                           "inflight": e.inflight(), "ewma_us": e.ewma_us(),
+                           "weight": e.weight(pool.resilience.slow_start_ms)})
+                })
+                .collect();
+            services.insert(
+                name.clone(),
+                json!({"healthy": pool.any_healthy(), "endpoints": eps,
+                       "breaker": breaker_status(pool),
+                       "limiter": limiter_status(pool)}),
+            );
+        }
+        units.push(json!({
+            "name": u.name,
+            "dc": t.dcs[u.dc.index()].name,
+            "region": t.regions[u.region.index()].name,
+            "kind": format!("{:?}", u.kind).to_lowercase(),
+            "drained": t.is_drained(id, now),
+            "drain": u.drain.as_ref().map(|d| json!({"key": d.key, "reason": d.reason, "by": d.by, "until": d.until})),
+            "services": services,
+        }));
+    }
+    units
+}
+
+/// Each dc: `active` or `drained`.
+fn dcs_status(plane: &Plane, now: i64) -> serde_json::Map<String, Value> {
+    let t = &plane.snap.topology;
+    let mut dcs = serde_json::Map::new();
+    for (i, d) in t.dcs.iter().enumerate() {
+        let drained = t.is_dc_drained(unit_router::DcId(i as u16), now);
+        dcs.insert(
+            d.name.clone(),
+            json!(if drained { "drained" } else { "active" }),
+        );
+    }
+    dcs
 }
