@@ -451,11 +451,13 @@ fn gw_error(e: RouteError) -> GwError {
 }
 
 /// The edge input rules on the parsed head: framing (with the
-/// `Content-Length` rewritten as one plain number), one user key, then the
-/// request line (the Host checked, the path normalised in place).
+/// `Content-Length` rewritten as one plain number), names with `_`, one
+/// user key, then the request line (the Host checked, the path normalised
+/// in place).
 fn check_input(
     session: &mut Session,
     user_header: &str,
+    shared: &Shared,
 ) -> std::result::Result<(), unit_router::InputError> {
     // The raw head is only needed to see a Content-Length beside a
     // Transfer-Encoding, which Pingora has dropped from the parsed head.
@@ -469,6 +471,9 @@ fn check_input(
         None
     };
     headers::check_framing(session.req_header(), raw_head.as_deref())?;
+    let forward = shared.cfg.forward_underscore_headers;
+    let dropped = headers::underscored(session.req_header_mut(), user_header, forward)?;
+    shared.metrics.underscore_dropped.inc_by(dropped);
     headers::one_user_key(session.req_header(), user_header)?;
     headers::canonical_length(session.req_header_mut())?;
     headers::check_request_line(session.req_header_mut())
@@ -566,7 +571,7 @@ impl ProxyHttp for UnitProxy {
         // the host is checked and the path normalised before routing.
         headers::strip(session.req_header_mut(), ctx.facts.peer_trusted);
         let user_header = plane.snap.topology.cluster.user_header.as_str();
-        if let Err(e) = check_input(session, user_header) {
+        if let Err(e) = check_input(session, user_header, shared) {
             return self.answer(session, ctx, GwError::BadRequest(e)).await;
         }
         if let Some(redirect) = &self.redirect {
