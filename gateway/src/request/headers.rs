@@ -3,6 +3,7 @@
 //! baggage, and the stripping of every internal header an untrusted client
 //! could forge. Pure functions over a request header.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, COOKIE, HOST};
@@ -51,6 +52,30 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, nets: &[IpNet]) -> Opt
         last = ip;
     }
     Some(last)
+}
+
+/// The whole `x-forwarded-for` chain: every line of it, joined as one
+/// list (borrowed when there is one line).
+pub fn forwarded_for(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let mut lines = values(req, &X_FORWARDED_FOR);
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let rest: Vec<&str> = [first, second].into_iter().chain(lines).collect();
+            Some(Cow::Owned(rest.join(", ")))
+        }
+    }
+}
+
+/// The `x-forwarded-for` sent upstream: the chain the request came with
+/// (only a trusted proxy's is left by [`strip`]), then `peer`, the address
+/// the gateway got the request from (nginx's `$proxy_add_x_forwarded_for`).
+pub fn forwarded_for_upstream(req: &RequestHeader, peer: IpAddr) -> String {
+    match forwarded_for(req) {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer.to_string(),
+    }
 }
 
 /// Every value of header `name` that is visible ASCII.
@@ -376,6 +401,25 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.1"), Some("garbage, 10.0.0.3"), &nets()),
             ip("10.0.0.3")
+        );
+    }
+
+    #[test]
+    fn the_peer_is_appended_to_the_whole_forwarded_chain() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        assert_eq!(forwarded_for_upstream(&r, peer), "10.0.0.1");
+        r.append_header("x-forwarded-for", "1.2.3.4").unwrap();
+        assert_eq!(forwarded_for_upstream(&r, peer), "1.2.3.4, 10.0.0.1");
+        r.append_header("x-forwarded-for", "5.6.7.8, 9.9.9.9")
+            .unwrap();
+        assert_eq!(
+            forwarded_for(&r).as_deref(),
+            Some("1.2.3.4, 5.6.7.8, 9.9.9.9")
+        );
+        assert_eq!(
+            forwarded_for_upstream(&r, peer),
+            "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1"
         );
     }
 
