@@ -18,7 +18,7 @@ mod tls;
 mod tls_report;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -58,9 +58,10 @@ struct Args {
     /// A few seconds end to end (CI): 1 round of 1 s, 200 idle connections.
     #[arg(long)]
     smoke: bool,
-    /// Directory of the unitgate and bare-proxy binaries.
-    #[arg(long, default_value = "target/release")]
-    bin_dir: PathBuf,
+    /// Directory of the unitgate and bare-proxy binaries [default: the
+    /// one ugbench runs from, where cargo built them beside it].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
@@ -119,11 +120,15 @@ fn main() -> Result<()> {
     } else {
         (Pin(None), Pin(None))
     };
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => own_dir()?,
+    };
     let programs = Programs {
         nginx: which("nginx")?,
         haproxy: which("haproxy")?,
-        unitgate: existing(args.bin_dir.join("unitgate"))?,
-        bare: existing(args.bin_dir.join("bare-proxy"))?,
+        unitgate: existing(bin_dir.join("unitgate"))?,
+        bare: existing(bin_dir.join("bare-proxy"))?,
     };
     which("wrk")?;
     std::fs::create_dir_all(&args.out)?;
@@ -481,6 +486,13 @@ fn which(program: &str) -> Result<PathBuf> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .with_context(|| format!("{program} not found (bench/run installs it)"))
+}
+
+/// The directory of the running ugbench: cargo builds unitgate and
+/// bare-proxy beside it, wherever its target directory is.
+fn own_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 fn existing(p: PathBuf) -> Result<PathBuf> {

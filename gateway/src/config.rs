@@ -55,6 +55,9 @@ pub struct FileConfig {
     pub eject_after_failures: Option<u32>,
     pub eject_error_rate_percent: Option<u32>,
     pub quota_max_keys: Option<usize>,
+    /// Forward request headers whose name has `_` (else dropped; nginx's
+    /// `underscores_in_headers`).
+    pub forward_underscore_headers: Option<bool>,
     /// TLS on the public listener (and optionally the internal one).
     pub tls: Option<TlsFile>,
     /// A plain HTTP listener beside the HTTPS public one.
@@ -173,6 +176,10 @@ pub struct Config {
     /// Keys one quota's counters hold at most on this gateway (see
     /// `quota/limiter.rs` for the bound).
     pub quota_max_keys: usize,
+    /// Forward request headers whose name has `_`, except those spelling
+    /// a framing, user or identity header (`request/headers.rs`); off:
+    /// they are dropped and counted.
+    pub forward_underscore_headers: bool,
     /// Certificates; `None`: plain HTTP listeners.
     pub tls: Option<crate::tls::TlsConfig>,
     /// The plain HTTP listener beside an HTTPS public one.
@@ -454,6 +461,10 @@ impl Config {
             ));
         }
         let h2 = h2_limits(&file)?;
+        let forward_underscore_headers = o
+            .forward_underscore_headers
+            .or(file.forward_underscore_headers)
+            .unwrap_or(false);
         Ok(Config {
             id,
             region: o.region.or(file.region),
@@ -467,6 +478,7 @@ impl Config {
             proxy_protocol,
             internal_h2c: file.internal_h2c.unwrap_or(true),
             h2,
+            forward_underscore_headers,
             topology,
             secrets: o.secrets.or(file.secrets),
             geo_db: o.geo_db.or(file.geo_db),
@@ -606,5 +618,26 @@ mod tests {
         };
         assert!(err("", o).contains("already used"));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn underscore_headers_are_dropped_unless_the_file_or_the_flag_says() {
+        let resolve = |f: &str, o: Overrides| Config::resolve(toml::from_str(f).unwrap(), o);
+        assert!(
+            !resolve("", file_only("t"))
+                .unwrap()
+                .forward_underscore_headers
+        );
+        let on = "forward_underscore_headers = true";
+        assert!(
+            resolve(on, file_only("t"))
+                .unwrap()
+                .forward_underscore_headers
+        );
+        let flag = Overrides {
+            forward_underscore_headers: Some(true),
+            ..file_only("t")
+        };
+        assert!(resolve("", flag).unwrap().forward_underscore_headers);
     }
 }

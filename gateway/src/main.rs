@@ -75,6 +75,10 @@ struct Cli {
     /// A plain HTTP listener beside the HTTPS public one (needs TLS).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Forward request headers whose name has '_' (dropped by default);
+    /// those spelling a framing, user or identity header never are.
+    #[arg(long)]
+    forward_underscore_headers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +146,7 @@ fn main() {
         state_dir: cli.state_dir,
         trusted_proxies: cli.trusted_proxies,
         http_listen: cli.http_listen,
+        forward_underscore_headers: cli.forward_underscore_headers.then_some(true),
         tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {
             cert_dir: Some(d),
             ..Default::default()

@@ -18,6 +18,11 @@ pub struct Metrics {
     /// request).
     pub token: TokenCounters,
     pub dyes: IntCounterVec,
+    /// `unitgate_headers_dropped_total{reason}`: request headers removed
+    /// before the upstream by an input rule.
+    pub headers_dropped: IntCounterVec,
+    /// Of those, names with `_` (`reason="underscore"`), resolved once.
+    pub underscore_dropped: IntCounter,
     pub connections: ConnectionMetrics,
     pub config: ConfigMetrics,
     pub auth: AuthCounters,
@@ -335,7 +340,17 @@ impl Metrics {
                 &["result"],
             ),
         )?;
+        let headers_dropped = reg(
+            &r,
+            counters(
+                "unitgate_headers_dropped_total",
+                "Request headers removed before the upstream, by reason (underscore: a name with '_')",
+                &["reason"],
+            ),
+        )?;
         Ok(Metrics {
+            underscore_dropped: headers_dropped.with_label_values(&["underscore"]),
+            headers_dropped,
             token: TokenCounters::of(&tokens),
             tokens,
             requests: reg(

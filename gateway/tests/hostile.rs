@@ -17,7 +17,7 @@ use common::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use unit_router::{Dye, Reason};
-use unitgate_tests::gateway::Units;
+use unitgate_tests::gateway::{Gateway, GatewayArgs, Units};
 use unitgate_tests::proto::SendVia;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +144,102 @@ async fn identity_headers_from_the_client_never_reach_a_unit(proto: Proto) {
     assert!(req.headers.get("x-real-ip").is_none());
     assert_eq!(req.headers["cookie"], "sid=1");
 }
+}
+
+unitgate_tests::both_protocols! {
+async fn headers_named_with_underscores_never_reach_a_unit(proto: Proto) {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::start_proto(units.topology(&[]), dir.path(), "", proto).await;
+    // A unit behind a CGI/WSGI-style server reads `X_Auth_User` as
+    // `x-auth-user`: the gateway drops every `_` name and counts it.
+    let r = gw.http()
+        .get(gw.url("/orders/1"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "42")
+        .header("X_Auth_User", "admin")
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("x_trace_note", "harmless")
+        .send_via(gw.proto)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = units.received("bj-2", "orders").await;
+    let names: Vec<&str> = seen.last().unwrap().headers.keys().map(|k| k.as_str()).collect();
+    assert!(!names.iter().any(|n| n.contains('_')), "{names:?}");
+    let (_, metrics) = gw.admin("/metrics").await;
+    assert!(
+        metrics.contains("unitgate_headers_dropped_total{reason=\"underscore\"} 3"),
+        "{metrics}"
+    );
+    // A second user key spelled with `_` is a second user key: 400.
+    let r = gw.http()
+        .get(gw.url("/orders/1"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "42")
+        .header("x_user_id", "60")
+        .send_via(gw.proto)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains(r#""error":"bad_request""#));
+    assert_eq!(total_received(&units).await, 1);
+}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscore_headers_are_forwarded_when_asked_but_never_framing_or_identity() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, units.topology(&[])).unwrap();
+    let args = GatewayArgs {
+        topology_file: Some(topology),
+        region: Some("cn-north".into()),
+        dc: Some("bj-a".into()),
+        extra: vec!["--forward-underscore-headers".into()],
+        ..GatewayArgs::default()
+    };
+    let gw = Gateway::start(std::path::Path::new(common::BIN), args)
+        .await
+        .unwrap();
+    let addr = public(&gw);
+    let (status, text) = raw(
+        &addr,
+        &[
+            "GET /orders/1 HTTP/1.1",
+            "host: api.example.com",
+            "x-user-id: 42",
+            "x_trace_note: harmless",
+            "X_Auth_User: admin",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen = units.received("bj-2", "orders").await;
+    let h = &seen.last().unwrap().headers;
+    assert_eq!(h["x_trace_note"], "harmless");
+    assert!(h.get("x_auth_user").is_none(), "{h:?}");
+    for refused in [
+        &[
+            "POST /orders/1 HTTP/1.1",
+            "content-length: 0",
+            "Transfer_Encoding: chunked",
+        ][..],
+        &[
+            "POST /orders/1 HTTP/1.1",
+            "content-length: 0",
+            "content_length: 10",
+        ][..],
+        &["GET /orders/1 HTTP/1.1", "x_user_id: 60"][..],
+    ] {
+        let mut head = refused.to_vec();
+        head.extend(["host: api.example.com", "x-user-id: 42"]);
+        let (status, text) = raw(&addr, &head).await;
+        assert_eq!(status, 400, "{refused:?}: {text}");
+        assert!(text.contains(r#""error":"bad_request""#), "{text}");
+    }
+    assert_eq!(total_received(&units).await, 1);
 }
 
 unitgate_tests::both_protocols! {

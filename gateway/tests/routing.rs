@@ -129,6 +129,18 @@ async fn region_routing_by_geoip(proto: Proto) {
         r.headers()["x-unit-hint"],
         "unit=sh-1; region=cn-east; entry=api-sh.example.com; ttl=300"
     );
+    // A chain sent over two header lines is one list: the client is its
+    // right-most address, not the first line's.
+    let r = get(
+        &gw,
+        &gw.url("/profile"),
+        &[
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+    )
+    .await;
+    assert_eq!(served_by(&r), "sh-1");
     // An address the database does not know falls back to this gateway's region.
     let r = get(&gw, &gw.url("/profile"), &[("x-forwarded-for", "100.64.0.1")]).await;
     assert_eq!(served_by(&r), "bj-1");
@@ -319,6 +331,49 @@ async fn internal_headers_are_stripped_on_the_public_listener(proto: Proto) {
     assert_eq!(req.headers["baggage"], "tenant=t1");
     assert_eq!(req.headers["x-forwarded-for"], "127.0.0.1");
 }
+}
+
+/// The `x-forwarded-for` a unit received last.
+async fn last_xff(units: &Units, unit: &str) -> String {
+    let seen = units.received(unit, "orders").await;
+    let h = &seen.last().unwrap().headers;
+    let all: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    all.join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_for_from_a_trusted_proxy_gets_the_proxy_appended() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = GatewayArgs {
+        trusted_proxies: Some("127.0.0.1".into()),
+        ..GatewayArgs::default()
+    };
+    let gw = start(&units, &[], dir.path(), extra).await;
+    // The proxy (the socket peer, 127.0.0.1) is appended to the chain it
+    // sent, as nginx's $proxy_add_x_forwarded_for appends $remote_addr.
+    for (sent, want) in [
+        (&["203.0.113.7"][..], "203.0.113.7, 127.0.0.1"),
+        (
+            &["198.51.100.1, 203.0.113.7"][..],
+            "198.51.100.1, 203.0.113.7, 127.0.0.1",
+        ),
+        (
+            &["198.51.100.1", "203.0.113.7"][..],
+            "198.51.100.1, 203.0.113.7, 127.0.0.1",
+        ),
+        (&[][..], "127.0.0.1"),
+    ] {
+        let mut headers = vec![("x-user-id", "42")];
+        headers.extend(sent.iter().map(|v| ("x-forwarded-for", *v)));
+        let r = get(&gw, &gw.url("/orders/1"), &headers).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(last_xff(&units, "bj-2").await, want, "{sent:?}");
+    }
 }
 
 unitgate_tests::both_protocols! {

@@ -76,6 +76,14 @@ const SHAPES: &[(&str, &str)] = &[
         "x-user-id: 80\r\ncontent-length: 0\r\n\r\n",
     ),
     (
+        "a Transfer-Encoding spelled with '_' (a unit folding '_' into '-' reads it)",
+        "content-length: 4\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "a second Content-Length spelled with '_'",
+        "content-length: 4\r\nContent_Length: 10\r\n\r\nabcd",
+    ),
+    (
         "a chunk size that overflows",
         "transfer-encoding: chunked\r\n\r\nfffffffffffffffffffff1\r\nx\r\n0\r\n\r\n",
     ),

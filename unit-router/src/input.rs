@@ -34,6 +34,9 @@ pub enum InputError {
     /// `grpc-timeout` or `x-request-timeout-ms` does not parse, or is sent
     /// twice.
     BadTimeout,
+    /// A header name with `_` that a server folding `_` into `-` reads as
+    /// `Content-Length` or `Transfer-Encoding` (`Transfer_Encoding`).
+    UnderscoredFraming,
 }
 
 impl InputError {
@@ -53,6 +56,9 @@ impl InputError {
             }
             InputError::AmbiguousFraming => {
                 "the request framing is ambiguous: Transfer-Encoding must be a single 'chunked' and comes without Content-Length"
+            }
+            InputError::UnderscoredFraming => {
+                "a header name with '_' reads as Content-Length or Transfer-Encoding where '_' is taken for '-'"
             }
             InputError::BadTimeout => {
                 "the request's timeout is malformed or repeated (grpc-timeout: 1-8 digits and one of H M S m u n; x-request-timeout-ms: milliseconds)"

@@ -1,8 +1,9 @@
 //! The request's facts, gathered once in `request_filter`: the time, the
-//! client IP, its location, the verified routing token (public listener) or
-//! the verified dye (internal listener), with their metrics. The request
-//! line and the user header are borrowed from the request header when the
-//! router asks ([`RequestFacts::for_router`]), never copied.
+//! peer and the client IP, its location, the verified routing token
+//! (public listener) or the verified dye (internal listener), with their
+//! metrics. The request line and the user header are borrowed from the
+//! request header when the router asks ([`RequestFacts::for_router`]),
+//! never copied.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::state::{Plane, Shared};
 pub struct RequestFacts {
     /// Unix seconds when the request arrived.
     pub now: i64,
+    /// The address the request came from as the gateway sees it: the
+    /// socket peer, or the client of a PROXY protocol header.
+    pub peer: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
     /// The socket peer is a trusted proxy (its `x-forwarded-*` are kept).
     pub peer_trusted: bool,
@@ -58,11 +62,8 @@ impl RequestFacts {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let xff = req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let client_ip = headers::client_ip(peer, xff, nets);
+        let xff = headers::forwarded_for(req);
+        let client_ip = headers::client_ip(peer, xff.as_deref(), nets);
         let location = match (&shared.geo, client_ip) {
             (Some(g), Some(ip)) => g.locate(ip),
             _ => None,
@@ -81,6 +82,7 @@ impl RequestFacts {
         };
         RequestFacts {
             now,
+            peer,
             client_ip,
             peer_trusted: headers::peer_trusted(peer, nets),
             location,

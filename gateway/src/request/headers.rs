@@ -3,6 +3,7 @@
 //! baggage, and the stripping of every internal header an untrusted client
 //! could forge. Pure functions over a request header.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, COOKIE, HOST};
@@ -51,6 +52,30 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, nets: &[IpNet]) -> Opt
         last = ip;
     }
     Some(last)
+}
+
+/// The whole `x-forwarded-for` chain: every line of it, joined as one
+/// list (borrowed when there is one line).
+pub fn forwarded_for(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let mut lines = values(req, &X_FORWARDED_FOR);
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let rest: Vec<&str> = [first, second].into_iter().chain(lines).collect();
+            Some(Cow::Owned(rest.join(", ")))
+        }
+    }
+}
+
+/// The `x-forwarded-for` sent upstream: the chain the request came with
+/// (only a trusted proxy's is left by [`strip`]), then `peer`, the address
+/// the gateway got the request from (nginx's `$proxy_add_x_forwarded_for`).
+pub fn forwarded_for_upstream(req: &RequestHeader, peer: IpAddr) -> String {
+    match forwarded_for(req) {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer.to_string(),
+    }
 }
 
 /// Every value of header `name` that is visible ASCII.
@@ -245,6 +270,63 @@ pub fn one_user_key(req: &RequestHeader, name: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Header names with `_`. A unit behind a CGI/WSGI-style server reads
+/// `X_Auth_User` as `x-auth-user` (nginx drops such names unless
+/// `underscores_in_headers` is on), so a `_` name could carry framing or
+/// identity past the gateway's rules. One whose `-` spelling is
+/// `Content-Length` or `Transfer-Encoding` is refused; one spelling the user
+/// header beside the user header is a second user key (refused); the rest
+/// are removed, unless `forward` is on, which forwards those not spelling
+/// a header the gateway owns ([`owned`]). `Host`, `Connection` and the
+/// other names without `-` have no `_` spelling. The number removed.
+pub fn underscored(
+    req: &mut RequestHeader,
+    user_header: &str,
+    forward: bool,
+) -> Result<u64, InputError> {
+    let names: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().contains('_') && !k.as_str().eq_ignore_ascii_case(user_header))
+        .cloned()
+        .collect();
+    let mut dropped = 0;
+    for name in names {
+        let dashed = name.as_str().replace('_', "-");
+        if matches!(dashed.as_str(), "content-length" | "transfer-encoding") {
+            return Err(InputError::UnderscoredFraming);
+        }
+        let user = dashed.eq_ignore_ascii_case(user_header);
+        if user && req.headers.contains_key(user_header) {
+            return Err(InputError::AmbiguousUser);
+        }
+        if forward && !user && !owned(&dashed) {
+            continue;
+        }
+        dropped += req.headers.get_all(&name).iter().count() as u64;
+        req.remove_header(&name);
+    }
+    Ok(dropped)
+}
+
+/// Headers the gateway reads or asserts itself: their `_` spellings are
+/// never forwarded, whatever `forward_underscore_headers` says.
+fn owned(dashed: &str) -> bool {
+    ["x-unit-", "x-auth-", "x-forwarded-"]
+        .iter()
+        .any(|p| dashed.starts_with(p))
+        || matches!(
+            dashed,
+            "x-real-ip"
+                | "true-client-ip"
+                | "x-client-ip"
+                | "cf-connecting-ip"
+                | "x-request-id"
+                | "x-request-timeout-ms"
+                | "grpc-timeout"
+        )
+}
+
 /// A `Content-Length` (Pingora has already refused differing or malformed
 /// values) is sent upstream as one plain decimal number: `005` or a
 /// repeated `5, 5` could be read otherwise by the unit's server.
@@ -319,6 +401,25 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.1"), Some("garbage, 10.0.0.3"), &nets()),
             ip("10.0.0.3")
+        );
+    }
+
+    #[test]
+    fn the_peer_is_appended_to_the_whole_forwarded_chain() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        assert_eq!(forwarded_for_upstream(&r, peer), "10.0.0.1");
+        r.append_header("x-forwarded-for", "1.2.3.4").unwrap();
+        assert_eq!(forwarded_for_upstream(&r, peer), "1.2.3.4, 10.0.0.1");
+        r.append_header("x-forwarded-for", "5.6.7.8, 9.9.9.9")
+            .unwrap();
+        assert_eq!(
+            forwarded_for(&r).as_deref(),
+            Some("1.2.3.4, 5.6.7.8, 9.9.9.9")
+        );
+        assert_eq!(
+            forwarded_for_upstream(&r, peer),
+            "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1"
         );
     }
 
@@ -407,6 +508,46 @@ mod tests {
             let got: Vec<_> = r.headers.get_all("content-length").iter().collect();
             assert_eq!(got, [want], "{sent:?}");
         }
+    }
+
+    #[test]
+    fn underscored_names_are_refused_dropped_or_forwarded() {
+        let req = |names: &[&str]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for n in names {
+                r.append_header(n.to_string(), "1").unwrap();
+            }
+            r
+        };
+        let names = |r: &RequestHeader| {
+            let mut v: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+            v.sort();
+            v
+        };
+        for forward in [false, true] {
+            for framing in ["Transfer_Encoding", "content_length", "Content_Length"] {
+                let got = underscored(&mut req(&[framing]), "x-user-id", forward);
+                assert_eq!(got, Err(InputError::UnderscoredFraming), "{framing}");
+            }
+            let mut r = req(&["x-user-id", "X_User_Id"]);
+            let got = underscored(&mut r, "x-user-id", forward);
+            assert_eq!(got, Err(InputError::AmbiguousUser));
+        }
+        let mut r = req(&["x_note", "X_Auth_User", "x_user_id", "x-ok", "x_note"]);
+        assert_eq!(underscored(&mut r, "x-user-id", false), Ok(4));
+        assert_eq!(names(&r), ["x-ok"]);
+        let mut r = req(&[
+            "x_note",
+            "X_Auth_User",
+            "x_user_id",
+            "x_forwarded_for",
+            "x-ok",
+        ]);
+        assert_eq!(underscored(&mut r, "x-user-id", true), Ok(3));
+        assert_eq!(names(&r), ["x-ok", "x_note"]);
+        // A user header whose own name has `_` is the user header.
+        let mut r = req(&["x_uid"]);
+        assert_eq!(underscored(&mut r, "x_uid", false), Ok(0));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Adm
         session.set_keepalive(Some(shared.cfg.session_keepalive_s()));
     }
     ctx.facts = RequestFacts::gather(shared, gate.listener, session, &plane);
-    input_rules(session, ctx.facts.peer_trusted, &plane)?;
+    input_rules(shared, session, ctx.facts.peer_trusted, &plane)?;
     let req = session.req_header();
     if let Some(location) = redirect(gate, req) {
         return Ok(Admitted::Redirect(location));
@@ -106,9 +106,14 @@ fn refuse_connect(gate: Gate<'_>, req: &RequestHeader) -> Result<(), GwError> {
 
 /// The edge input rules: internal headers stripped (untrusted input never
 /// reaches an upstream), then framing (the `Content-Length` rewritten as
-/// one plain number), one user key, and the request line (the Host
-/// checked, the path normalised in place).
-fn input_rules(session: &mut Session, peer_trusted: bool, plane: &Plane) -> Result<(), GwError> {
+/// one plain number), names with `_`, one user key, and the request line
+/// (the Host checked, the path normalised in place).
+fn input_rules(
+    shared: &Shared,
+    session: &mut Session,
+    peer_trusted: bool,
+    plane: &Plane,
+) -> Result<(), GwError> {
     headers::strip(session.req_header_mut(), peer_trusted);
     // The raw head is only needed to see a Content-Length beside a
     // Transfer-Encoding, which Pingora has dropped from the parsed head.
@@ -122,7 +127,10 @@ fn input_rules(session: &mut Session, peer_trusted: bool, plane: &Plane) -> Resu
         None
     };
     let user_header = plane.snap.topology.cluster.user_header.as_str();
+    let forward = shared.cfg.forward_underscore_headers;
     let checked = headers::check_framing(session.req_header(), raw_head.as_deref())
+        .and_then(|()| headers::underscored(session.req_header_mut(), user_header, forward))
+        .map(|dropped| shared.metrics.underscore_dropped.inc_by(dropped))
         .and_then(|()| headers::one_user_key(session.req_header(), user_header))
         .and_then(|()| headers::canonical_length(session.req_header_mut()))
         .and_then(|()| headers::check_request_line(session.req_header_mut()));

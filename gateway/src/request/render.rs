@@ -25,16 +25,9 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
         up.insert_header("baggage", dye.merge_into(existing.as_deref(), &shared.keys))?;
         shared.metrics.dyes.with_label_values(&["set"]).inc();
     }
-    if let Some(ip) = ctx.facts.client_ip {
-        let xff = match up
-            .headers
-            .get(&headers::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        up.insert_header("x-forwarded-for", xff)?;
+    if let Some(peer) = ctx.facts.peer {
+        let xff = headers::forwarded_for_upstream(up, peer);
+        up.insert_header(headers::X_FORWARDED_FOR, xff)?;
     }
     if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
         up.insert_header("x-forwarded-proto", "http")?;
