@@ -325,41 +325,47 @@ impl QuotaMetrics {
     }
 }
 
+/// A counter vector registered in `r`.
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    reg(r, counters(name, help, labels))
+}
+
+/// `unitgate_request_duration_seconds` buckets, 0.5 ms to 10 s.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 impl Metrics {
     /// Every metric, registered in a registry of its own.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        let buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let tokens = reg(
+        let tokens = counter_vec(
             &r,
-            counters(
-                "unitgate_routing_tokens_total",
-                "Routing tokens by result (valid, rejected, issued)",
-                &["result"],
-            ),
+            "unitgate_routing_tokens_total",
+            "Routing tokens by result (valid, rejected, issued)",
+            &["result"],
         )?;
-        let headers_dropped = reg(
+        let headers_dropped = counter_vec(
             &r,
-            counters(
-                "unitgate_headers_dropped_total",
-                "Request headers removed before the upstream, by reason (underscore: a name with '_')",
-                &["reason"],
-            ),
+            "unitgate_headers_dropped_total",
+            "Request headers removed before the upstream, by reason (underscore: a name with '_')",
+            &["reason"],
         )?;
         Ok(Metrics {
             underscore_dropped: headers_dropped.with_label_values(&["underscore"]),
             headers_dropped,
             token: TokenCounters::of(&tokens),
             tokens,
-            requests: reg(
+            requests: counter_vec(
                 &r,
-                counters(
-                    "unitgate_requests_total",
-                    "Requests by listener, route, reason and status",
-                    &["listener", "route", "reason", "status"],
-                ),
+                "unitgate_requests_total",
+                "Requests by listener, route, reason and status",
+                &["listener", "route", "reason", "status"],
             )?,
             duration: reg(
                 &r,
@@ -368,25 +374,21 @@ impl Metrics {
                         "unitgate_request_duration_seconds",
                         "Request duration at the gateway",
                     )
-                    .buckets(buckets),
+                    .buckets(DURATION_BUCKETS.to_vec()),
                     &["listener"],
                 ),
             )?,
-            attempts: reg(
+            attempts: counter_vec(
                 &r,
-                counters(
-                    "unitgate_upstream_attempts_total",
-                    "Upstream attempts by unit and outcome",
-                    &["unit", "outcome"],
-                ),
+                "unitgate_upstream_attempts_total",
+                "Upstream attempts by unit and outcome",
+                &["unit", "outcome"],
             )?,
-            retries: reg(
+            retries: counter_vec(
                 &r,
-                counters(
-                    "unitgate_retries_total",
-                    "Retries by kind (connect, transport)",
-                    &["kind"],
-                ),
+                "unitgate_retries_total",
+                "Retries by kind (connect, transport)",
+                &["kind"],
             )?,
             retry_budget_exhausted: reg(
                 &r,
@@ -395,13 +397,11 @@ impl Metrics {
                     "Retries refused because the retry budget was spent",
                 ),
             )?,
-            dyes: reg(
+            dyes: counter_vec(
                 &r,
-                counters(
-                    "unitgate_dyes_total",
-                    "Dyes by result (verified, rejected, mismatched, set)",
-                    &["result"],
-                ),
+                "unitgate_dyes_total",
+                "Dyes by result (verified, rejected, mismatched, set)",
+                &["result"],
             )?,
             connections: ConnectionMetrics::new(&r)?,
             config: ConfigMetrics::new(&r)?,

@@ -82,145 +82,70 @@ const fn row(status: u16, code: &'static str, grpc: u8, message: &'static str) -
     }
 }
 
+/// The table: one row per error.
+#[rustfmt::skip]
+mod table {
+    use super::grpc as g;
+    use super::{row, Row};
+
+    pub const NOT_READY: Row = row(503, "not_ready", g::UNAVAILABLE, "the gateway has no valid topology yet");
+    /// Its message is the input rule's.
+    pub const BAD_REQUEST: Row = row(400, "bad_request", g::INVALID_ARGUMENT, "the request breaks the edge input rules");
+    pub const MALFORMED_HEAD: Row = row(400, "bad_request", g::INVALID_ARGUMENT, "the request head is malformed");
+    pub const NO_ROUTE: Row = row(404, "no_route", g::UNIMPLEMENTED, "no route matches this request");
+    pub const METHOD_NOT_ALLOWED: Row = row(405, "method_not_allowed", g::UNIMPLEMENTED, "this route does not take this method");
+    pub const CONNECT_UNSUPPORTED: Row = row(405, "method_not_allowed", g::UNIMPLEMENTED, "CONNECT is not supported");
+    pub const NO_UNIT: Row = row(503, "no_unit_available", g::UNAVAILABLE, "no unit can serve this request right now");
+    pub const HOP_LIMIT: Row = row(503, "hop_limit", g::INTERNAL, "the request reached the hop limit between units");
+    pub const HEADERS_TOO_LARGE: Row = row(431, "headers_too_large", g::RESOURCE_EXHAUSTED, "request headers are too large");
+    pub const PAYLOAD_TOO_LARGE: Row = row(413, "payload_too_large", g::RESOURCE_EXHAUSTED, "the request body is larger than this route takes");
+    pub const DEADLINE: Row = row(504, "deadline_exceeded", g::DEADLINE_EXCEEDED, "the request's time ran out before an upstream answered");
+    pub const UPSTREAM_UNAVAILABLE: Row = row(502, "upstream_unavailable", g::UNAVAILABLE, "the upstream service could not be reached");
+    pub const UPSTREAM_TIMEOUT: Row = row(504, "upstream_timeout", g::DEADLINE_EXCEEDED, "the upstream service did not answer in time");
+    pub const UPSTREAM_ERROR: Row = row(502, "upstream_error", g::UNAVAILABLE, "the upstream service sent a malformed answer or broke the connection");
+    pub const INTERNAL: Row = row(500, "internal_error", g::INTERNAL, "internal error");
+    pub const CLIENT_CLOSED: Row = row(499, "client_closed", g::CANCELLED, "the client closed the connection");
+    pub const REQUEST_TIMEOUT: Row = row(408, "request_timeout", g::DEADLINE_EXCEEDED, "the request was not received in time");
+    pub const HEAD_TIMEOUT: Row = row(408, "request_timeout", g::DEADLINE_EXCEEDED, "the request headers were not received in time");
+    pub const TOKEN_MISSING: Row = row(401, "unauthorized", g::UNAUTHENTICATED, "this route requires a bearer token");
+    pub const TOKEN_INVALID: Row = row(401, "invalid_token", g::UNAUTHENTICATED, "the bearer token is not valid");
+    pub const CREDENTIAL_MALFORMED: Row = row(400, "invalid_request", g::INVALID_ARGUMENT, "the Authorization header is malformed (one header, \"Bearer <token>\")");
+    pub const FORBIDDEN: Row = row(403, "forbidden", g::PERMISSION_DENIED, "the token does not grant access to this route");
+    pub const TOO_MANY_REQUESTS: Row = row(429, "rate_limited", g::RESOURCE_EXHAUSTED, "too many requests: the route's quota is exhausted");
+    pub const OVERLOADED: Row = row(503, "overloaded", g::UNAVAILABLE, "the service is overloaded; retry after a moment");
+}
+
 impl GwError {
     /// This error's row of the table.
     pub fn row(&self) -> Row {
-        use grpc::*;
         match self {
-            GwError::NotReady => row(
-                503,
-                "not_ready",
-                UNAVAILABLE,
-                "the gateway has no valid topology yet",
-            ),
-            GwError::BadRequest(e) => row(400, "bad_request", INVALID_ARGUMENT, e.message()),
-            GwError::MalformedHead => row(
-                400,
-                "bad_request",
-                INVALID_ARGUMENT,
-                "the request head is malformed",
-            ),
-            GwError::NoRoute => row(
-                404,
-                "no_route",
-                UNIMPLEMENTED,
-                "no route matches this request",
-            ),
-            GwError::MethodNotAllowed(_) => row(
-                405,
-                "method_not_allowed",
-                UNIMPLEMENTED,
-                "this route does not take this method",
-            ),
-            GwError::ConnectUnsupported => row(
-                405,
-                "method_not_allowed",
-                UNIMPLEMENTED,
-                "CONNECT is not supported",
-            ),
-            GwError::NoUnit => row(
-                503,
-                "no_unit_available",
-                UNAVAILABLE,
-                "no unit can serve this request right now",
-            ),
-            GwError::HopLimit => row(
-                503,
-                "hop_limit",
-                INTERNAL,
-                "the request reached the hop limit between units",
-            ),
-            GwError::HeadersTooLarge => row(
-                431,
-                "headers_too_large",
-                RESOURCE_EXHAUSTED,
-                "request headers are too large",
-            ),
-            GwError::PayloadTooLarge => row(
-                413,
-                "payload_too_large",
-                RESOURCE_EXHAUSTED,
-                "the request body is larger than this route takes",
-            ),
-            GwError::Deadline => row(
-                504,
-                "deadline_exceeded",
-                DEADLINE_EXCEEDED,
-                "the request's time ran out before an upstream answered",
-            ),
-            GwError::UpstreamUnavailable => row(
-                502,
-                "upstream_unavailable",
-                UNAVAILABLE,
-                "the upstream service could not be reached",
-            ),
-            GwError::UpstreamTimeout => row(
-                504,
-                "upstream_timeout",
-                DEADLINE_EXCEEDED,
-                "the upstream service did not answer in time",
-            ),
-            GwError::UpstreamError => row(
-                502,
-                "upstream_error",
-                UNAVAILABLE,
-                "the upstream service sent a malformed answer or broke the connection",
-            ),
-            GwError::Internal => row(500, "internal_error", INTERNAL, "internal error"),
-            GwError::ClientClosed => row(
-                499,
-                "client_closed",
-                CANCELLED,
-                "the client closed the connection",
-            ),
-            GwError::RequestTimeout => row(
-                408,
-                "request_timeout",
-                DEADLINE_EXCEEDED,
-                "the request was not received in time",
-            ),
-            GwError::HeadTimeout => row(
-                408,
-                "request_timeout",
-                DEADLINE_EXCEEDED,
-                "the request headers were not received in time",
-            ),
-            GwError::TokenMissing => row(
-                401,
-                "unauthorized",
-                UNAUTHENTICATED,
-                "this route requires a bearer token",
-            ),
-            GwError::TokenInvalid(_) => row(
-                401,
-                "invalid_token",
-                UNAUTHENTICATED,
-                "the bearer token is not valid",
-            ),
-            GwError::CredentialMalformed => row(
-                400,
-                "invalid_request",
-                INVALID_ARGUMENT,
-                "the Authorization header is malformed (one header, \"Bearer <token>\")",
-            ),
-            GwError::Forbidden => row(
-                403,
-                "forbidden",
-                PERMISSION_DENIED,
-                "the token does not grant access to this route",
-            ),
-            GwError::TooManyRequests(_) => row(
-                429,
-                "rate_limited",
-                RESOURCE_EXHAUSTED,
-                "too many requests: the route's quota is exhausted",
-            ),
-            GwError::Overloaded => row(
-                503,
-                "overloaded",
-                UNAVAILABLE,
-                "the service is overloaded; retry after a moment",
-            ),
+            GwError::NotReady => table::NOT_READY,
+            GwError::BadRequest(e) => Row {
+                message: e.message(),
+                ..table::BAD_REQUEST
+            },
+            GwError::MalformedHead => table::MALFORMED_HEAD,
+            GwError::NoRoute => table::NO_ROUTE,
+            GwError::MethodNotAllowed(_) => table::METHOD_NOT_ALLOWED,
+            GwError::ConnectUnsupported => table::CONNECT_UNSUPPORTED,
+            GwError::NoUnit => table::NO_UNIT,
+            GwError::HopLimit => table::HOP_LIMIT,
+            GwError::HeadersTooLarge => table::HEADERS_TOO_LARGE,
+            GwError::PayloadTooLarge => table::PAYLOAD_TOO_LARGE,
+            GwError::Deadline => table::DEADLINE,
+            GwError::UpstreamUnavailable => table::UPSTREAM_UNAVAILABLE,
+            GwError::UpstreamTimeout => table::UPSTREAM_TIMEOUT,
+            GwError::UpstreamError => table::UPSTREAM_ERROR,
+            GwError::Internal => table::INTERNAL,
+            GwError::ClientClosed => table::CLIENT_CLOSED,
+            GwError::RequestTimeout => table::REQUEST_TIMEOUT,
+            GwError::HeadTimeout => table::HEAD_TIMEOUT,
+            GwError::TokenMissing => table::TOKEN_MISSING,
+            GwError::TokenInvalid(_) => table::TOKEN_INVALID,
+            GwError::CredentialMalformed => table::CREDENTIAL_MALFORMED,
+            GwError::Forbidden => table::FORBIDDEN,
+            GwError::TooManyRequests(_) => table::TOO_MANY_REQUESTS,
+            GwError::Overloaded => table::OVERLOADED,
         }
     }
 
