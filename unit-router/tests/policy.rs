@@ -8,7 +8,8 @@ use proptest::sample::{select, subsequence};
 use unit_router::policy::*;
 use unit_router::resilience::Criticality;
 use unit_router::routes::{Route, RouteTable};
-use unit_router::spec::{AuthMode, ListenerScope, Policy, UpstreamProtocol};
+use unit_router::shard::shard_of;
+use unit_router::spec::{AuthMode, ListenerScope, Policy, ShardHash, UpstreamProtocol};
 use unit_router::{Listener, Reason, ServiceId};
 
 const METHODS: [&str; 5] = ["DELETE", "GET", "HEAD", "POST", "PUT"];
@@ -178,27 +179,31 @@ proptest! {
     }
 
     #[test]
-    fn a_verified_user_always_wins(
-        user in "[a-z0-9]{1,12}", shard in proptest::option::of(any::<u32>()), header in proptest::option::of(".{0,8}")
-    ) {
-        let key = user_key(shard, header.as_deref());
+    fn a_verified_user_always_wins(user in "[a-z0-9]{1,12}", header in proptest::option::of(".{0,8}")) {
+        let key = user_key(header.as_deref());
         prop_assert_eq!(quota_subject(Some(&user), key), QuotaSubject::User(&user));
     }
 
     #[test]
-    fn the_tokens_shard_beats_the_header(shard in any::<u32>(), header in proptest::option::of(".{0,8}")) {
-        let key = user_key(Some(shard), header.as_deref());
-        prop_assert_eq!(key, Some(UserKey::Shard(shard)));
-        prop_assert_eq!(quota_subject(None, key), QuotaSubject::Unverified(UserKey::Shard(shard)));
+    fn a_tokens_shard_never_decides_the_subject(a in 0..u64::MAX / 2, k in 1u64..1_000_000) {
+        // Two users of one shard (`mod`, 100 shards), as their routing
+        // tokens would say: each is counted under their own key.
+        let (x, y) = (a.to_string(), (a + 100 * k).to_string());
+        prop_assert_eq!(shard_of(ShardHash::Mod, &x, 100), shard_of(ShardHash::Mod, &y, 100));
+        let (sx, sy) = (quota_subject(None, user_key(Some(&x))), quota_subject(None, user_key(Some(&y))));
+        prop_assert_eq!(sx, QuotaSubject::Unverified(UserKey(&x)));
+        prop_assert_ne!(sx, sy);
+        // With the token alone (no header, no verified user): the address.
+        prop_assert_eq!(quota_subject(None, user_key(None)), QuotaSubject::Address);
     }
 
     #[test]
     fn a_header_is_a_key_only_when_not_empty(header in proptest::option::of(".{0,8}")) {
-        let key = user_key(None, header.as_deref());
+        let key = user_key(header.as_deref());
         match header.as_deref() {
             Some(h) if !h.is_empty() => {
-                prop_assert_eq!(key, Some(UserKey::Header(h)));
-                prop_assert_eq!(quota_subject(None, key), QuotaSubject::Unverified(UserKey::Header(h)));
+                prop_assert_eq!(key, Some(UserKey(h)));
+                prop_assert_eq!(quota_subject(None, key), QuotaSubject::Unverified(UserKey(h)));
             }
             _ => {
                 prop_assert_eq!(key, None);

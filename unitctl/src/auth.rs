@@ -154,7 +154,7 @@ pub fn print(topo: &Topology, route: &Route, claims: Option<&Map<String, Value>>
             QuotaKey::Ip => "the client ip",
             QuotaKey::Route => "the route (all callers together)",
             QuotaKey::User if route.auth == AuthMode::Required => "the verified user",
-            QuotaKey::User => "the verified user, else the unverified user key, else the client ip",
+            QuotaKey::User => "the verified user, else the user header, else the client ip",
             QuotaKey::Tenant => "the verified tenant, else as user",
         };
         let share = match q.scope {

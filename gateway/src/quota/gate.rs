@@ -2,17 +2,23 @@
 //! the request under its key, and all must allow it. What each key counts:
 //!
 //! - `ip`: the client IP (the trusted-proxy rule of `x-forwarded-for`).
-//! - `user`: the verified JWT user on a route with auth; else the user key
-//!   the router uses (the routing token's shard, else the user header),
-//!   which a client can change at will; with none, the client IP. An
-//!   unverified user key lets a client rotate keys to escape a per-user
-//!   quota: pair such a quota with an `ip` quota.
+//! - `user`: the verified JWT user on a route with auth; else the user
+//!   header (`cluster.user_header`), which a client can change at will;
+//!   with none, the client IP. The routing token is never a key: every
+//!   user of a shard has the same one. An unverified user key lets a
+//!   client rotate keys to escape a per-user quota: pair such a quota with
+//!   an `ip` quota.
 //! - `tenant`: the verified tenant claim; with none, as `user`.
 //! - `route`: the route itself (one counter for all its callers).
 //!
+//! Counting spends a request, so the order matters: the `ip` quotas count
+//! first, then the others as listed; the first refusal stops the count. A
+//! request refused by an address quota spends nothing of a per-user one
+//! (nor creates its key).
+//!
 //! The answer carries the `RateLimit-Policy` and `RateLimit` fields of
 //! draft-ietf-httpapi-ratelimit-headers-09 for the quota closest to its
-//! limit, and on refusal `Retry-After`.
+//! limit (the first listed of equals), and on refusal `Retry-After`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -50,33 +56,54 @@ pub struct Exceeded {
     pub retry_after_s: u64,
 }
 
-/// Count the request against every quota of `route`.
+/// Count the request against every quota of `route`, in [`counting_order`].
 pub fn check(
     route: &Route,
     quotas: &Quotas,
     caller: &Caller<'_>,
 ) -> Result<Option<Limits>, Exceeded> {
-    let mut closest: Option<(u32, &Quota, u64)> = None;
-    for name in &route.quotas {
-        let Some(q) = quotas.get(name) else { continue };
-        let verdict = count(q, route, caller);
-        match verdict {
+    // (remaining, place in the route's list, quota)
+    let mut closest: Option<(u32, usize, &Quota)> = None;
+    for (place, q) in counting_order(route, quotas) {
+        match count(q, route, caller) {
             Verdict::Allowed { remaining } => {
-                if closest.is_none_or(|(r, _, _)| remaining < r) {
-                    closest = Some((remaining, q, refill_s(q, remaining)));
+                if closest.is_none_or(|(r, p, _)| (remaining, place) < (r, p)) {
+                    closest = Some((remaining, place, q));
                 }
             }
-            Verdict::Refused { retry_after } => {
-                let s = ceil_s(retry_after);
-                return Err(Exceeded {
-                    quota: q.name.clone(),
-                    limits: limits(q, 0, s),
-                    retry_after_s: s,
-                });
-            }
+            Verdict::Refused { retry_after } => return Err(exceeded(q, retry_after)),
         }
     }
-    Ok(closest.map(|(r, q, t)| limits(q, r, t)))
+    Ok(closest.map(|(r, _, q)| limits(q, r, refill_s(q, r))))
+}
+
+/// The route's quotas in the order they count: those keyed by `ip` first,
+/// then the rest as listed; each with its place in the route's list.
+fn counting_order<'q>(
+    route: &'q Route,
+    quotas: &'q Quotas,
+) -> impl Iterator<Item = (usize, &'q Quota)> + 'q {
+    let listed = move |by_address: bool| {
+        let found = move |(place, name): (usize, &String)| Some((place, &**quotas.get(name)?));
+        let wanted = move |(_, q): &(usize, &Quota)| (q.spec.key == QuotaKey::Ip) == by_address;
+        route
+            .quotas
+            .iter()
+            .enumerate()
+            .filter_map(found)
+            .filter(wanted)
+    };
+    listed(true).chain(listed(false))
+}
+
+/// The refusal by `q`, its next request `retry_after` away.
+fn exceeded(q: &Quota, retry_after: Duration) -> Exceeded {
+    let s = ceil_s(retry_after);
+    Exceeded {
+        quota: q.name.clone(),
+        limits: limits(q, 0, s),
+        retry_after_s: s,
+    }
 }
 
 fn count(q: &Quota, route: &Route, c: &Caller<'_>) -> Verdict {

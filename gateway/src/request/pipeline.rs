@@ -206,7 +206,8 @@ fn authenticate(
 }
 
 /// The route's quotas: all must allow the request; their fields go into
-/// the answer.
+/// the answer. A per-user quota counts the verified user, else the user
+/// header, else the client address.
 fn count_quotas(
     shared: &Shared,
     route: &Route,
@@ -219,7 +220,9 @@ fn count_quotas(
     }
     let user_header = plane.snap.topology.cluster.user_header.as_str();
     let header = req.headers.get(user_header).and_then(|v| v.to_str().ok());
-    let key = user_key(ctx.facts.token.as_ref().and_then(|t| t.shard), header);
+    // The routing token is not a quota key: every user of a shard has the
+    // same one.
+    let key = user_key(header);
     let identity = ctx.facts.identity.as_deref();
     let caller = Caller {
         ip: ctx.facts.client_ip,

@@ -1,23 +1,17 @@
-//! Whom a per-user quota counts: the verified JWT user; else the unverified
-//! user key the router uses (the routing token's shard, else the user
-//! header), which a client can change at will; else the client address.
+//! Whom a per-user quota counts: the verified JWT user; else the user key
+//! the request carries (the user header), which a client can change at
+//! will; else the client address. A routing token is never a quota key:
+//! its shard is the same for every user of the shard.
 
-/// An unverified user key.
+/// An unverified user key: the value of the user header
+/// (`cluster.user_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UserKey<'a> {
-    /// The shard of a valid routing token.
-    Shard(u32),
-    /// The value of the user header (`cluster.user_header`).
-    Header(&'a str),
-}
+pub struct UserKey<'a>(pub &'a str);
 
-/// The unverified user key a request carries: the routing token's shard,
-/// else the user header's value when not empty.
-pub fn user_key<'a>(token_shard: Option<u32>, header: Option<&'a str>) -> Option<UserKey<'a>> {
-    match token_shard {
-        Some(s) => Some(UserKey::Shard(s)),
-        None => header.filter(|h| !h.is_empty()).map(UserKey::Header),
-    }
+/// The unverified user key a request carries: the user header's value,
+/// when not empty.
+pub fn user_key(header: Option<&str>) -> Option<UserKey<'_>> {
+    header.filter(|h| !h.is_empty()).map(UserKey)
 }
 
 /// Who a per-user quota counts.
