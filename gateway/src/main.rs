@@ -79,6 +79,10 @@ struct Cli {
     /// those spelling a framing, user or identity header never are.
     #[arg(long)]
     forward_underscore_headers: bool,
+    /// End a response that makes no progress toward the client for this
+    /// long (milliseconds; default 30000).
+    #[arg(long)]
+    send_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +151,7 @@ fn main() {
         trusted_proxies: cli.trusted_proxies,
         http_listen: cli.http_listen,
         forward_underscore_headers: cli.forward_underscore_headers.then_some(true),
+        send_timeout_ms: cli.send_timeout_ms,
         tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {
             cert_dir: Some(d),
             ..Default::default()

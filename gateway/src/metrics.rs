@@ -23,6 +23,9 @@ pub struct Metrics {
     pub headers_dropped: IntCounterVec,
     /// Of those, names with `_` (`reason="underscore"`), resolved once.
     pub underscore_dropped: IntCounter,
+    /// `unitgate_send_timeouts_total{listener}`: responses ended because
+    /// the client took nothing for `send_timeout_ms`.
+    pub send_timeouts: IntCounterVec,
     pub connections: ConnectionMetrics,
     pub config: ConfigMetrics,
     pub auth: AuthCounters,
@@ -357,6 +360,12 @@ impl Metrics {
             &["reason"],
         )?;
         Ok(Metrics {
+            send_timeouts: counter_vec(
+                &r,
+                "unitgate_send_timeouts_total",
+                "Responses ended because the client took nothing for send_timeout_ms, by listener",
+                &["listener"],
+            )?,
             underscore_dropped: headers_dropped.with_label_values(&["underscore"]),
             headers_dropped,
             token: TokenCounters::of(&tokens),

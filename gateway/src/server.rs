@@ -194,6 +194,7 @@ fn proxy_service(
         head: head::HeadLimits {
             max_bytes: cfg.max_header_bytes,
             timeout: head_timeout,
+            send_timeout: std::time::Duration::from_millis(cfg.send_timeout_ms),
         },
         head_counters: Arc::new(connections.head_counters(name)),
         parking: idle::Parking {

@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub header_timeout_ms: Option<u64>,
     pub read_buffer_bytes: Option<usize>,
     pub body_read_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,

@@ -94,6 +94,10 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// Longest wait for the next piece of a request body (408 after it).
     pub body_read_timeout_ms: u64,
+    /// How long a response may make no progress toward the client before
+    /// it is ended (HTTP/2: its stream reset; HTTP/1.1: the connection
+    /// closed).
+    pub send_timeout_ms: u64,
     /// Request body limit of a route that sets none (413 above it).
     pub max_body_bytes: u64,
     /// Total time of a request across attempts, for a route that sets none
@@ -228,6 +232,12 @@ impl Config {
             header_timeout_ms: within!(file.header_timeout_ms, 5_000, 100..=120_000)?,
             read_buffer_bytes: within!(file.read_buffer_bytes, 0, 0..=1024 * 1024)?,
             body_read_timeout_ms: within!(file.body_read_timeout_ms, 15_000, 100..=600_000)?,
+            send_timeout_ms: within(
+                "send_timeout_ms",
+                o.send_timeout_ms.or(file.send_timeout_ms),
+                30_000,
+                100..=600_000,
+            )?,
             max_body_bytes: within!(
                 file.max_body_bytes,
                 DEFAULT_MAX_BODY_BYTES,

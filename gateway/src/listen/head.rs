@@ -40,6 +40,7 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::send_watch::SendWatch;
 use super::signals::{HeadSignals, ARMED, BODY, HEAD};
 use crate::answer::{render, GwError};
 
@@ -50,6 +51,8 @@ pub struct HeadLimits {
     pub max_bytes: usize,
     /// Time to receive one whole head.
     pub timeout: Duration,
+    /// How long a write may wait for the client without progress.
+    pub send_timeout: Duration,
 }
 
 /// Heads refused, by why.
@@ -142,6 +145,8 @@ pub struct HeadGuard {
     counters: Arc<HeadCounters>,
     /// The phase, and the linger request, shared with the requests served.
     signals: Arc<HeadSignals>,
+    /// The clock of writes waiting for the client.
+    send: SendWatch,
     /// Bytes handed to the parser in the current head.
     read: usize,
     /// When the current head must be complete; `None` until its first byte.
@@ -185,6 +190,7 @@ impl HeadGuard {
             limits,
             counters,
             signals: signals.clone(),
+            send: SendWatch::new(limits.send_timeout),
             read: 0,
             deadline,
             refusing: None,
@@ -350,7 +356,8 @@ impl AsyncWrite for HeadGuard {
         let this = self.get_mut();
         if this.signals.phase() != HEAD {
             // The request's own answer, or its end written after `logging`.
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.send.watch(cx, r, |n| *n > 0);
         }
         // Written before any proxy hook ran: the framework refusing a head
         // it could not parse (its only answer before the hooks; CONNECT is
@@ -366,7 +373,9 @@ impl AsyncWrite for HeadGuard {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.send.watch(cx, r, |_| true)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

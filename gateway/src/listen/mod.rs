@@ -2,7 +2,8 @@
 //! ([`pipeline`]) takes each through a PROXY protocol header where
 //! configured ([`proxy_protocol`], [`conn`]), the connection limits
 //! ([`admission`]), TLS ([`crate::tls`]) and request-read bounds: HTTP/1
-//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`]); idle connections are
+//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`]), and writes that wait
+//! for a client that does not read ([`send_watch`]); idle connections are
 //! parked between requests ([`idle`]). What the request side may tell its
 //! connection goes through [`signals`]. Nothing here knows requests.
 
@@ -73,4 +74,5 @@ pub mod head;
 pub mod idle;
 pub mod pipeline;
 pub mod proxy_protocol;
+pub mod send_watch;
 pub mod signals;

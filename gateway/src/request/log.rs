@@ -1,11 +1,14 @@
 //! The end of every request: its last attempt closed, its failure logged
 //! (at debug when the client is at fault, at warn otherwise), and counted in
-//! `unitgate_requests_total` and the listener's duration histogram.
+//! `unitgate_requests_total` and the listener's duration histogram; a
+//! response ended because the client took nothing is counted in
+//! `unitgate_send_timeouts_total`.
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
 use pingora_prometheus::prometheus::Histogram;
 
+use crate::listen::send_watch::is_send_timeout;
 use crate::request::ctx::Ctx;
 use crate::request::failure::client_fault;
 use crate::state::Shared;
@@ -45,6 +48,14 @@ pub fn request_done(
         (Some(p), None, Some(r)) => (p.snap.topology.routes.get(r).name.as_str(), code),
         _ => ("", code),
     };
+    if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Downstream && is_send_timeout(e)) {
+        shared
+            .metrics
+            .send_timeouts
+            .with_label_values(&[listener])
+            .inc();
+        tracing::debug!(error = %e, route, "response ended: the client took nothing for send_timeout_ms");
+    }
     if let Some(e) = e {
         if client_fault(&ctx.failure, e) {
             tracing::debug!(error = %e, status, route, "client-side error");

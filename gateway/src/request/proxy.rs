@@ -108,6 +108,21 @@ impl UnitProxy {
         Ok(())
     }
 
+    /// A response that makes no progress toward the client for
+    /// `send_timeout_ms` is ended: on HTTP/2 each wait for the client's
+    /// window is timed here (the stream is then reset); on HTTP/1.1 the
+    /// connection's write watch does it exactly (`listen/send_watch.rs`),
+    /// with the framework's per-write timeout, twice as long, behind it.
+    fn bound_sends(&self, session: &mut Session) {
+        let t = Duration::from_millis(self.shared.cfg.send_timeout_ms);
+        let t = if session.as_downstream().is_http2() {
+            t
+        } else {
+            t * 2
+        };
+        session.set_write_timeout(Some(t));
+    }
+
     /// An upgraded (WebSocket) connection may stay quiet as long as an idle
     /// keep-alive connection may, not just a body's read timeout.
     fn idle_upgraded(&self, session: &mut Session) {
@@ -141,7 +156,10 @@ impl ProxyHttp for UnitProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match pipeline::admit(self.gate(), session, ctx) {
-            Ok(Admitted::Proxy) => self.bound_body_reads(session, ctx).map(|()| false),
+            Ok(Admitted::Proxy) => {
+                self.bound_sends(session);
+                self.bound_body_reads(session, ctx).map(|()| false)
+            }
             Ok(Admitted::Redirect(location)) => {
                 send::send(session, answers::redirect(&location)?).await?;
                 Ok(true)
