@@ -413,6 +413,45 @@ mod tests {
         assert_eq!(f.scan(&resets), Err(Flood::Resets));
     }
 
+    fn window_update(increment: u32) -> Vec<u8> {
+        let mut f = frame(0x8, 0, 4);
+        f[9..].copy_from_slice(&increment.to_be_bytes());
+        f
+    }
+
+    #[tokio::test]
+    async fn small_window_updates_spend_the_control_budget_across_read_boundaries() {
+        let mut f = Frames::new(&limits());
+        f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        // The client's SETTINGS: 1 of the 10.
+        f.scan(&frame(SETTINGS, 0, 0)).unwrap();
+        // A download's increments (1,024 bytes and more; the reserved bit
+        // is not part of it) are free, however the reads split them.
+        let mut big = Vec::new();
+        for inc in [1024, 32 * 1024, (1 << 31) | 1024, 0x7fff_ffff] {
+            big.extend(window_update(inc).repeat(25));
+        }
+        for n in [1, 2, 3, 5, 7, 13] {
+            for chunk in big.chunks(n) {
+                assert_eq!(f.scan(chunk), Ok(Clock::Keep));
+            }
+        }
+        // Small ones (a dribble) are not: 8 of them, a byte at a time, and
+        // one split inside its increment; the reserved bit hides nothing.
+        for inc in [1, 0, 1023, (1 << 31) | 1, 512, 1, 1, 1] {
+            for b in window_update(inc) {
+                assert_eq!(f.scan(&[b]), Ok(Clock::Keep), "{inc}");
+            }
+        }
+        let last = window_update(1);
+        assert_eq!(f.scan(&last[..11]), Ok(Clock::Keep));
+        assert_eq!(f.scan(&last[11..]), Ok(Clock::Keep));
+        // The budget is spent: the next small increment closes.
+        let mut two = window_update(64 * 1024);
+        two.extend(window_update(2));
+        assert_eq!(f.scan(&two), Err(Flood::Control));
+    }
+
     #[tokio::test]
     async fn a_header_block_runs_the_clock_until_its_last_byte() {
         let mut f = Frames::new(&limits());
