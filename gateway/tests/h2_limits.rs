@@ -444,7 +444,7 @@ async fn window_update_dribbles_are_cut_off_and_downloads_are_not() {
         .await
         .expect("the dribbling connection is closed")
         .unwrap();
-    // About the budget's 50 bytes went out, of 4 MiB.
+    // At most about the budget (50 bytes) went out, of 4 MiB.
     assert!(dribbled < 200, "{dribbled} bytes dribbled out");
     let control = r#"unitgate_edge_refused_total{listener="internal",reason="h2_control"}"#;
     assert_eq!(metric(&gw, control).await, 1);

@@ -2,8 +2,8 @@
 //! ([`pipeline`]) takes each through a PROXY protocol header where
 //! configured ([`proxy_protocol`], [`conn`]), the connection limits
 //! ([`admission`]), TLS ([`crate::tls`]) and request-read bounds: HTTP/1
-//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`]); idle connections are
-//! parked between requests ([`idle`]). What the request side may tell its
+//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`] over [`h2_frames`]);
+//! idle connections are parked between requests ([`idle`]). What the request side may tell its
 //! connection goes through [`signals`]. Nothing here knows requests.
 
 /// The traits of Pingora's `IO` that a connection wrapper (`Conn`,
@@ -68,6 +68,7 @@ use delegate_to_inner;
 
 pub mod admission;
 pub mod conn;
+pub mod h2_frames;
 pub mod h2_guard;
 pub mod head;
 pub mod idle;
