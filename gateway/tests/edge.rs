@@ -1,6 +1,7 @@
 //! The edge below HTTP: TLS certificates chosen by SNI and reloaded from
 //! their files, protocol versions and ALPN, the HTTPS redirect listener
-//! and HSTS, the PROXY protocol, a TLS handshake that never finishes.
+//! and HSTS, the PROXY protocol, a TLS handshake that never finishes, the
+//! scheme units are told a request came over.
 //! Certificates come from a local CA made in the test.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -500,4 +501,77 @@ async fn an_h2_upstream_over_tls_is_verified_against_the_routes_name() {
     .await;
     assert_eq!(status, 502);
     assert_eq!(inner_units.received("bj-2", "orders").await.len(), sent);
+}
+
+/// The `x-forwarded-proto` and `forwarded` values the unit got last (each
+/// header's lines joined).
+async fn last_forwarding(units: &Units) -> (String, String) {
+    let seen = units.received("bj-2", "orders").await;
+    let h = &seen.last().unwrap().headers;
+    let all = |name: &str| {
+        let v: Vec<&str> = h
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        v.join(", ")
+    };
+    (all("x-forwarded-proto"), all("forwarded"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_are_told_the_scheme_each_request_arrived_over() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, ca_file, certs) = pki(dir.path());
+    let config = format!(
+        "[tls]\ncert_dir = {:?}\ndefault_host = \"api.example.com\"\n",
+        certs.display().to_string()
+    );
+    let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
+    let pem = std::fs::read(&ca_file).unwrap();
+    let h1_tls = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .resolve("api.example.com", gw.public)
+        .http1_only()
+        .build()
+        .unwrap();
+    let h2 = unitgate_tests::proto::h2_client(&ca_file);
+    let h1 = unitgate_tests::gateway::client();
+    let https = format!("https://api.example.com:{}/orders/1", gw.public.port());
+    let internal = format!("http://api.example.com:{}/orders/1", gw.internal.port());
+    let cases = [
+        (&h1_tls, &https, reqwest::Version::HTTP_11, "https"),
+        (&h2, &https, reqwest::Version::HTTP_2, "https"),
+        // Plain HTTP/1.1 and h2c, on the internal listener.
+        (
+            &h1,
+            &gw.internal_url("/orders/1"),
+            reqwest::Version::HTTP_11,
+            "http",
+        ),
+        (&h2, &internal, reqwest::Version::HTTP_2, "http"),
+    ];
+    for (client, url, version, scheme) in cases {
+        // What a client says of itself is not believed (its peer is not a
+        // trusted proxy).
+        let r = client
+            .get(url.as_str())
+            .header("x-user-id", "42")
+            .header("x-forwarded-proto", "ftp")
+            .header("forwarded", "for=6.6.6.6;proto=ftp")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        assert_eq!(r.version(), version, "{url}");
+        let (proto, forwarded) = last_forwarding(&units).await;
+        assert_eq!(proto, scheme, "{url} {version:?}");
+        assert_eq!(
+            forwarded,
+            format!("for=127.0.0.1;proto={scheme}"),
+            "{url} {version:?}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! rapid reset (CVE-2023-44487), SETTINGS and PING floods, an HPACK table
 //! size beyond the advertised one, a header block never finished, a
 //! header list over the size limit, the per-address connection limit on
-//! TLS, a body over the route's limit. Each flood ends with the connection
-//! closed and counted, while a well-behaved client is served throughout.
+//! TLS, a body over the route's limit, a response dribbled out a byte at a
+//! time by WINDOW_UPDATEs of 1 (CVE-2019-9511). Each flood ends with the
+//! connection closed and counted, while a well-behaved client is served
+//! throughout.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,8 +14,11 @@ mod common;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use unitgate_tests::gateway::{Gateway, Units};
 use unitgate_tests::proto::{Proto, SendVia};
+use wiremock::matchers::path;
+use wiremock::{Mock, ResponseTemplate};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -25,8 +30,10 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+const DATA: u8 = 0x0;
 const SETTINGS: u8 = 0x4;
 const HEADERS: u8 = 0x1;
+const WINDOW_UPDATE: u8 = 0x8;
 const RST_STREAM: u8 = 0x3;
 const PING: u8 = 0x6;
 const END_STREAM: u8 = 0x1;
@@ -35,11 +42,16 @@ const END_HEADERS: u8 = 0x4;
 /// An HPACK block for `GET /orders/1` to api.example.com as user 42
 /// (static-table entries and literals without indexing).
 fn request_block(prefix: &[u8]) -> Vec<u8> {
+    request_block_for("/orders/1", prefix)
+}
+
+/// The same for `GET <path>` (under 127 bytes).
+fn request_block_for(path: &str, prefix: &[u8]) -> Vec<u8> {
     let mut b = prefix.to_vec();
     b.extend_from_slice(&[0x82, 0x86]); // :method GET, :scheme http
     b.push(0x04); // :path, literal
-    b.push(9);
-    b.extend_from_slice(b"/orders/1");
+    b.push(path.len() as u8);
+    b.extend_from_slice(path.as_bytes());
     b.push(0x01); // :authority, literal
     b.push(15);
     b.extend_from_slice(b"api.example.com");
@@ -323,5 +335,134 @@ async fn a_body_over_the_limit_is_413_over_http2_too() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 413);
     assert!(units.received("bj-2", "orders").await.is_empty());
+    assert!(served(&gw).await);
+}
+
+/// The size of the body `/orders/big` answers with.
+const BIG: usize = 4 << 20;
+
+/// User 42's home (bj-2's orders) answers `/orders/big` with [`BIG`] bytes.
+async fn serve_big_body(units: &Units) {
+    Mock::given(path("/orders/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; BIG]))
+        .with_priority(1)
+        .mount(units.get("bj-2", "orders"))
+        .await;
+}
+
+/// Read the gateway's frames until it closes the connection: `headers`
+/// is told when stream 1's answer starts; the DATA bytes of stream 1.
+async fn read_frames(mut r: impl AsyncRead + Unpin, headers: oneshot::Sender<()>) -> usize {
+    let mut headers = Some(headers);
+    let (mut got, mut data) = (Vec::new(), 0);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return data,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        while got.len() >= 9 {
+            let len =
+                (usize::from(got[0]) << 16) | (usize::from(got[1]) << 8) | usize::from(got[2]);
+            if got.len() < 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes([got[5], got[6], got[7], got[8]]) & 0x7fff_ffff;
+            match (got[3], stream) {
+                (HEADERS, 1) => {
+                    if let Some(tx) = headers.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                (DATA, 1) => data += len,
+                _ => {}
+            }
+            got.drain(..9 + len);
+        }
+    }
+}
+
+/// `/orders/big` as user 42 with the `h2` library's default windows
+/// (64 KiB: a WINDOW_UPDATE for every 32 KiB or so read, per stream and
+/// per connection): the body bytes received.
+async fn download_big(gw: &Gateway) -> usize {
+    let tcp = tokio::net::TcpStream::connect(gw.internal).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://api.example.com/orders/big")
+        .header("x-user-id", "42")
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        got += chunk.len();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_update_dribbles_are_cut_off_and_downloads_are_not() {
+    let units = Units::start().await;
+    serve_big_body(&units).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(&units, dir.path(), "h2_max_control_frames = 50\n").await;
+    // A client with stream windows of 0 asks for 4 MiB, then lets the
+    // answer out a byte at a time: each WINDOW_UPDATE of 1 makes the
+    // gateway send a DATA frame of one byte.
+    let (r, mut w) = tokio::net::TcpStream::connect(gw.internal)
+        .await
+        .unwrap()
+        .into_split();
+    w.write_all(PREFACE).await.unwrap();
+    let initial_window_0 = [0x00, 0x04, 0, 0, 0, 0];
+    w.write_all(&frame(SETTINGS, 0, 0, &initial_window_0))
+        .await
+        .unwrap();
+    let block = request_block_for("/orders/big", &[]);
+    w.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    let (tx, answered) = oneshot::channel();
+    let reader = tokio::spawn(read_frames(r, tx));
+    tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    let one = frame(WINDOW_UPDATE, 0, 1, &1u32.to_be_bytes());
+    for _ in 0..20_000 {
+        if reader.is_finished() || w.write_all(&one).await.is_err() {
+            break;
+        }
+    }
+    let dribbled = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the dribbling connection is closed")
+        .unwrap();
+    // At most about the budget (50 bytes) went out, of 4 MiB.
+    assert!(dribbled < 200, "{dribbled} bytes dribbled out");
+    let control = r#"unitgate_edge_refused_total{listener="internal",reason="h2_control"}"#;
+    assert_eq!(metric(&gw, control).await, 1);
+
+    // A download with the h2 library's windows sends some 250
+    // WINDOW_UPDATEs, five times the budget: served whole.
+    assert_eq!(download_big(&gw).await, BIG);
+    // And over TLS with reqwest's.
+    let r = gw
+        .http()
+        .get(gw.url("/orders/big"))
+        .header("host", "api.example.com")
+        .header("x-user-id", "42")
+        .send_via(gw.proto)
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.bytes().await.unwrap().len(), BIG);
+    assert_eq!(metric(&gw, control).await, 1);
     assert!(served(&gw).await);
 }

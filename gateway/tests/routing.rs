@@ -323,13 +323,16 @@ async fn internal_headers_are_stripped_on_the_public_listener(proto: Proto) {
     for (name, _) in req.headers.iter() {
         let n = name.as_str();
         assert!(!n.starts_with("x-unit-"), "{n} reached the upstream");
-        assert!(
-            n != "forwarded" && n != "x-forwarded-host",
-            "{n} reached the upstream"
-        );
+        assert!(n != "x-forwarded-host", "{n} reached the upstream");
     }
     assert_eq!(req.headers["baggage"], "tenant=t1");
     assert_eq!(req.headers["x-forwarded-for"], "127.0.0.1");
+    // The gateway's own forwarding headers, not the client's: HTTP/2 runs
+    // over TLS here.
+    let scheme = if proto == Proto::H2 { "https" } else { "http" };
+    assert_eq!(req.headers["x-forwarded-proto"], scheme);
+    let forwarded: Vec<_> = req.headers.get_all("forwarded").iter().collect();
+    assert_eq!(forwarded, [format!("for=127.0.0.1;proto={scheme}").as_str()]);
 }
 }
 
@@ -374,6 +377,43 @@ async fn x_forwarded_for_from_a_trusted_proxy_gets_the_proxy_appended() {
         assert_eq!(r.status(), 200);
         assert_eq!(last_xff(&units, "bj-2").await, want, "{sent:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_extended() {
+    let units = Units::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = GatewayArgs {
+        trusted_proxies: Some("127.0.0.1".into()),
+        ..GatewayArgs::default()
+    };
+    let gw = start(&units, &[], dir.path(), extra).await;
+    // The proxy knows the client's scheme: its x-forwarded-proto is kept.
+    // Its forwarded chain (every line, as one list) gets the gateway's own
+    // element, for the hop from the proxy (RFC 7239).
+    let sent = [
+        ("x-user-id", "42"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=198.51.100.1;proto=https"),
+        ("forwarded", "for=\"[2001:db8::7]\";proto=https"),
+    ];
+    let r = get(&gw, &gw.url("/orders/1"), &sent).await;
+    assert_eq!(r.status(), 200);
+    let seen = units.received("bj-2", "orders").await;
+    let h = &seen.last().unwrap().headers;
+    assert_eq!(h["x-forwarded-proto"], "https");
+    let forwarded: Vec<_> = h.get_all("forwarded").iter().collect();
+    assert_eq!(
+        forwarded,
+        ["for=198.51.100.1;proto=https, for=\"[2001:db8::7]\";proto=https, for=127.0.0.1;proto=http"]
+    );
+    // A proxy that says nothing: the gateway's scheme and element alone.
+    let r = get(&gw, &gw.url("/orders/1"), &[("x-user-id", "42")]).await;
+    assert_eq!(r.status(), 200);
+    let seen = units.received("bj-2", "orders").await;
+    let h = &seen.last().unwrap().headers;
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
 }
 
 unitgate_tests::both_protocols! {

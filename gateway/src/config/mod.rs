@@ -38,8 +38,9 @@ pub struct H2Limits {
     /// Stream resets a client may send in a burst (refilled at a tenth of
     /// it per second): rapid reset (CVE-2023-44487) closes the connection.
     pub max_resets: u32,
-    /// Control frames (SETTINGS, PING, PRIORITY, empty DATA) a client may
-    /// send in a burst (refilled at a tenth of it per second).
+    /// Control frames (SETTINGS, PING, PRIORITY, empty DATA, WINDOW_UPDATEs
+    /// under 1,024 bytes) a client may send in a burst (refilled at a tenth
+    /// of it per second).
     pub max_control_frames: u32,
 }
 

@@ -7,11 +7,11 @@
 //! client nothing: a stream opened and reset at once (rapid reset,
 //! CVE-2023-44487: each reset stream may already have started a request
 //! upstream), SETTINGS and PING frames each answered with an ACK, PRIORITY
-//! frames, empty DATA frames. [`FrameGuard`] reads the frame headers of
-//! the client's byte stream (9 bytes a frame; payloads are not touched)
-//! and gives each connection two budgets, refilled at a tenth of their
-//! size per second: stream resets, and those control frames. A client
-//! that spends one is disconnected (nginx and Envoy do the same).
+//! frames, empty DATA frames, WINDOW_UPDATEs of a few bytes that each make
+//! the library send a DATA frame of that few (CVE-2019-9511). [`FrameGuard`]
+//! reads the client's byte stream through [`super::h2_frames`], which gives
+//! each connection a budget of resets and one of those control frames; a
+//! client that spends one is disconnected (nginx and Envoy do the same).
 //!
 //! It also bounds time the way [`super::head`] does for HTTP/1: the
 //! connection preface and first SETTINGS frame, and every header block
@@ -32,20 +32,8 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::h2_frames::{Clock, Flood, Frames};
 use crate::config::H2Limits;
-
-const PREFACE_LEN: usize = 24;
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const PRIORITY: u8 = 0x2;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PUSH_PROMISE: u8 = 0x5;
-const PING: u8 = 0x6;
-const CONTINUATION: u8 = 0x9;
-const FLAG_END_STREAM: u8 = 0x1;
-const FLAG_ACK: u8 = 0x1;
-const FLAG_END_HEADERS: u8 = 0x4;
 
 /// HTTP/2 connections closed by the guard, by why.
 #[derive(Clone)]
@@ -53,154 +41,6 @@ pub struct FrameCounters {
     pub resets: IntCounter,
     pub control: IntCounter,
     pub timeout: IntCounter,
-}
-
-/// Why a connection was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flood {
-    Resets,
-    Control,
-    Timeout,
-}
-
-/// A token bucket of `cap` frames, refilled at `cap / 10` a second.
-#[derive(Debug)]
-struct Budget {
-    tokens: f64,
-    cap: f64,
-    last: Instant,
-}
-
-impl Budget {
-    fn new(cap: u32) -> Self {
-        Budget {
-            tokens: f64::from(cap),
-            cap: f64::from(cap),
-            last: Instant::now(),
-        }
-    }
-
-    fn spend(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.cap / 10.0;
-        self.tokens = (self.tokens + refill).min(self.cap);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// The frame reader's position in the client's byte stream.
-#[derive(Debug)]
-struct Frames {
-    preface_left: usize,
-    header: [u8; 9],
-    header_len: usize,
-    /// Payload bytes of the current frame still to come.
-    skip: usize,
-    /// The head clock stops when the current frame's payload is in: the
-    /// first frame (SETTINGS), or the frame that ends a header block.
-    stop_after_payload: bool,
-    /// The first frame after the preface has been seen.
-    settled: bool,
-    resets: Budget,
-    control: Budget,
-}
-
-/// What one chunk of bytes did to the head clock.
-#[derive(Debug, PartialEq, Eq)]
-enum Clock {
-    Keep,
-    Start,
-    Stop,
-}
-
-impl Frames {
-    fn new(limits: &H2Limits) -> Self {
-        Frames {
-            preface_left: PREFACE_LEN,
-            header: [0; 9],
-            header_len: 0,
-            skip: 0,
-            stop_after_payload: false,
-            settled: false,
-            resets: Budget::new(limits.max_resets),
-            control: Budget::new(limits.max_control_frames),
-        }
-    }
-
-    /// Account for `bytes` read from the client.
-    fn scan(&mut self, mut bytes: &[u8]) -> Result<Clock, Flood> {
-        let mut clock = Clock::Keep;
-        while !bytes.is_empty() {
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(bytes.len());
-                self.preface_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
-                self.skip -= n;
-                bytes = &bytes[n..];
-                if self.skip == 0 && self.stop_after_payload {
-                    self.stop_after_payload = false;
-                    clock = Clock::Stop;
-                }
-                continue;
-            }
-            let n = (9 - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-            self.header_len += n;
-            bytes = &bytes[n..];
-            if self.header_len < 9 {
-                continue;
-            }
-            self.header_len = 0;
-            let h = self.header;
-            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-            let (kind, flags) = (h[3], h[4]);
-            self.skip = len;
-            if !self.settled {
-                // The preface's first frame: the clock runs until its
-                // payload is in.
-                self.settled = true;
-                self.stop_after_payload = true;
-            }
-            let spent = match kind {
-                RST_STREAM => self.resets.spend().then_some(()).ok_or(Flood::Resets),
-                SETTINGS | PING if flags & FLAG_ACK == 0 => {
-                    self.control.spend().then_some(()).ok_or(Flood::Control)
-                }
-                PRIORITY => self.control.spend().then_some(()).ok_or(Flood::Control),
-                DATA if len == 0 && flags & FLAG_END_STREAM == 0 => {
-                    self.control.spend().then_some(()).ok_or(Flood::Control)
-                }
-                // A header block runs the clock from its first frame's
-                // header to the end of the payload that ends it.
-                HEADERS | PUSH_PROMISE => {
-                    clock = Clock::Start;
-                    self.stop_after_payload = flags & FLAG_END_HEADERS != 0;
-                    Ok(())
-                }
-                CONTINUATION if flags & FLAG_END_HEADERS != 0 => {
-                    self.stop_after_payload = true;
-                    Ok(())
-                }
-                _ => Ok(()),
-            };
-            spent?;
-            if len == 0 && self.stop_after_payload {
-                self.stop_after_payload = false;
-                clock = Clock::Stop;
-            }
-        }
-        Ok(clock)
-    }
 }
 
 /// An HTTP/2 client connection under the frame budgets and head clock.
@@ -349,90 +189,3 @@ impl Ssl for FrameGuard {
 }
 
 impl Peek for FrameGuard {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> H2Limits {
-        H2Limits {
-            max_concurrent_streams: 100,
-            stream_window: 65_535,
-            connection_window: 65_535,
-            max_resets: 10,
-            max_control_frames: 10,
-        }
-    }
-
-    fn frame(kind: u8, flags: u8, len: usize) -> Vec<u8> {
-        let mut f = vec![
-            (len >> 16) as u8,
-            (len >> 8) as u8,
-            len as u8,
-            kind,
-            flags,
-            0,
-            0,
-            0,
-            1,
-        ];
-        f.resize(9 + len, 0);
-        f
-    }
-
-    #[tokio::test]
-    async fn budgets_are_spent_by_frames_across_read_boundaries() {
-        let mut f = Frames::new(&limits());
-        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        bytes.extend(frame(SETTINGS, 0, 6));
-        // One byte at a time: the preface, then a SETTINGS frame.
-        let mut clocks = Vec::new();
-        for b in &bytes {
-            clocks.push(f.scan(std::slice::from_ref(b)).unwrap());
-        }
-        // Stopped once, when the SETTINGS payload's last byte came.
-        assert_eq!(clocks.iter().filter(|c| **c == Clock::Stop).count(), 1);
-        assert_eq!(clocks.last(), Some(&Clock::Stop));
-        // ACKs and WINDOW_UPDATEs are free; pings are not.
-        for _ in 0..50 {
-            f.scan(&frame(PING, FLAG_ACK, 8)).unwrap();
-            f.scan(&frame(0x8, 0, 4)).unwrap();
-        }
-        // The client's first SETTINGS counted one of the 10.
-        for _ in 0..8 {
-            f.scan(&frame(PING, 0, 8)).unwrap();
-        }
-        assert_eq!(f.scan(&frame(PING, 0, 8)), Ok(Clock::Keep));
-        assert_eq!(f.scan(&frame(PRIORITY, 0, 5)), Err(Flood::Control));
-        let mut f = Frames::new(&limits());
-        f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-        let mut resets = Vec::new();
-        for _ in 0..11 {
-            resets.extend(frame(RST_STREAM, 0, 4));
-        }
-        assert_eq!(f.scan(&resets), Err(Flood::Resets));
-    }
-
-    #[tokio::test]
-    async fn a_header_block_runs_the_clock_until_its_last_byte() {
-        let mut f = Frames::new(&limits());
-        f.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-        assert_eq!(f.scan(&frame(SETTINGS, 0, 0)), Ok(Clock::Stop));
-        assert_eq!(f.scan(&frame(HEADERS, 0, 3)), Ok(Clock::Start));
-        assert_eq!(f.scan(&frame(CONTINUATION, 0, 3)), Ok(Clock::Keep));
-        assert_eq!(
-            f.scan(&frame(CONTINUATION, FLAG_END_HEADERS, 3)),
-            Ok(Clock::Stop)
-        );
-        // A whole block in one read: started and stopped, stopped wins.
-        assert_eq!(
-            f.scan(&frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3)),
-            Ok(Clock::Stop)
-        );
-        // A block whose payload trickles: the clock runs until its end.
-        let whole = frame(HEADERS, FLAG_END_HEADERS, 4);
-        assert_eq!(f.scan(&whole[..11]), Ok(Clock::Start));
-        assert_eq!(f.scan(&whole[11..12]), Ok(Clock::Keep));
-        assert_eq!(f.scan(&whole[12..]), Ok(Clock::Stop));
-    }
-}

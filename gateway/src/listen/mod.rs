@@ -2,7 +2,7 @@
 //! ([`pipeline`]) takes each through a PROXY protocol header where
 //! configured ([`proxy_protocol`], [`conn`]), the connection limits
 //! ([`admission`]), TLS ([`crate::tls`]) and request-read bounds: HTTP/1
-//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`]), and writes that wait
+//! heads ([`head`]) or HTTP/2 frames ([`h2_guard`] over [`h2_frames`]), and writes that wait
 //! for a client that does not read ([`send_watch`]); idle connections are
 //! parked between requests ([`idle`]). What the request side may tell its
 //! connection goes through [`signals`]. Nothing here knows requests.
@@ -69,6 +69,7 @@ use delegate_to_inner;
 
 pub mod admission;
 pub mod conn;
+pub mod h2_frames;
 pub mod h2_guard;
 pub mod head;
 pub mod idle;

@@ -18,6 +18,7 @@ use unit_router::token::{COOKIE as ROUTE_COOKIE, HEADER as ROUTE_HEADER};
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// The verified JWT's user claim, set by the gateway only.
 pub const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
 /// The verified JWT's tenant claim, set by the gateway only.
@@ -75,6 +76,35 @@ pub fn forwarded_for_upstream(req: &RequestHeader, peer: IpAddr) -> String {
     match forwarded_for(req) {
         Some(chain) => format!("{chain}, {peer}"),
         None => peer.to_string(),
+    }
+}
+
+/// The scheme of the hop the gateway got the request on.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The `forwarded` sent upstream (RFC 7239): the elements the request came
+/// with (only a trusted proxy's are left by [`strip`]; every line, as one
+/// list), then the gateway's own for the hop it got the request on,
+/// `for=<peer>;proto=<scheme>` (an IPv6 peer quoted as `"[v6]"`, none known
+/// as `unknown`).
+pub fn forwarded_upstream(req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> String {
+    let node = match peer {
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => format!("\"[{ip}]\""),
+        None => "unknown".to_owned(),
+    };
+    let own = format!("for={node};proto={}", scheme(tls));
+    let chain: Vec<&str> = values(req, &FORWARDED).collect();
+    if chain.is_empty() {
+        own
+    } else {
+        format!("{}, {own}", chain.join(", "))
     }
 }
 
@@ -420,6 +450,33 @@ mod tests {
         assert_eq!(
             forwarded_for_upstream(&r, peer),
             "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn the_gateways_forwarded_element_ends_the_chain() {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            forwarded_upstream(&r, Some(v4), false),
+            "for=10.0.0.1;proto=http"
+        );
+        assert_eq!(
+            forwarded_upstream(&r, Some(v6), true),
+            "for=\"[2001:db8::1]\";proto=https"
+        );
+        assert_eq!(
+            forwarded_upstream(&r, None, true),
+            "for=unknown;proto=https"
+        );
+        r.append_header("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43")
+            .unwrap();
+        r.append_header("forwarded", "for=198.51.100.17, for=_hidden")
+            .unwrap();
+        assert_eq!(
+            forwarded_upstream(&r, Some(v4), true),
+            "for=192.0.2.60;proto=https;by=203.0.113.43, for=198.51.100.17, for=_hidden, for=10.0.0.1;proto=https"
         );
     }
 

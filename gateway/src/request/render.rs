@@ -25,13 +25,7 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
         up.insert_header("baggage", dye.merge_into(existing.as_deref(), &shared.keys))?;
         shared.metrics.dyes.with_label_values(&["set"]).inc();
     }
-    if let Some(peer) = ctx.facts.peer {
-        let xff = headers::forwarded_for_upstream(up, peer);
-        up.insert_header(headers::X_FORWARDED_FOR, xff)?;
-    }
-    if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
-        up.insert_header("x-forwarded-proto", "http")?;
-    }
+    forwarding(ctx, up)?;
     // What is left of the request's time, for the unit to pass on.
     if let Some(left) = ctx.time_left() {
         up.insert_header(deadline::X_REQUEST_TIMEOUT_MS, deadline::millis_value(left))?;
@@ -46,6 +40,26 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
             up.insert_header(headers::X_AUTH_TENANT, t.as_str())?;
         }
     }
+    Ok(())
+}
+
+/// `x-forwarded-for`, `x-forwarded-proto` and `forwarded`. A trusted
+/// proxy's are kept, its chains extended with the gateway's hop; from any
+/// other peer they were stripped at the edge, so the gateway's stand alone.
+/// The scheme is the one the request came over (`https` over TLS, on
+/// HTTP/1.1 and HTTP/2 alike), except that a trusted proxy's
+/// `x-forwarded-proto` names the client's.
+fn forwarding(ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
+    let facts = &ctx.facts;
+    if let Some(peer) = facts.peer {
+        let xff = headers::forwarded_for_upstream(up, peer);
+        up.insert_header(headers::X_FORWARDED_FOR, xff)?;
+    }
+    if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
+        up.insert_header(headers::X_FORWARDED_PROTO, headers::scheme(facts.tls))?;
+    }
+    let forwarded = headers::forwarded_upstream(up, facts.peer, facts.tls);
+    up.insert_header(headers::FORWARDED, forwarded)?;
     Ok(())
 }
 
