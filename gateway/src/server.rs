@@ -1,16 +1,17 @@
 //! Assemble and run the gateway: check the configuration, load keys, geo,
 //! certificates and the first topology ([`prepare`]), start the control
 //! plane, and bind the listeners (public, internal, admin, and a plain HTTP
-//! one beside an HTTPS public listener), each proxy listener behind its
-//! connection pipeline ([`crate::listen::pipeline`]) ([`run`]).
+//! one beside an HTTPS public listener), each behind its connection
+//! pipeline ([`crate::listen::pipeline`]) ([`run`]).
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use config_center::file::FileSource;
 use config_center::ConfigCenter;
+use pingora::apps::HttpServerApp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::http_proxy;
+use pingora::proxy::{http_proxy, HttpProxy};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -19,7 +20,8 @@ use unitgate_geo::MmdbGeo;
 
 use crate::admin::Admin;
 use crate::config::{Config, TopologySource};
-use crate::listen::{admission, head, idle, pipeline};
+use crate::listen::pipeline::{self, ConnectionPipeline};
+use crate::listen::{admission, head, idle};
 use crate::request::proxy::UnitProxy;
 use crate::state::Shared;
 
@@ -88,14 +90,7 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     for plan in plans(&shared)? {
         server.add_service(proxy_service(&shared, &conf, plan));
     }
-    let mut admin = Service::new(
-        "admin".to_owned(),
-        Admin {
-            shared: shared.clone(),
-        },
-    );
-    admin.add_tcp(&cfg.admin_listen.to_string());
-    server.add_service(admin);
+    server.add_service(admin_service(&shared));
     tracing::info!(
         public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
         http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
@@ -116,23 +111,37 @@ fn plans(shared: &Shared) -> Result<Vec<ListenerPlan>> {
     let internal_tls = cfg.tls.as_ref().is_some_and(|t| t.internal);
     let trusted: Arc<[ipnet::IpNet]> = cfg.trusted_proxies.clone().into();
     let proxy_protocol = cfg.proxy_protocol.then_some(trusted);
+    let limits = admission::ConnLimits {
+        per_listener: cfg.max_connections,
+        per_ip: Some(cfg.max_connections_per_ip),
+    };
     let mut listeners = vec![
         ListenerPlan {
-            name: "public",
             listener: Listener::Public,
-            addr: cfg.listen,
-            tls: terminator.clone(),
-            proxy_protocol: proxy_protocol.clone(),
-            h2c: false,
+            gate: Gate {
+                name: "public",
+                addr: cfg.listen,
+                limits,
+                tls: terminator.clone(),
+                proxy_protocol: proxy_protocol.clone(),
+                h2c: false,
+            },
             redirect: None,
         },
         ListenerPlan {
-            name: "internal",
             listener: Listener::Internal,
-            addr: cfg.internal_listen,
-            tls: terminator.filter(|_| internal_tls),
-            proxy_protocol: None,
-            h2c: cfg.internal_h2c,
+            gate: Gate {
+                name: "internal",
+                addr: cfg.internal_listen,
+                // Unit services share a few addresses: no per-address limit.
+                limits: admission::ConnLimits {
+                    per_ip: None,
+                    ..limits
+                },
+                tls: terminator.filter(|_| internal_tls),
+                proxy_protocol: None,
+                h2c: cfg.internal_h2c,
+            },
             redirect: None,
         },
     ];
@@ -142,12 +151,15 @@ fn plans(shared: &Shared) -> Result<Vec<ListenerPlan>> {
             cfg.listen.port(),
         ));
         listeners.push(ListenerPlan {
-            name: "http",
             listener: Listener::Public,
-            addr,
-            tls: None,
-            proxy_protocol,
-            h2c: false,
+            gate: Gate {
+                name: "http",
+                addr,
+                limits,
+                tls: None,
+                proxy_protocol,
+                h2c: false,
+            },
             // No listed host: nothing to look up on each request.
             redirect: (!cfg.https_redirect.is_empty()).then_some(redirect),
         });
@@ -160,9 +172,9 @@ fn proxy_service(
     shared: &Arc<Shared>,
     conf: &Arc<ServerConf>,
     plan: ListenerPlan,
-) -> Service<pipeline::ConnectionPipeline<pingora::proxy::HttpProxy<UnitProxy>>> {
+) -> Service<ConnectionPipeline<HttpProxy<UnitProxy>>> {
     let cfg = &shared.cfg;
-    let name = plan.name;
+    let name = plan.gate.name;
     let proxy = UnitProxy {
         shared: shared.clone(),
         listener: plan.listener,
@@ -178,19 +190,44 @@ fn proxy_service(
     // 405 (the framework would answer it before them, in its own shape).
     options.allow_connect_method_proxying = true;
     app.server_options = Some(options);
-    let per_ip = match plan.listener {
-        Listener::Public => Some(cfg.max_connections_per_ip),
-        // Unit services share a few addresses: no per-address limit.
-        Listener::Internal => None,
+    gated(shared, plan.gate, app)
+}
+
+/// The admin listener: the admin app behind a connection pipeline of its
+/// own limits and the edge's head bounds; plain HTTP/1 only.
+fn admin_service(shared: &Arc<Shared>) -> Service<ConnectionPipeline<Admin>> {
+    let cfg = &shared.cfg;
+    let gate = Gate {
+        name: "admin",
+        addr: cfg.admin_listen,
+        limits: admission::ConnLimits {
+            per_listener: cfg.admin_max_connections,
+            per_ip: Some(cfg.admin_max_connections_per_ip),
+        },
+        tls: None,
+        proxy_protocol: None,
+        h2c: false,
     };
+    let admin = Admin {
+        shared: shared.clone(),
+    };
+    gated(shared, gate, admin)
+}
+
+/// `app` behind the connection pipeline of `gate` (admission, TLS, head
+/// and frame guards, idle parking, its metrics labelled with the
+/// listener's name), listening on `gate.addr`.
+fn gated<A>(shared: &Shared, gate: Gate, app: A) -> Service<ConnectionPipeline<A>>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let cfg = &shared.cfg;
+    let name = gate.name;
     let head_timeout = std::time::Duration::from_millis(cfg.header_timeout_ms);
     let connections = &shared.metrics.connections;
-    let app = pipeline::ConnectionPipeline {
+    let app = ConnectionPipeline {
         inner: Arc::new(app),
-        counts: admission::ConnCounts::new(admission::ConnLimits {
-            per_listener: cfg.max_connections,
-            per_ip,
-        }),
+        counts: admission::ConnCounts::new(gate.limits),
         head: head::HeadLimits {
             max_bytes: cfg.max_header_bytes,
             timeout: head_timeout,
@@ -207,14 +244,14 @@ fn proxy_service(
         refused: connections.refused.clone(),
         open: connections.open.with_label_values(&[name]),
         edge: pipeline::Edge {
-            tls: plan.tls,
-            proxy_protocol: plan.proxy_protocol,
+            tls: gate.tls,
+            proxy_protocol: gate.proxy_protocol,
             h2: idle::H2c {
                 limits: cfg.h2,
                 timeout: head_timeout,
                 counters: Arc::new(connections.frame_counters(name)),
             },
-            h2c: plan.h2c,
+            h2c: gate.h2c,
             refused: connections.edge_refused.clone(),
         },
     };
@@ -223,19 +260,27 @@ fn proxy_service(
     // then what a connection holds (Pingora's default 64 KiB buffer would
     // sit under it on every connection, idle ones included).
     let buffers = L4BufferSettings::default().read(cfg.read_buffer_bytes);
-    svc.add_listener(ListenerConfig::tcp(plan.addr.to_string()).l4_buffer(buffers));
+    svc.add_listener(ListenerConfig::tcp(gate.addr.to_string()).l4_buffer(buffers));
     svc
 }
 
-/// One proxy listener to bind.
+/// One proxy listener to bind: its connections, and what its requests
+/// are routed as.
 struct ListenerPlan {
-    name: &'static str,
     listener: Listener,
+    gate: Gate,
+    redirect: Option<Arc<crate::request::redirect::HttpsRedirect>>,
+}
+
+/// A listener's connection side: its name (the metrics' `listener`
+/// label), address, connection limits and what it speaks below HTTP/1.
+struct Gate {
+    name: &'static str,
     addr: std::net::SocketAddr,
+    limits: admission::ConnLimits,
     tls: Option<Arc<crate::tls::Terminator>>,
     proxy_protocol: Option<Arc<[ipnet::IpNet]>>,
     h2c: bool,
-    redirect: Option<Arc<crate::request::redirect::HttpsRedirect>>,
 }
 
 /// The HTTP/2 settings the gateway advertises: streams, flow control and

@@ -1,18 +1,20 @@
 //! The admin listener: `/healthz`, `/readyz` (ready once a valid snapshot is
 //! in force), `/status` (JSON), `/metrics` (Prometheus) and `/gslb/dc/<dc>`
 //! (200 when the dc takes traffic, 503 when drained) for DNS GSLB checks.
+//! GSLB checkers reach it in production: it sits behind the same
+//! connection pipeline as the proxy listeners, with its own connection
+//! limits ([`crate::server`]); `serve.rs` reads each request and answers it.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::{header, HeaderValue, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use unit_router::{ServiceId, UnitId};
 
 use crate::state::{Plane, Shared};
 use crate::upstream::pool::Pool;
+
+mod serve;
 
 /// The admin HTTP app.
 pub struct Admin {
@@ -76,13 +78,11 @@ impl Admin {
             Some(_) => json_reply(200, &json!({"dc": dc, "state": "active", "epoch": t.epoch})),
         }
     }
-}
 
-#[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_owned();
-        match path.as_str() {
+    /// The answer to a request for `path` (any method: every endpoint
+    /// only reads).
+    pub fn answer(&self, path: &str) -> Response<Vec<u8>> {
+        match path {
             "/healthz" => json_reply(200, &json!({"status": "ok"})),
             "/readyz" => {
                 if self.shared.plane.load().is_some() {

@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub max_attempts: Option<u8>,
     pub max_connections: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
+    pub admin_max_connections: Option<u32>,
+    pub admin_max_connections_per_ip: Option<u32>,
     pub keepalive_idle_s: Option<u64>,
     pub retry_budget_percent: Option<u32>,
     pub dye_ttl_s: Option<u64>,

@@ -79,6 +79,10 @@ pub struct Config {
     pub max_connections: u32,
     /// Connections open at once from one client address (public listener).
     pub max_connections_per_ip: u32,
+    /// Connections open at once on the admin listener, and from one client
+    /// address there (GSLB checkers and scrapers: a few addresses).
+    pub admin_max_connections: u32,
+    pub admin_max_connections_per_ip: u32,
     /// How long a client connection may sit idle between requests.
     pub keepalive_idle_s: u64,
     /// Retries allowed as a percentage of recent requests (plus a floor).
@@ -226,6 +230,12 @@ impl Config {
             max_connections: within!(file.max_connections, 10_000, 1..=1_000_000)?,
             keepalive_idle_s: within!(file.keepalive_idle_s, 30, 1..=3600)?,
             max_connections_per_ip: within!(file.max_connections_per_ip, 256, 1..=1_000_000)?,
+            admin_max_connections: within!(file.admin_max_connections, 256, 1..=100_000)?,
+            admin_max_connections_per_ip: within!(
+                file.admin_max_connections_per_ip,
+                64,
+                1..=100_000
+            )?,
             retry_budget_percent,
             dye_ttl_s: file.dye_ttl_s.unwrap_or(60),
             hint_ttl_s: file.hint_ttl_s.unwrap_or(unit_router::DEFAULT_HINT_TTL_S),
@@ -343,6 +353,26 @@ mod tests {
         };
         assert!(err("", o).contains("already used"));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn admin_connection_limits_have_defaults_and_bounds() {
+        let resolve = |f: &str| Config::resolve(toml::from_str(f).unwrap(), file_only("t"));
+        let c = resolve("").unwrap();
+        assert_eq!(
+            (c.admin_max_connections, c.admin_max_connections_per_ip),
+            (256, 64)
+        );
+        let c = resolve("admin_max_connections = 8\nadmin_max_connections_per_ip = 2").unwrap();
+        assert_eq!(
+            (c.admin_max_connections, c.admin_max_connections_per_ip),
+            (8, 2)
+        );
+        let e = resolve("admin_max_connections_per_ip = 0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "admin_max_connections_per_ip: 0 is not within 1..=100000"
+        );
     }
 
     #[test]
