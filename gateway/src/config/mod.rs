@@ -194,12 +194,7 @@ impl Config {
             tls.is_some(),
             [listen, internal_listen, admin_listen],
         )?;
-        let proxy_protocol = file.proxy_protocol.unwrap_or(false);
-        if proxy_protocol && trusted_proxies.is_empty() {
-            return Err(invalid(
-                "proxy_protocol: name the load balancers it is taken from in trusted_proxies",
-            ));
-        }
+        let proxy_protocol = proxy_protocol(file.proxy_protocol, &trusted_proxies)?;
         let h2 = h2_limits(&file)?;
         let forward_underscore_headers = o
             .forward_underscore_headers
@@ -278,6 +273,17 @@ fn source(file: &mut FileConfig, o: &mut Overrides) -> Result<TopologySource, Co
         o.etcd.take().or(file.etcd.take()),
         prefix,
     )
+}
+
+/// PROXY protocol headers are taken only from named load balancers.
+fn proxy_protocol(on: Option<bool>, trusted: &[IpNet]) -> Result<bool, ConfigError> {
+    let on = on.unwrap_or(false);
+    if on && trusted.is_empty() {
+        return Err(invalid(
+            "proxy_protocol: name the load balancers it is taken from in trusted_proxies",
+        ));
+    }
+    Ok(on)
 }
 
 /// The gateway's id: given, or `<hostname>-<pid>`; no `/` or spaces.
