@@ -9,7 +9,6 @@
 //! ([`super::log`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,7 +26,7 @@ use crate::request::ctx::Ctx;
 use crate::request::failure::{client_fault, deadline_hit, fail, from_proxy_error, Held};
 use crate::request::pipeline::{self, Admitted, Gate};
 use crate::request::redirect::HttpsRedirect;
-use crate::request::{locate, log, render, reply, upstream};
+use crate::request::{bounds, locate, log, render, reply, upstream};
 use crate::state::Shared;
 use crate::upstream::attempt::Outcome;
 use crate::upstream::failover::{has_next_target, may_send_again, RetryLimits};
@@ -94,42 +93,6 @@ impl UnitProxy {
                 .allow(&ctx.attempts, ctx.time_left(), "status")
     }
 
-    /// Each read of the body waits at most `body_read_timeout_ms`, and never
-    /// past the deadline: a body trickled in byte by byte ends at the
-    /// route's total time (408).
-    fn bound_body_reads(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let idle = Duration::from_millis(self.shared.cfg.body_read_timeout_ms);
-        let left = ctx.time_left().unwrap_or(idle);
-        if left.is_zero() {
-            let why = "request body not received within the route's time";
-            return Err(fail(&mut ctx.failure, GwError::RequestTimeout, why));
-        }
-        session.set_read_timeout(Some(idle.min(left)));
-        Ok(())
-    }
-
-    /// A response that makes no progress toward the client for
-    /// `send_timeout_ms` is ended: on HTTP/2 each wait for the client's
-    /// window is timed here (the stream is then reset); on HTTP/1.1 the
-    /// connection's write watch does it exactly (`listen/send_watch.rs`),
-    /// with the framework's per-write timeout, twice as long, behind it.
-    fn bound_sends(&self, session: &mut Session) {
-        let t = Duration::from_millis(self.shared.cfg.send_timeout_ms);
-        let t = if session.as_downstream().is_http2() {
-            t
-        } else {
-            t * 2
-        };
-        session.set_write_timeout(Some(t));
-    }
-
-    /// An upgraded (WebSocket) connection may stay quiet as long as an idle
-    /// keep-alive connection may, not just a body's read timeout.
-    fn idle_upgraded(&self, session: &mut Session) {
-        let idle = Duration::from_secs(self.shared.cfg.keepalive_idle_s);
-        session.set_read_timeout(Some(idle));
-    }
-
     /// End the attempt without blaming the upstream: `err` is the answer,
     /// and there is no retry.
     fn cancel_attempt(&self, ctx: &mut Ctx, err: GwError, mut e: Box<Error>) -> Box<Error> {
@@ -157,8 +120,8 @@ impl ProxyHttp for UnitProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match pipeline::admit(self.gate(), session, ctx) {
             Ok(Admitted::Proxy) => {
-                self.bound_sends(session);
-                self.bound_body_reads(session, ctx).map(|()| false)
+                bounds::sends(&self.shared.cfg, session);
+                bounds::body_reads(&self.shared.cfg, session, ctx).map(|()| false)
             }
             Ok(Admitted::Redirect(location)) => {
                 send::send(session, answers::redirect(&location)?).await?;
@@ -185,7 +148,7 @@ impl ProxyHttp for UnitProxy {
         if session.was_upgraded() {
             // A WebSocket connection's frames are not a request body: bounded
             // by the connection limits and the idle time, not the body limit.
-            self.idle_upgraded(session);
+            bounds::upgraded(&self.shared.cfg, session);
             return Ok(());
         }
         // Counted as it streams: a body without a declared length (chunked)
@@ -195,7 +158,7 @@ impl ProxyHttp for UnitProxy {
             let why = "request body over the route's limit";
             return Err(fail(&mut ctx.failure, GwError::PayloadTooLarge, why));
         }
-        self.bound_body_reads(session, ctx)
+        bounds::body_reads(&self.shared.cfg, session, ctx)
     }
 
     async fn upstream_request_filter(
@@ -226,7 +189,7 @@ impl ProxyHttp for UnitProxy {
             return Err(e);
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            self.idle_upgraded(session);
+            bounds::upgraded(&self.shared.cfg, session);
         }
         Ok(())
     }
