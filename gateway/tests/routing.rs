@@ -414,6 +414,15 @@ async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_extended() {
     let h = &seen.last().unwrap().headers;
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
+    // A TLS-terminating proxy that sends x-forwarded-proto alone: the
+    // gateway's element (the only one) does not contradict it.
+    let sent = [("x-user-id", "42"), ("x-forwarded-proto", "https")];
+    let r = get(&gw, &gw.url("/orders/1"), &sent).await;
+    assert_eq!(r.status(), 200);
+    let seen = units.received("bj-2", "orders").await;
+    let h = &seen.last().unwrap().headers;
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https");
 }
 
 unitgate_tests::both_protocols! {

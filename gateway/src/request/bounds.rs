@@ -28,18 +28,14 @@ pub fn body_reads(cfg: &Config, session: &mut Session, ctx: &mut Ctx) -> Result<
 }
 
 /// A response that makes no progress toward the client for
-/// `send_timeout_ms` is ended: on HTTP/2 each wait for the client's
-/// window is timed here (the stream is then reset); on HTTP/1.1 the
-/// connection's write watch does it exactly (`listen/send_watch.rs`),
-/// with the framework's per-write timeout, twice as long, behind it.
+/// `send_timeout_ms` is ended. HTTP/1.1: the connection's write watch does
+/// it, exactly (`listen/send_watch.rs`: no byte taken for that long).
+/// HTTP/2: the framework times each chunk of the answer (up to 64 KiB)
+/// while it waits for the client's window, and the stream is reset.
 pub fn sends(cfg: &Config, session: &mut Session) {
-    let t = Duration::from_millis(cfg.send_timeout_ms);
-    let t = if session.as_downstream().is_http2() {
-        t
-    } else {
-        t * 2
-    };
-    session.set_write_timeout(Some(t));
+    if session.as_downstream().is_http2() {
+        session.set_write_timeout(Some(Duration::from_millis(cfg.send_timeout_ms)));
+    }
 }
 
 /// An upgraded (WebSocket) connection may stay quiet as long as an idle

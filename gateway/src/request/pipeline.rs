@@ -48,8 +48,8 @@ pub enum Admitted {
 /// Take the request in `session` through the pipeline, filling `ctx`.
 pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, GwError> {
     let shared = gate.shared;
-    shared.budget.deposit();
     refuse_connect(gate, session.req_header())?;
+    shared.budget.deposit();
     if headers::head_size(session.req_header()) > shared.cfg.max_header_bytes {
         return Err(GwError::HeadersTooLarge);
     }

@@ -58,7 +58,17 @@ fn forwarding(ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
     if up.headers.get(&headers::X_FORWARDED_PROTO).is_none() {
         up.insert_header(headers::X_FORWARDED_PROTO, headers::scheme(facts.tls))?;
     }
-    let forwarded = headers::forwarded_upstream(up, facts.peer, facts.tls);
+    // The gateway's element describes its own hop when a trusted proxy
+    // sent a `forwarded` chain; when it sent none, the element is the only
+    // one a unit reads, so it carries the scheme the proxy's
+    // `x-forwarded-proto` names (a TLS-terminating load balancer) rather
+    // than contradict it.
+    let chained = up.headers.contains_key(&headers::FORWARDED);
+    let https = match up.headers.get(&headers::X_FORWARDED_PROTO) {
+        Some(v) if !chained => v.as_bytes().eq_ignore_ascii_case(b"https"),
+        _ => facts.tls,
+    };
+    let forwarded = headers::forwarded_upstream(up, facts.peer, https);
     up.insert_header(headers::FORWARDED, forwarded)?;
     Ok(())
 }

@@ -120,6 +120,9 @@ pub fn next_target(
     for _ in 0..=units {
         if let Some(pool) = pools.get(d.target, d.service) {
             if let Some(endpoint) = pool.pick(&attempts.tried_endpoints) {
+                // A unit decided earlier is for leaving this one: stale once
+                // this one serves again.
+                attempts.planned = None;
                 return Ok(Target {
                     decision: d,
                     pool: pool.clone(),
