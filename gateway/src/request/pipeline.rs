@@ -47,22 +47,35 @@ pub enum Admitted {
 
 /// Take the request in `session` through the pipeline, filling `ctx`.
 pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, GwError> {
-    let shared = gate.shared;
     refuse_connect(gate, session.req_header())?;
+    let shared = gate.shared;
     shared.budget.deposit();
     if headers::head_size(session.req_header()) > shared.cfg.max_header_bytes {
         return Err(GwError::HeadersTooLarge);
     }
     let plane = shared.plane.load_full().ok_or(GwError::NotReady)?;
-    ctx.plane = Some(plane.clone());
+    let admitted = admit_on(gate, session, ctx, &plane);
+    // Whatever the outcome: the request is logged with its snapshot.
+    ctx.plane = Some(plane);
+    admitted
+}
+
+/// The steps that need the snapshot.
+fn admit_on(
+    gate: Gate<'_>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    plane: &Plane,
+) -> Result<Admitted, GwError> {
+    let shared = gate.shared;
     // Pingora keeps an HTTP/1.1 connection open forever between requests;
     // idle time is bounded where the connection is parked
     // (`listen/idle.rs`), and this bounds each read of a head.
     if session.get_keepalive().is_some() {
         session.set_keepalive(Some(shared.cfg.session_keepalive_s()));
     }
-    ctx.facts = RequestFacts::gather(shared, gate.listener, session, &plane);
-    input_rules(shared, session, ctx.facts.peer_trusted, &plane)?;
+    ctx.facts = RequestFacts::gather(shared, gate.listener, session, plane);
+    input_rules(shared, session, ctx.facts.peer_trusted, plane)?;
     let req = session.req_header();
     if let Some(location) = redirect(gate, req) {
         return Ok(Admitted::Redirect(location));
@@ -73,17 +86,17 @@ pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Adm
     {
         return Ok(Admitted::Locate);
     }
-    let route_id = route(gate, req, &plane)?;
+    let route_id = route(gate, req, plane)?;
     ctx.facts.route = Some(route_id);
     let route = plane.snap.topology.routes.get(route_id);
-    authenticate(shared, route, req, ctx)?;
-    count_quotas(shared, route, req, ctx, &plane)?;
-    let d = match decide(gate.listener, req, &ctx.facts, &plane, ctx.draw, &[]) {
+    authenticate(shared, route, req, ctx, plane)?;
+    count_quotas(shared, route, req, ctx, plane)?;
+    let d = match decide(gate.listener, req, &ctx.facts, plane, ctx.draw, &[]) {
         Ok(d) => d,
-        Err(RouteError::NoRoute) => return Err(not_routed(gate, req, &plane)),
+        Err(RouteError::NoRoute) => return Err(not_routed(gate, req, plane)),
         Err(e) => return Err(route_error(e)),
     };
-    count_throttled(shared, &d, &plane, ctx.draw);
+    count_throttled(shared, &d, plane, ctx.draw);
     ctx.decision = Some(d);
     limits(shared, ctx, req, route)?;
     // The client's own deadline is already spent: 504 at once.
@@ -130,11 +143,19 @@ fn input_rules(
     let forward = shared.cfg.forward_underscore_headers;
     let checked = headers::check_framing(session.req_header(), raw_head.as_deref())
         .and_then(|()| headers::underscored(session.req_header_mut(), user_header, forward))
-        .map(|dropped| shared.metrics.underscore_dropped.inc_by(dropped))
+        .map(|dropped| count_dropped(shared, dropped))
         .and_then(|()| headers::one_user_key(session.req_header(), user_header))
         .and_then(|()| headers::canonical_length(session.req_header_mut()))
         .and_then(|()| headers::check_request_line(session.req_header_mut()));
     checked.map_err(GwError::BadRequest)
+}
+
+/// Headers dropped for `_` in their name (an uncontended no-op when none
+/// were: most requests).
+fn count_dropped(shared: &Shared, dropped: u64) {
+    if dropped > 0 {
+        shared.metrics.underscore_dropped.inc_by(dropped);
+    }
 }
 
 /// On the plain listener: the HTTPS location of a host sent there.
@@ -174,14 +195,12 @@ fn authenticate(
     route: &Route,
     req: &RequestHeader,
     ctx: &mut Ctx,
+    plane: &Plane,
 ) -> Result<(), GwError> {
     if route.auth == AuthMode::None {
         return Ok(());
     }
     let m = &shared.metrics.auth;
-    let Some(plane) = ctx.plane.as_deref() else {
-        return Err(GwError::NotReady);
-    };
     match crate::auth::gate::check(route, req, &plane.auth, &shared.jwks, ctx.facts.now) {
         Ok(Some(id)) => {
             m.valid.inc();
