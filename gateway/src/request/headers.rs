@@ -4,6 +4,7 @@
 //! could forge. Pure functions over a request header.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, COOKIE, HOST};
@@ -73,10 +74,25 @@ pub fn forwarded_for(req: &RequestHeader) -> Option<Cow<'_, str>> {
 /// (only a trusted proxy's is left by [`strip`]), then `peer`, the address
 /// the gateway got the request from (nginx's `$proxy_add_x_forwarded_for`).
 pub fn forwarded_for_upstream(req: &RequestHeader, peer: IpAddr) -> String {
-    match forwarded_for(req) {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer.to_string(),
+    // Built in one buffer: this runs on every request.
+    let mut out = list(req, &X_FORWARDED_FOR);
+    if !out.is_empty() {
+        out.push_str(", ");
     }
+    let _ = write!(out, "{peer}");
+    out
+}
+
+/// Every visible-ASCII value of `name`, as one comma-separated list.
+fn list(req: &RequestHeader, name: &HeaderName) -> String {
+    let mut out = String::with_capacity(64);
+    for v in values(req, name) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(v);
+    }
+    out
 }
 
 /// The scheme of the hop the gateway got the request on.
@@ -94,18 +110,19 @@ pub fn scheme(tls: bool) -> &'static str {
 /// `for=<peer>;proto=<scheme>` (an IPv6 peer quoted as `"[v6]"`, none known
 /// as `unknown`).
 pub fn forwarded_upstream(req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> String {
-    let node = match peer {
-        Some(IpAddr::V4(ip)) => ip.to_string(),
-        Some(IpAddr::V6(ip)) => format!("\"[{ip}]\""),
-        None => "unknown".to_owned(),
-    };
-    let own = format!("for={node};proto={}", scheme(tls));
-    let chain: Vec<&str> = values(req, &FORWARDED).collect();
-    if chain.is_empty() {
-        own
-    } else {
-        format!("{}, {own}", chain.join(", "))
+    let mut out = list(req, &FORWARDED);
+    if !out.is_empty() {
+        out.push_str(", ");
     }
+    out.push_str("for=");
+    let _ = match peer {
+        Some(IpAddr::V4(ip)) => write!(out, "{ip}"),
+        Some(IpAddr::V6(ip)) => write!(out, "\"[{ip}]\""),
+        None => write!(out, "unknown"),
+    };
+    out.push_str(";proto=");
+    out.push_str(scheme(tls));
+    out
 }
 
 /// Every value of header `name` that is visible ASCII.
