@@ -23,6 +23,12 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const USER: (&str, &str) = ("x-user-id", "3");
 
 /// GET `url` over the gateway's protocol (checked on HTTP/2).
+/// The latency test runs alone: the other tests of this file hold this
+/// shared while they run, the latency test holds it exclusively (two tests
+/// at once on a 2-core machine measure each other, not the gateway).
+static BESIDE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+    std::sync::LazyLock::new(Default::default);
+
 async fn get(gw: &Gateway, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut r = gw.http().get(url).header("host", "api.example.com");
     for (k, v) in headers {
@@ -70,6 +76,7 @@ fn baggage(r: &Request) -> String {
 
 unitgate_tests::both_protocols! {
 async fn a_get_answered_503_fails_over_dyed_and_the_client_gets_200(proto: Proto) {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     orders_answer(units.get("bj-1", "orders"), ResponseTemplate::new(503)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +109,7 @@ async fn a_get_answered_503_fails_over_dyed_and_the_client_gets_200(proto: Proto
 
 unitgate_tests::both_protocols! {
 async fn a_post_answered_503_is_returned_and_sent_once(proto: Proto) {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     orders_answer(
         units.get("bj-1", "orders"),
@@ -145,6 +153,7 @@ async fn a_post_answered_503_is_returned_and_sent_once(proto: Proto) {
 
 unitgate_tests::both_protocols! {
 async fn a_keyed_post_on_an_opted_in_route_fails_over_once(proto: Proto) {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     orders_answer(units.get("bj-1", "orders"), ResponseTemplate::new(503)).await;
     let topo = units.topology(&[]).replacen(
@@ -197,6 +206,7 @@ async fn a_keyed_post_on_an_opted_in_route_fails_over_once(proto: Proto) {
 
 unitgate_tests::both_protocols! {
 async fn a_real_answer_beats_the_gateway_error_of_a_later_attempt(proto: Proto) {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     orders_answer(
         units.get("bj-1", "orders"),
@@ -246,6 +256,7 @@ fn with_read_timeout(units: &Units, text: String, slow: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300ms_deadline_holds_across_two_slow_attempts() {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     for u in ["bj-1", "bj-2"] {
         orders_answer(
@@ -297,6 +308,7 @@ async fn a_300ms_deadline_holds_across_two_slow_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_deadlines_are_capped_parsed_and_forwarded() {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
     let topo = units.topology(&[]).replacen(
@@ -372,6 +384,7 @@ async fn breaker_of(gw: &unitgate_tests::gateway::Gateway, unit: &str) -> serde_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_on_a_failing_unit_shuttles_its_traffic_and_closes_after_recovery() {
+    let _beside = BESIDE.read().await;
     let units = Units::start().await;
     let bj1 = units.get("bj-1", "orders");
     orders_answer(bj1, ResponseTemplate::new(503)).await;
@@ -572,6 +585,8 @@ async fn overload_run(limiter: bool) -> Overload {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_service_sheds_fast_while_a_healthy_route_keeps_its_latency() {
+    // Its latencies are measured with no other test of this file running.
+    let _alone = BESIDE.write().await;
     let mut o = overload_run(true).await;
     let shed_p99 = quantile(&mut o.shed, 0.99);
     let before = quantile(&mut o.healthy_before, 0.99);
@@ -655,6 +670,7 @@ async fn failover_rate(config: &str) -> (f64, usize, usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for docs/bench/results-resilience.md, not a check"]
 async fn measure_failover_success_rate_against_a_unit_failing_half_its_requests() {
+    let _beside = BESIDE.read().await;
     for (name, config) in [
         ("defaults", ""),
         (
@@ -674,6 +690,7 @@ async fn measure_failover_success_rate_against_a_unit_failing_half_its_requests(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for docs/bench/results-resilience.md, not a check"]
 async fn measure_a_healthy_route_beside_an_overloaded_one() {
+    let _beside = BESIDE.read().await;
     for limiter in [false, true] {
         let mut o = overload_run(limiter).await;
         let q = |v: &mut Vec<Duration>, p| quantile(v, p).as_secs_f64() * 1000.0;
