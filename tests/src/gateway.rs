@@ -287,6 +287,7 @@ impl Gateway {
                     && tokio::net::TcpStream::connect(g.public).await.is_ok()
                     && tokio::net::TcpStream::connect(g.internal).await.is_ok()
                 {
+                    g.settle(&http, deadline).await;
                     return Ok(());
                 }
             }
@@ -294,6 +295,29 @@ impl Gateway {
                 bail!("gateway not ready within 30s: {}", g.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait (until `deadline`) for the gateway to have closed the probe
+    /// connections of the readiness check, so that a test starts with no
+    /// connection of ours counted against its limits.
+    async fn settle(&self, http: &reqwest::Client, deadline: Instant) {
+        let open = |m: &str| {
+            m.lines()
+                .filter(|l| l.starts_with("unitgate_connections_open{"))
+                // The admin listener's own: the one asking.
+                .filter(|l| !l.contains("listener=\"admin\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        while Instant::now() < deadline {
+            let url = format!("http://{}/metrics", self.admin);
+            if let Ok(r) = http.get(url).send().await {
+                if r.text().await.is_ok_and(|m| open(&m) == 0.0) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
