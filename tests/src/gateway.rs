@@ -321,7 +321,6 @@ impl Gateway {
         }
     }
 
-    /// The last lines of the gateway's log.
     /// Resident memory of the gateway process in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
@@ -332,6 +331,7 @@ impl Gateway {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// The last lines of the gateway's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -15,6 +15,7 @@ use etcd_client::{Client, GetOptions, PutOptions};
 pub mod gateway;
 pub mod geo;
 pub mod proto;
+pub mod stream_unit;
 
 /// Wait until `cond` holds, polling every 10 ms, failing after `timeout`.
 #[macro_export]

@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub read_buffer_bytes: Option<usize>,
     pub body_read_timeout_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
+    pub response_buffer_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub eject_after_failures: Option<u32>,

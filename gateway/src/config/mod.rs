@@ -103,6 +103,9 @@ pub struct Config {
     /// it is ended (HTTP/2: its stream reset; HTTP/1.1: the connection
     /// closed).
     pub send_timeout_ms: u64,
+    /// What one response read off an HTTP/1.1 unit may hold in the gateway
+    /// while its client takes nothing ([`crate::upstream::flow`]).
+    pub response_buffer_bytes: usize,
     /// Request body limit of a route that sets none (413 above it).
     pub max_body_bytes: u64,
     /// Total time of a request across attempts, for a route that sets none
@@ -243,6 +246,11 @@ impl Config {
                 o.send_timeout_ms.or(file.send_timeout_ms),
                 30_000,
                 100..=600_000,
+            )?,
+            response_buffer_bytes: within!(
+                file.response_buffer_bytes,
+                64 * 1024,
+                16 * 1024..=4 * 1024 * 1024
             )?,
             max_body_bytes: within!(
                 file.max_body_bytes,

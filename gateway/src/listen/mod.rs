@@ -75,5 +75,6 @@ pub mod head;
 pub mod idle;
 pub mod pipeline;
 pub mod proxy_protocol;
+pub mod send_queue;
 pub mod send_watch;
 pub mod signals;

@@ -21,6 +21,7 @@ use super::h2_guard::FrameGuard;
 use super::head::{HeadCounters, HeadGuard, HeadLimits};
 use super::idle::{serve, H2c, Parking};
 use super::proxy_protocol::read_header;
+use super::send_queue;
 use super::signals;
 use crate::tls::{HandshakeError, Terminator};
 
@@ -108,6 +109,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionPipeline<
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        send_queue::limit(&session);
         let conn = self.edge.proxied(session, self.listener).await?;
         let ip = conn.client_ip();
         let _admitted = match self.counts.admit(ip) {

@@ -11,6 +11,7 @@ use crate::request::facts::RequestFacts;
 use crate::request::failure::Failure;
 use crate::state::{Plane, Shared};
 use crate::upstream::attempt::{Attempts, Outcome};
+use crate::upstream::flow::{FlowGuard, Sizes};
 
 /// One request's state.
 #[derive(Debug)]
@@ -42,6 +43,9 @@ pub struct Ctx {
     pub draw: f64,
     /// The header the client's deadline came in, forwarded the same way.
     pub deadline_source: Option<deadline::Source>,
+    /// How the answer is read off an HTTP/1.1 unit's connection
+    /// ([`crate::upstream::flow`]); filed at the first such attempt.
+    pub flow: Option<FlowGuard>,
 }
 
 impl Ctx {
@@ -61,6 +65,7 @@ impl Ctx {
             limits: None,
             draw: rand::random(),
             deadline_source: None,
+            flow: None,
         }
     }
 
@@ -78,6 +83,21 @@ impl Ctx {
             let m = &shared.metrics.attempts;
             m.with_label_values(&[self.target_name(), outcome.label()])
                 .inc();
+        }
+    }
+
+    /// An attempt on an HTTP/1.1 unit begins: its answer is read afresh.
+    pub fn begin_flow(&mut self, sizes: Sizes) {
+        match &self.flow {
+            Some(g) => g.flow().taken(),
+            None => self.flow = FlowGuard::register(sizes),
+        }
+    }
+
+    /// The client's side took part of the answer.
+    pub fn taken(&self) {
+        if let Some(g) = &self.flow {
+            g.flow().taken();
         }
     }
 

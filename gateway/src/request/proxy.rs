@@ -200,7 +200,19 @@ impl ProxyHttp for UnitProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.taken();
         render::response(&self.shared, ctx, resp)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        ctx.taken();
+        Ok(None)
     }
 
     fn fail_to_connect(

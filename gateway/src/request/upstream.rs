@@ -10,6 +10,7 @@ use std::time::Duration;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Error;
 use unit_router::policy::criticality;
+use unit_router::spec::UpstreamProtocol;
 use unit_router::{Decision, Listener};
 
 use crate::answer::GwError;
@@ -18,6 +19,7 @@ use crate::request::failure::fail;
 use crate::request::pipeline::{decide, route_error};
 use crate::state::{Plane, Shared};
 use crate::upstream::failover::{next_target, NoTarget, Target};
+use crate::upstream::flow::Sizes;
 use crate::upstream::limiter::{Shed, Slot};
 use crate::upstream::peer::http_peer;
 use crate::upstream::pool::Pool;
@@ -89,6 +91,9 @@ pub async fn next_peer(
         route.upstream_sni.as_str(),
     );
     ctx.upstream_status = None;
+    if route.upstream_protocol == UpstreamProtocol::Http1 {
+        ctx.begin_flow(Sizes::within(shared.cfg.response_buffer_bytes));
+    }
     ctx.attempts.begin(endpoint, pool, slot);
     Ok(Box::new(peer))
 }

@@ -3,12 +3,19 @@
 //! in the protocol the route says the service speaks.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use pingora::connectors::L4Connect;
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use unit_router::spec::UpstreamProtocol;
 use unit_router::topology::UnitService;
+
+/// The connector of HTTP/1.1 endpoints ([`super::connect`]).
+static FLOW_CONNECTOR: LazyLock<Arc<dyn L4Connect + Send + Sync>> =
+    LazyLock::new(|| Arc::new(super::connect::FlowConnector));
 
 /// Requests multiplexed on one HTTP/2 connection to an endpoint.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
@@ -39,6 +46,14 @@ pub fn http_peer(
     }
     peer.options.connection_timeout = ms(service.connect_timeout_ms);
     peer.options.total_connection_timeout = ms(service.total_connect_timeout_ms);
+    if protocol == UpstreamProtocol::Http1 {
+        // Read in the sizes the request's flow allows. The framework puts
+        // the total timeout around this connector; with no TLS, the
+        // connect is all of it.
+        peer.options.custom_l4 = Some(FLOW_CONNECTOR.clone());
+        peer.options.total_connection_timeout =
+            ms(service.connect_timeout_ms.min(service.total_connect_timeout_ms));
+    }
     peer.options.read_timeout = ms(service.read_timeout_ms);
     peer.options.write_timeout = ms(service.read_timeout_ms);
     peer

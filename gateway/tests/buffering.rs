@@ -1,0 +1,198 @@
+//! What the gateway holds for clients that do not read, measured in the
+//! gateway's resident memory against a unit that streams large answers as
+//! fast as it is let: HTTP/2 clients whose windows never open, HTTP/1.1
+//! clients that never read their sockets. Each stalled response holds
+//! kilobytes, not the hundreds of KiB the framework would queue, and is
+//! released, with its unit connection, once `send_timeout_ms` ends it.
+//!
+//! `measure_at_scale` (ignored; run by hand with `--ignored --nocapture`)
+//! takes the figures of `docs/security.md`: 10 HTTP/2 connections × 100
+//! streams of 50 MB, and 200 HTTP/1.1 clients of 500 MB.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use unitgate_tests::gateway::{Gateway, Units};
+use unitgate_tests::stream_unit::StreamUnit;
+
+/// Per stalled response, at most (KiB of the gateway's resident memory).
+/// The framework alone would hold 400-700.
+const PER_STALLED_KIB: u64 = 160;
+
+/// A gateway whose every `orders` endpoint is `unit`.
+async fn gateway_on(unit: &StreamUnit, dir: &std::path::Path, config: &str) -> (Units, Gateway) {
+    let units = Units::start().await;
+    let mut topology = units.topology(&[]);
+    for ((_, service), server) in &units.servers {
+        if service == "orders" {
+            topology = topology.replace(&server.address().to_string(), &unit.addr.to_string());
+        }
+    }
+    let gw = common::start_with(topology, dir, config).await;
+    (units, gw)
+}
+
+/// Wait until the unit has written nothing more for a second: every
+/// stalled response is as full as it gets.
+async fn until_stalled(unit: &StreamUnit, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = (unit.written(), Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = unit.written();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(1) {
+            return;
+        }
+    }
+    panic!("the unit never stopped writing: {} bytes", unit.written());
+}
+
+fn rss(gw: &Gateway) -> u64 {
+    gw.rss_kib().expect("the gateway's resident memory")
+}
+
+/// One warm-up answer of each kind, read whole: the allocator's and the
+/// framework's first-use memory is not counted against stalled streams.
+async fn warm_up(gw: &Gateway, proto: Proto) {
+    for _ in 0..4 {
+        match proto {
+            Proto::H1 => {
+                let r = gw.http().get(gw.url(&format!("/orders/warm?bytes={WARM}"))).header("x-user-id", "42");
+                assert_eq!(r.send().await.unwrap().bytes().await.unwrap().len(), WARM);
+            }
+            Proto::H2 => {
+                let (mut client, _conn) = h2_client(gw).await;
+                let warm = http::Request::get(format!("http://api.example.com/orders/warm?bytes={WARM}"))
+                    .header("x-user-id", "42")
+                    .body(())
+                    .unwrap();
+                let (resp, _) = client.send_request(warm, true).unwrap();
+                let mut body = resp.await.unwrap().into_body();
+                let mut n = 0;
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    n += chunk.len();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                assert_eq!(n, WARM);
+            }
+        }
+    }
+}
+
+const WARM: usize = 1 << 20;
+
+#[derive(Clone, Copy)]
+enum Proto {
+    H1,
+    H2,
+}
+
+fn request() -> http::Request<()> {
+    http::Request::get("http://api.example.com/orders/big")
+        .header("x-user-id", "42")
+        .body(())
+        .unwrap()
+}
+
+async fn h2_client(
+    gw: &Gateway,
+) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(gw.internal).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    (client, tokio::spawn(async move { let _ = conn.await; }))
+}
+
+/// `conns` HTTP/2 connections of `streams` streams each, with a window of
+/// 0: the answers start, and the client never takes a byte of them.
+async fn stalled_h2(
+    gw: &Gateway,
+    conns: usize,
+    streams: usize,
+) -> Vec<(h2::client::SendRequest<bytes::Bytes>, Vec<h2::RecvStream>)> {
+    let mut held = Vec::new();
+    for _ in 0..conns {
+        let tcp = tokio::net::TcpStream::connect(gw.internal).await.unwrap();
+        let (mut client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut pending = Vec::new();
+        for _ in 0..streams {
+            client = client.ready().await.unwrap();
+            let (resp, _) = client.send_request(request(), true).unwrap();
+            pending.push(resp);
+        }
+        let mut bodies = Vec::new();
+        for resp in pending {
+            let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+                .await
+                .expect("the answer's head in time")
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            bodies.push(resp.into_body());
+        }
+        held.push((client, bodies));
+    }
+    held
+}
+
+/// `n` HTTP/1.1 clients that send their request and never read.
+async fn stalled_h1(gw: &Gateway, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(gw.public).await.unwrap();
+        s.write_all(b"GET /orders/big HTTP/1.1\r\nhost: api.example.com\r\nx-user-id: 42\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_stream_holds_kilobytes() {
+    let unit = StreamUnit::start(64 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
+    warm_up(&gw, Proto::H2).await;
+    let before = rss(&gw);
+    let held = stalled_h2(&gw, 2, 100).await;
+    until_stalled(&unit, Duration::from_secs(30)).await;
+    let during = rss(&gw);
+    let per = during.saturating_sub(before) / 200;
+    eprintln!("HTTP/2: RSS {before} KiB before, {during} KiB with 200 stalled streams: {per} KiB each");
+    assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled stream");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http1_connection_holds_kilobytes() {
+    let unit = StreamUnit::start(512 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
+    warm_up(&gw, Proto::H1).await;
+    let before = rss(&gw);
+    let held = stalled_h1(&gw, 100).await;
+    until_stalled(&unit, Duration::from_secs(30)).await;
+    let during = rss(&gw);
+    let per = during.saturating_sub(before) / 100;
+    eprintln!("HTTP/1.1: RSS {before} KiB before, {during} KiB with 100 stalled clients: {per} KiB each");
+    assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled connection");
+    drop(held);
+}
