@@ -63,15 +63,19 @@ async fn warm_up(gw: &Gateway, proto: Proto) {
     for _ in 0..4 {
         match proto {
             Proto::H1 => {
-                let r = gw.http().get(gw.url(&format!("/orders/warm?bytes={WARM}"))).header("x-user-id", "42");
+                let r = gw
+                    .http()
+                    .get(gw.url(&format!("/orders/warm?bytes={WARM}")))
+                    .header("x-user-id", "42");
                 assert_eq!(r.send().await.unwrap().bytes().await.unwrap().len(), WARM);
             }
             Proto::H2 => {
                 let (mut client, _conn) = h2_client(gw).await;
-                let warm = http::Request::get(format!("http://api.example.com/orders/warm?bytes={WARM}"))
-                    .header("x-user-id", "42")
-                    .body(())
-                    .unwrap();
+                let warm =
+                    http::Request::get(format!("http://api.example.com/orders/warm?bytes={WARM}"))
+                        .header("x-user-id", "42")
+                        .body(())
+                        .unwrap();
                 let (resp, _) = client.send_request(warm, true).unwrap();
                 let mut body = resp.await.unwrap().into_body();
                 let mut n = 0;
@@ -103,13 +107,21 @@ fn request() -> http::Request<()> {
 
 async fn h2_client(
     gw: &Gateway,
-) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>) {
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
     let tcp = tokio::net::TcpStream::connect(gw.internal).await.unwrap();
     let (client, conn) = h2::client::Builder::new()
         .handshake::<_, bytes::Bytes>(tcp)
         .await
         .unwrap();
-    (client, tokio::spawn(async move { let _ = conn.await; }))
+    (
+        client,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
 }
 
 /// `conns` HTTP/2 connections of `streams` streams each, with a window of
@@ -176,7 +188,9 @@ async fn a_stalled_http2_stream_holds_kilobytes() {
     until_stalled(&unit, Duration::from_secs(30)).await;
     let during = rss(&gw);
     let per = during.saturating_sub(before) / 200;
-    eprintln!("HTTP/2: RSS {before} KiB before, {during} KiB with 200 stalled streams: {per} KiB each");
+    eprintln!(
+        "HTTP/2: RSS {before} KiB before, {during} KiB with 200 stalled streams: {per} KiB each"
+    );
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled stream");
     drop(held);
 }
@@ -192,7 +206,128 @@ async fn a_stalled_http1_connection_holds_kilobytes() {
     until_stalled(&unit, Duration::from_secs(30)).await;
     let during = rss(&gw);
     let per = during.saturating_sub(before) / 100;
-    eprintln!("HTTP/1.1: RSS {before} KiB before, {during} KiB with 100 stalled clients: {per} KiB each");
+    eprintln!(
+        "HTTP/1.1: RSS {before} KiB before, {during} KiB with 100 stalled clients: {per} KiB each"
+    );
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled connection");
     drop(held);
+}
+
+async fn send_timeouts(gw: &Gateway) -> u64 {
+    let m = gw.admin("/metrics").await.1;
+    m.lines()
+        .filter(|l| l.starts_with("unitgate_send_timeouts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The figures of `docs/security.md`, at the scale of the report that
+/// found the problem, with the default `send_timeout_ms`: the gateway's
+/// RSS before, during and after, and when the stalled responses were
+/// ended. Run with `cargo test --release -p unitgate --test buffering --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement of about two minutes; run by hand"]
+async fn measure_at_scale() {
+    let parts = [
+        (
+            "HTTP/2, 10 connections x 100 zero-window streams, 50 MB each",
+            Proto::H2,
+            1000,
+            50_000_000,
+        ),
+        (
+            "HTTP/1.1, 200 clients that never read, 500 MB each",
+            Proto::H1,
+            200,
+            500_000_000,
+        ),
+    ];
+    for (name, proto, n, body) in parts {
+        let unit = StreamUnit::start(body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_units, gw) = gateway_on(&unit, dir.path(), "").await;
+        warm_up(&gw, proto).await;
+        let before = rss(&gw);
+        let opened = Instant::now();
+        // Held open, unread, until the end.
+        let held: Box<dyn std::any::Any + Send> = match proto {
+            Proto::H2 => Box::new(stalled_h2(&gw, n / 100, 100).await),
+            Proto::H1 => Box::new(stalled_h1(&gw, n).await),
+        };
+        until_stalled(&unit, Duration::from_secs(60)).await;
+        let during = rss(&gw);
+        let upstream = unit.open();
+        let (toward_clients, from_unit) =
+            kernel_queues(gw.public.port(), gw.internal.port(), unit.addr.port());
+        // When each was ended: the send-timeout count, sampled.
+        let mut ended = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ended.len() < n && Instant::now() < deadline {
+            let count = send_timeouts(&gw).await as usize;
+            let at = opened.elapsed();
+            ended.resize(count.max(ended.len()), at);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let go of the unit's connections (health checks aside).
+        let released = Instant::now() + Duration::from_secs(30);
+        while unit.open() > 4 && Instant::now() < released {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Freed memory goes back to the system as the allocator's
+        // background threads purge it (about 10 s).
+        let freed = Instant::now();
+        let mut after = rss(&gw);
+        while after > before + (during - before) / 4 && freed.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            after = rss(&gw);
+        }
+        let freed = freed.elapsed();
+        drop(held);
+        let per = during.saturating_sub(before) / n as u64;
+        println!("{name}:");
+        println!("  RSS {before} KiB before, {during} KiB stalled ({per} KiB each), {after} KiB {:.1} s after they were ended", freed.as_secs_f64());
+        println!(
+            "  unit connections: {upstream} while stalled, {} after",
+            unit.open()
+        );
+        println!(
+            "  kernel queues while stalled: {} KiB toward the clients, {} KiB from the unit",
+            toward_clients / 1024,
+            from_unit / 1024
+        );
+        if let (Some(first), Some(last)) = (ended.first(), ended.last()) {
+            println!(
+                "  ended: {} of {n}, from {:.1} s to {:.1} s after they were opened",
+                ended.len(),
+                first.as_secs_f64(),
+                last.as_secs_f64()
+            );
+        }
+        assert_eq!(ended.len(), n, "not all were ended");
+    }
+}
+
+/// Bytes the kernel holds in the gateway's sockets (`/proc/net/tcp`):
+/// queued to send on its listeners' connections, and received unread on
+/// its connections to the unit at `unit`.
+fn kernel_queues(public: u16, internal: u16, unit: u16) -> (u64, u64) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let (mut send, mut recv) = (0, 0);
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote) = (port(f[1]), port(f[2]));
+        let (tx, rx) = f[4].split_once(':').unwrap();
+        let (tx, rx) = (
+            u64::from_str_radix(tx, 16).unwrap(),
+            u64::from_str_radix(rx, 16).unwrap(),
+        );
+        if local == public || local == internal {
+            send += tx;
+        } else if remote == unit {
+            recv += rx;
+        }
+    }
+    (send, recv)
 }

@@ -51,8 +51,9 @@ pub fn http_peer(
         // the total timeout around this connector; with no TLS, the
         // connect is all of it.
         peer.options.custom_l4 = Some(FLOW_CONNECTOR.clone());
-        peer.options.total_connection_timeout =
-            ms(service.connect_timeout_ms.min(service.total_connect_timeout_ms));
+        peer.options.total_connection_timeout = ms(service
+            .connect_timeout_ms
+            .min(service.total_connect_timeout_ms));
     }
     peer.options.read_timeout = ms(service.read_timeout_ms);
     peer.options.write_timeout = ms(service.read_timeout_ms);
