@@ -95,6 +95,7 @@ pub fn throughput(out: &mut String, runs: &[BodyRun]) {
             ratio(run.median_of("bare-pingora"), direct),
             ratio(ug, direct),
         );
+        paired(out, run);
         if run.rows.iter().any(|(n, _, _)| *n == "unitgate:auth") {
             let _ = writeln!(
                 out,
@@ -105,6 +106,36 @@ pub fn throughput(out: &mut String, runs: &[BodyRun]) {
             );
         }
     }
+}
+
+/// unitgate over each `--variant`, round by round, and the median of
+/// those ratios. Both ran in the same round, seconds apart, so a machine
+/// whose speed drifts over the run moves both alike: steadier than the
+/// ratio of the medians.
+fn paired(out: &mut String, run: &BodyRun) {
+    let Some((_, ug, _)) = run.rows.iter().find(|(n, _, _)| *n == "unitgate") else {
+        return;
+    };
+    let variants = run
+        .rows
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("unitgate:") && *n != "unitgate:auth");
+    for (name, v, _) in variants {
+        let ratios = paired_ratios(ug, v);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            out,
+            "\nPaired ({}): unitgate/{name} round by round {}, median **{:.2}**",
+            run.body,
+            shown.join(" / "),
+            median(&ratios)
+        );
+    }
+}
+
+/// `a[i] / b[i]` for each round both have.
+pub fn paired_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| ratio(*x, *y)).collect()
 }
 
 /// One latency row: the load level, its rate, the target, the figures.
@@ -239,6 +270,13 @@ pub fn latency_plot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_ratios_are_taken_round_by_round() {
+        let r = paired_ratios(&[10.0, 20.0, 30.0], &[10.0, 10.0, 40.0]);
+        assert_eq!(r, vec![1.0, 2.0, 0.75]);
+        assert_eq!(median(&r), 1.0);
+    }
 
     #[test]
     fn medians_and_ratios() {

@@ -23,11 +23,17 @@
 //! The connection finds its request's flow by the task that reads it: a
 //! request's hooks and its upstream reads run in one task (HTTP/1.1: the
 //! connection's; HTTP/2: the stream's), so [`FlowGuard::register`] files
-//! the flow under the current task and [`current`] finds it.
+//! the flow under the current task and [`current`] finds it. The table is
+//! the worker thread's own, so the request path takes no lock. A worker
+//! runs its tasks to the end (`work_stealing = false`, the default); with
+//! work stealing on, a request moved to another thread is read at the
+//! framework's own sizes, and its entry is swept from the first thread's
+//! table later.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use tokio::task::Id;
 
@@ -125,9 +131,17 @@ impl Flow {
     }
 }
 
-type Registry = Mutex<HashMap<Id, Arc<Flow>>>;
+/// One worker thread's flows by task, and the size at which dead entries
+/// (of requests that ended on another thread) are swept next.
+#[derive(Default)]
+struct Table {
+    flows: HashMap<Id, Arc<Flow>>,
+    sweep_at: usize,
+}
 
-static FLOWS: LazyLock<Registry> = LazyLock::new(Registry::default);
+thread_local! {
+    static FLOWS: RefCell<Table> = RefCell::default();
+}
 
 /// A request's flow, filed under its task while the request runs.
 #[derive(Debug)]
@@ -141,7 +155,13 @@ impl FlowGuard {
     pub fn register(sizes: Sizes) -> Option<Self> {
         let task = tokio::task::try_id()?;
         let flow = Arc::new(Flow::new(sizes));
-        lock().insert(task, flow.clone());
+        FLOWS.with_borrow_mut(|t| {
+            if t.flows.len() >= t.sweep_at {
+                t.flows.retain(|_, f| f.live());
+                t.sweep_at = (2 * t.flows.len()).max(64);
+            }
+            t.flows.insert(task, flow.clone());
+        });
         Some(FlowGuard { task, flow })
     }
 
@@ -153,26 +173,23 @@ impl FlowGuard {
 impl Drop for FlowGuard {
     fn drop(&mut self) {
         self.flow.live.store(false, Ordering::Relaxed);
-        let mut flows = lock();
         // Only its own: the task's next request may have filed one since.
-        if flows
-            .get(&self.task)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.flow))
-        {
-            flows.remove(&self.task);
-        }
+        let _ = FLOWS.try_with(|t| {
+            let mut t = t.borrow_mut();
+            if t.flows
+                .get(&self.task)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flow))
+            {
+                t.flows.remove(&self.task);
+            }
+        });
     }
 }
 
 /// The flow of the request the current task is running, if any.
 pub fn current() -> Option<Arc<Flow>> {
     let task = tokio::task::try_id()?;
-    lock().get(&task).cloned()
-}
-
-fn lock() -> std::sync::MutexGuard<'static, HashMap<Id, Arc<Flow>>> {
-    // A panic while holding the lock leaves the map itself consistent.
-    FLOWS.lock().unwrap_or_else(|e| e.into_inner())
+    FLOWS.with_borrow(|t| t.flows.get(&task).cloned())
 }
 
 #[cfg(test)]
@@ -192,6 +209,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_flow_is_found_by_its_task_until_its_request_ends() {
+        // In a task, as a request is (the test's own future is none).
+        tokio::spawn(filed_and_found()).await.unwrap();
+    }
+
+    async fn filed_and_found() {
         assert!(current().is_none());
         let guard = FlowGuard::register(Sizes::within(64 * 1024)).unwrap();
         let flow = current().expect("filed under this task");
@@ -219,5 +241,25 @@ mod tests {
         assert!(Arc::ptr_eq(&found, &next.flow));
         drop(next);
         assert!(current().is_none());
+    }
+
+    #[tokio::test]
+    async fn entries_of_requests_that_ended_elsewhere_are_swept() {
+        tokio::spawn(async {
+            let sizes = Sizes::within(64 * 1024);
+            let mine = FlowGuard::register(sizes).unwrap();
+            // Requests that end on another thread leave their entries here.
+            for _ in 0..200 {
+                let g = tokio::spawn(async move { FlowGuard::register(sizes).unwrap() });
+                let g = g.await.unwrap();
+                std::thread::spawn(move || drop(g)).join().unwrap();
+            }
+            let left = FLOWS.with_borrow(|t| t.flows.len());
+            assert!(left <= 64, "{left} entries left of 201");
+            // A running request's entry is never swept.
+            assert!(current().is_some_and(|f| std::ptr::eq(&*f, mine.flow())));
+        })
+        .await
+        .unwrap();
     }
 }
