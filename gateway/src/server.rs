@@ -283,6 +283,10 @@ struct Gate {
     h2c: bool,
 }
 
+/// Bytes one HTTP/2 stream may queue toward the client's socket: one
+/// frame (more did not download faster, `buffering::measure_downloads`).
+const H2_SEND_BUFFER: usize = 16 * 1024;
+
 /// The HTTP/2 settings the gateway advertises: streams, flow control and
 /// header lists bounded, the `h2` library's reset-stream bounds kept at
 /// their (CVE-2023-44487-hardened) values (`docs/edge.md`).
@@ -295,7 +299,10 @@ fn h2_options(cfg: &Config) -> pingora::protocols::http::v2::server::H2Options {
         .max_frame_size(16_384)
         .header_table_size(4_096)
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .max_send_buffer_size(256 * 1024)
+        // What one stream may queue ahead of the connection's socket: a
+        // client that opened its window and stopped reading its socket
+        // holds this much per stream (`docs/security.md`).
+        .max_send_buffer_size(H2_SEND_BUFFER)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(256))
         .max_concurrent_reset_streams(10);

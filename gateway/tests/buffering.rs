@@ -195,6 +195,61 @@ async fn a_stalled_http2_stream_holds_kilobytes() {
     drop(held);
 }
 
+/// One HTTP/2 connection whose windows are wide open and whose socket the
+/// client stops reading once `streams` answers have started: every stream
+/// may send, and nothing leaves the gateway's socket.
+async fn stalled_h2_socket(gw: &Gateway, streams: usize) -> impl Send {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(gw.internal).await.unwrap();
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(i32::MAX as u32)
+        .initial_connection_window_size(i32::MAX as u32)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    // The connection is driven until told to stop, then held unpolled:
+    // its socket is never read again.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        let mut conn = Box::pin(conn);
+        tokio::select! {
+            _ = &mut conn => None,
+            _ = stopped => Some(conn),
+        }
+    });
+    let mut bodies = Vec::new();
+    for _ in 0..streams {
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(request(), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("the answer's head in time")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    stop.send(()).unwrap();
+    let conn = driver.await.unwrap().expect("the connection still open");
+    (client, bodies, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_socket_holds_kilobytes_a_stream() {
+    let unit = StreamUnit::start(64 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
+    warm_up(&gw, Proto::H2).await;
+    let before = rss(&gw);
+    let held = stalled_h2_socket(&gw, 100).await;
+    until_stalled(&unit, Duration::from_secs(30)).await;
+    let during = rss(&gw);
+    let per = during.saturating_sub(before) / 100;
+    eprintln!("HTTP/2, socket unread: RSS {before} KiB before, {during} KiB with 100 stalled streams: {per} KiB each");
+    assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled stream");
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http1_connection_holds_kilobytes() {
     let unit = StreamUnit::start(512 << 20).await;
@@ -211,6 +266,31 @@ async fn a_stalled_http1_connection_holds_kilobytes() {
     );
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled connection");
     drop(held);
+}
+
+/// The connections to an HTTP/1.1 unit, read through the gateway's own
+/// socket type, are pooled and reused like any other: requests one after
+/// another take one connection, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_units_connection_is_reused() {
+    let unit = StreamUnit::start(64 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(&unit, dir.path(), "").await;
+    let client = gw.http();
+    let before = unit.accepted();
+    for _ in 0..50 {
+        let r = client
+            .get(gw.url("/orders/1?bytes=4096"))
+            .header("x-user-id", "42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 4096);
+    }
+    // Health checks may open one or two of their own meanwhile.
+    let opened = unit.accepted() - before;
+    assert!(opened <= 4, "{opened} connections for 50 requests");
 }
 
 async fn send_timeouts(gw: &Gateway) -> u64 {
@@ -330,4 +410,59 @@ fn kernel_queues(public: u16, internal: u16, unit: u16) -> (u64, u64) {
         }
     }
     (send, recv)
+}
+
+/// Download speed through the gateway from the streaming unit, one answer
+/// of 256 MB at a time, over HTTP/1.1 and HTTP/2 (h2c): what the read
+/// sizes and send buffers cost a client that keeps up. Run with `cargo
+/// test --release -p unitgate --test buffering -- --ignored --nocapture
+/// measure_downloads`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_downloads() {
+    const SIZE: usize = 64 << 20;
+    let unit = StreamUnit::start(SIZE as u64).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(
+        &unit,
+        dir.path(),
+        &std::env::var("UNITGATE_CONFIG").unwrap_or_default(),
+    )
+    .await;
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut r = gw
+            .http()
+            .get(gw.url("/orders/big"))
+            .header("x-user-id", "42")
+            .send()
+            .await
+            .unwrap();
+        let mut n = 0;
+        while let Some(c) = r.chunk().await.unwrap() {
+            n += c.len();
+        }
+        assert_eq!(n, SIZE);
+        let h1 = SIZE as f64 / t.elapsed().as_secs_f64() / 1e6;
+        // HTTP/2 by curl (h2c): the `h2` crate's client with its default
+        // windows is the bottleneck itself.
+        let curl = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{speed_download}",
+            ])
+            .args(["-H", "x-user-id: 42", "-H", "host: api.example.com"])
+            .arg(format!("http://{}/orders/big", gw.internal))
+            .output()
+            .unwrap();
+        let h2 = String::from_utf8_lossy(&curl.stdout)
+            .parse::<f64>()
+            .unwrap()
+            / 1e6;
+        println!("round {round}: HTTP/1.1 {h1:.0} MB/s, HTTP/2 {h2:.0} MB/s");
+    }
 }

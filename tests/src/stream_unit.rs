@@ -26,6 +26,8 @@ pub struct StreamUnit {
     pub written: Arc<AtomicU64>,
     /// Connections from the gateway open now.
     pub open: Arc<AtomicUsize>,
+    /// Connections from the gateway accepted so far.
+    pub accepted: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
@@ -38,10 +40,12 @@ impl StreamUnit {
         let addr = listener.local_addr().expect("local address");
         let written = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (w, o) = (written.clone(), open.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (w, o, a) = (written.clone(), open.clone(), accepted.clone());
         let accept = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 let (w, o) = (w.clone(), o.clone());
+                a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = serve(s, body, &w).await;
@@ -53,6 +57,7 @@ impl StreamUnit {
             addr,
             written,
             open,
+            accepted,
             accept,
         }
     }
@@ -63,6 +68,10 @@ impl StreamUnit {
 
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 

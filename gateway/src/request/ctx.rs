@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pingora::http::ResponseHeader;
 use unit_router::{Decision, Listener};
 
 use crate::quota::gate::Limits;
@@ -48,6 +49,19 @@ pub struct Ctx {
     pub flow: Option<FlowGuard>,
 }
 
+/// About how long `resp` was as a unit sent it (HTTP/1.1), and whether its
+/// body comes chunked (no `content-length`).
+fn wire_head(resp: &ResponseHeader) -> (usize, bool) {
+    let fields: usize = resp
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let line = "HTTP/1.1 200 \r\n".len() + resp.get_reason_phrase().map_or(0, str::len);
+    let chunked = !resp.headers.contains_key(http::header::CONTENT_LENGTH);
+    (line + fields + 2, chunked)
+}
+
 impl Ctx {
     pub fn new(listener: Listener) -> Self {
         Ctx {
@@ -89,15 +103,23 @@ impl Ctx {
     /// An attempt on an HTTP/1.1 unit begins: its answer is read afresh.
     pub fn begin_flow(&mut self, sizes: Sizes) {
         match &self.flow {
-            Some(g) => g.flow().taken(),
+            Some(g) => g.flow().restart(),
             None => self.flow = FlowGuard::register(sizes),
         }
     }
 
-    /// The client's side took part of the answer.
-    pub fn taken(&self) {
+    /// The client's side took the answer's head.
+    pub fn head_taken(&self, resp: &ResponseHeader) {
         if let Some(g) = &self.flow {
-            g.flow().taken();
+            let (bytes, chunked) = wire_head(resp);
+            g.flow().head_taken(bytes, chunked);
+        }
+    }
+
+    /// The client's side took `len` bytes of the answer's body.
+    pub fn taken(&self, len: usize) {
+        if let Some(g) = &self.flow {
+            g.flow().taken(len);
         }
     }
 

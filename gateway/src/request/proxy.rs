@@ -200,18 +200,18 @@ impl ProxyHttp for UnitProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.taken();
+        ctx.head_taken(resp);
         render::response(&self.shared, ctx, resp)
     }
 
     fn response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         _end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        ctx.taken();
+        ctx.taken(body.as_ref().map_or(0, Bytes::len));
         Ok(None)
     }
 

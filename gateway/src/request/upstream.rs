@@ -92,7 +92,10 @@ pub async fn next_peer(
     );
     ctx.upstream_status = None;
     if route.upstream_protocol == UpstreamProtocol::Http1 {
-        ctx.begin_flow(Sizes::within(shared.cfg.response_buffer_bytes));
+        // The peer's read timeout, as `http_peer` sets it.
+        let read_timeout = Duration::from_millis(pool.settings.read_timeout_ms).min(left);
+        let sizes = Sizes::within(shared.cfg.response_buffer_bytes).reading_within(read_timeout);
+        ctx.begin_flow(sizes);
     }
     ctx.attempts.begin(endpoint, pool, slot);
     Ok(Box::new(peer))

@@ -8,17 +8,19 @@
 //! as large as one read of the unit's socket (up to 64 KiB). Toward a
 //! client that takes nothing, all nine fill: hundreds of KiB per stream.
 //!
-//! The gateway sizes those reads. Each request's [`Flow`] counts the reads
-//! of its unit's connection since the client's side last took something
-//! ([`Flow::taken`]: the answer's head, or a chunk of its body). The first
-//! read after a take may be [`Sizes::full`]. Before the next one, the
-//! reading side yields once, so that the client's side can take what was
-//! read; if it has still taken nothing, the read is only [`SLOW_READ`].
-//! Reads are never held back here (a held read would run into the unit's
-//! read timeout): once the queue is full the framework stops reading, and
-//! the unit's bytes wait in the kernel. So a stalled response holds at most
-//! two full reads and seven slow ones ([`Sizes::bound`]), while a client
-//! that keeps up gets full reads.
+//! The gateway sizes those reads by a budget ([`Sizes::budget`]). Each
+//! request's [`Flow`] counts the bytes read off its unit's connection that
+//! the client's side has not yet taken ([`Flow::read`], [`Flow::taken`]:
+//! the answer's head, or a chunk of its body, with its chunked framing). A
+//! read may take what is left of the budget. Once it is spent, a read waits
+//! until the client's side takes something, but never longer than
+//! [`Sizes::trickle`] (a quarter of the unit's read timeout, at most
+//! 100 ms: a longer wait would fail the answer), after which it reads
+//! [`SLOW_READ`] bytes; once the queue is full the framework stops
+//! reading, and the unit's bytes wait in the kernel. So a stalled response
+//! holds at most the budget queued, a budget's worth being written and
+//! nine slow reads ([`Sizes::bound`]), while a client that keeps up frees
+//! the budget as it is read, and reads stay large.
 //!
 //! The connection finds its request's flow by the task that reads it: a
 //! request's hooks and its upstream reads run in one task (HTTP/1.1: the
@@ -32,103 +34,156 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::task::Id;
 
-/// A read while the client's side has taken nothing since the last one.
+/// A read once the budget is spent.
 pub const SLOW_READ: usize = 1024;
+
+/// The longest wait of a read for the client's side ([`Sizes::trickle`]).
+const MAX_TRICKLE: Duration = Duration::from_millis(100);
 
 /// Chunks the framework holds for one response at most (four queued, four
 /// being written, one waiting to be queued).
 const CHUNKS: usize = 9;
 
-/// Full reads a stalled response can hold (see the module doc).
-const FULL_CHUNKS: usize = 2;
-
-/// The read sizes for a bound on what one stalled response holds.
+/// The read budget for a bound on what one stalled response holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
-    /// A read right after the client's side took a chunk.
-    pub full: usize,
+    /// Bytes read and not yet taken that a read may bring the total to.
+    pub budget: usize,
+    /// How long a read waits for the client's side to take something once
+    /// the budget is spent, before it reads [`SLOW_READ`] bytes anyway.
+    pub trickle: Duration,
 }
 
 impl Sizes {
-    /// The largest full read that keeps a stalled response within `bound`
+    /// The largest budget that keeps a stalled response within `bound`
     /// bytes, in whole KiB (at least [`SLOW_READ`]).
     pub fn within(bound: usize) -> Self {
-        let slow = (CHUNKS - FULL_CHUNKS) * SLOW_READ;
-        let full = bound.saturating_sub(slow) / FULL_CHUNKS;
+        let budget = bound.saturating_sub(CHUNKS * SLOW_READ) / 2;
         Sizes {
-            full: (full / 1024 * 1024).max(SLOW_READ),
+            budget: (budget / 1024 * 1024).max(SLOW_READ),
+            trickle: MAX_TRICKLE,
         }
     }
 
-    /// What a stalled response holds at most with these sizes.
+    /// The same, each wait under `read_timeout`, the unit's read timeout
+    /// (a read that waited past it would fail the answer).
+    pub fn reading_within(self, read_timeout: Duration) -> Self {
+        Sizes {
+            trickle: (read_timeout / 4).clamp(Duration::from_millis(1), MAX_TRICKLE),
+            ..self
+        }
+    }
+
+    /// What a stalled response holds at most: the budget queued, a
+    /// budget's worth taken and being written, and a slow read in each of
+    /// the nine chunks.
     pub fn bound(self) -> usize {
-        FULL_CHUNKS * self.full + (CHUNKS - FULL_CHUNKS) * SLOW_READ
+        2 * self.budget + CHUNKS * SLOW_READ
     }
 }
 
 /// One request's reads of its unit's answer.
 #[derive(Debug)]
 pub struct Flow {
-    /// Reads since the client's side last took something.
-    reads: AtomicU32,
-    /// Whether the reading side has yielded since then.
-    yielded: AtomicBool,
+    /// Bytes read off the unit's connection and not yet taken.
+    queued: AtomicUsize,
+    /// The answer's body comes in chunked framing.
+    chunked: AtomicBool,
     /// Cleared when the request ends: a connection reused by the next
     /// request of the same task looks its flow up again.
     live: AtomicBool,
+    /// The read waiting for the client's side to take something.
+    waiting: AtomicWaker,
     sizes: Sizes,
-}
-
-/// What the unit's connection does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Read up to this many bytes.
-    Read(usize),
-    /// Let the client's side run first (once per take).
-    Yield,
 }
 
 impl Flow {
     fn new(sizes: Sizes) -> Self {
         Flow {
-            reads: AtomicU32::new(0),
-            yielded: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            chunked: AtomicBool::new(false),
             live: AtomicBool::new(true),
+            waiting: AtomicWaker::new(),
             sizes,
         }
     }
 
-    /// The next read, of at most `room` bytes.
-    pub fn next(&self, room: usize) -> Next {
-        if self.reads.load(Ordering::Relaxed) == 0 {
-            return Next::Read(room.min(self.sizes.full));
+    /// How much the next read may take, of `room` bytes; `None` once the
+    /// budget is spent: the read waits until something is taken (`waker`
+    /// is woken) or [`Sizes::trickle`] passes, then reads [`SLOW_READ`].
+    pub fn next(&self, room: usize, waker: &Waker) -> Option<usize> {
+        let left = |f: &Self| {
+            let queued = f.queued.load(Ordering::Acquire);
+            f.sizes.budget.saturating_sub(queued)
+        };
+        if left(self) == 0 {
+            self.waiting.register(waker);
+            // Taken meanwhile: no wake is lost.
+            if left(self) == 0 {
+                return None;
+            }
         }
-        if !self.yielded.swap(true, Ordering::Relaxed) {
-            return Next::Yield;
-        }
-        Next::Read(room.min(SLOW_READ))
+        Some(room.min(left(self)))
     }
 
-    /// A read of the unit's connection returned bytes.
-    pub fn read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+    pub fn trickle(&self) -> Duration {
+        self.sizes.trickle
     }
 
-    /// The client's side took something (or a new attempt starts).
-    pub fn taken(&self) {
-        self.reads.store(0, Ordering::Relaxed);
-        self.yielded.store(false, Ordering::Relaxed);
+    /// A read of the unit's connection returned `n` bytes.
+    pub fn read(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// The client's side took the answer's head, `bytes` long on the wire,
+    /// its body `chunked` or not.
+    pub fn head_taken(&self, bytes: usize, chunked: bool) {
+        self.chunked.store(chunked, Ordering::Relaxed);
+        self.take(bytes);
+    }
+
+    /// The client's side took `len` bytes of the body (with their framing,
+    /// when chunked: a chunk's size line and its two line ends).
+    pub fn taken(&self, len: usize) {
+        let framing = if self.chunked.load(Ordering::Relaxed) {
+            hex_digits(len) + 4
+        } else {
+            0
+        };
+        self.take(len + framing);
+    }
+
+    /// A new attempt starts: nothing of it is queued yet.
+    pub fn restart(&self) {
+        self.queued.store(0, Ordering::Relaxed);
+        self.chunked.store(false, Ordering::Relaxed);
+    }
+
+    fn take(&self, n: usize) {
+        // One task updates a flow: a plain load and store.
+        let queued = self.queued.load(Ordering::Acquire);
+        self.queued
+            .store(queued.saturating_sub(n), Ordering::Release);
+        self.waiting.wake();
     }
 
     /// Whether the request this flow belongs to is still running.
     pub fn live(&self) -> bool {
         self.live.load(Ordering::Relaxed)
     }
+}
+
+/// Hex digits of a chunk's size line.
+fn hex_digits(len: usize) -> usize {
+    (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize
 }
 
 /// One worker thread's flows by task, and the size at which dead entries
@@ -201,10 +256,67 @@ mod tests {
         for bound in [16 * 1024, 64 * 1024, 100_000, 1024 * 1024] {
             let s = Sizes::within(bound);
             assert!(s.bound() <= bound, "{bound}: {s:?} holds {}", s.bound());
-            assert_eq!(s.full % 1024, 0);
+            assert_eq!(s.budget % 1024, 0);
         }
-        assert_eq!(Sizes::within(64 * 1024).full, 28 * 1024);
-        assert_eq!(Sizes::within(0).full, SLOW_READ);
+        assert_eq!(Sizes::within(64 * 1024).budget, 27 * 1024);
+        assert_eq!(Sizes::within(0).budget, SLOW_READ);
+    }
+
+    #[test]
+    fn chunk_size_lines_are_counted() {
+        assert_eq!(hex_digits(0), 1);
+        assert_eq!(hex_digits(15), 1);
+        assert_eq!(hex_digits(16), 2);
+        assert_eq!(hex_digits(0xffff), 4);
+        assert_eq!(hex_digits(0x10000), 5);
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn reads_take_what_is_left_of_the_budget_then_wait() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let flow = Flow::new(Sizes::within(64 * 1024));
+        let budget = 27 * 1024;
+        let next = |room| flow.next(room, &waker);
+        assert_eq!(next(1 << 20), Some(budget));
+        assert_eq!(next(100), Some(100));
+        flow.read(200);
+        flow.head_taken(200, false);
+        flow.read(20_000);
+        assert_eq!(next(1 << 20), Some(budget - 20_000));
+        flow.read(budget - 20_000);
+        // Spent: the read waits, and a take wakes it.
+        assert_eq!(next(1 << 20), None);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        flow.read(SLOW_READ);
+        flow.taken(10_000);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(next(1 << 20), Some(10_000 - SLOW_READ));
+        // Chunked framing is taken with its chunk: 0x2710 is 4 digits.
+        flow.restart();
+        flow.head_taken(0, true);
+        flow.read(10_000 + 8);
+        flow.taken(10_000);
+        assert_eq!(next(1 << 20), Some(budget));
+    }
+
+    #[test]
+    fn a_wait_stays_well_under_the_read_timeout() {
+        let s = Sizes::within(64 * 1024);
+        assert_eq!(s.trickle, MAX_TRICKLE);
+        let t = |ms| s.reading_within(Duration::from_millis(ms)).trickle;
+        assert_eq!(t(60_000), MAX_TRICKLE);
+        assert_eq!(t(200), Duration::from_millis(50));
+        assert_eq!(t(2), Duration::from_millis(1));
     }
 
     #[tokio::test]
@@ -217,18 +329,8 @@ mod tests {
         assert!(current().is_none());
         let guard = FlowGuard::register(Sizes::within(64 * 1024)).unwrap();
         let flow = current().expect("filed under this task");
-        let full = Next::Read(28 * 1024);
-        assert_eq!(flow.next(1 << 20), full);
-        flow.read();
-        // One yield, then slow reads until something is taken.
-        assert_eq!(flow.next(1 << 20), Next::Yield);
-        assert_eq!(flow.next(1 << 20), Next::Read(SLOW_READ));
-        flow.read();
-        assert_eq!(flow.next(100), Next::Read(100));
-        guard.flow().taken();
-        assert_eq!(flow.next(1 << 20), full);
-        flow.read();
-        assert_eq!(flow.next(1 << 20), Next::Yield);
+        flow.read(5);
+        assert_eq!(guard.flow().queued.load(Ordering::Relaxed), 5);
         // Another task sees none of it.
         let other = tokio::spawn(async { current().is_none() });
         assert!(other.await.unwrap());

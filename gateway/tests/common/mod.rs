@@ -43,7 +43,11 @@ pub async fn start_proto(topology: String, dir: &Path, config: &str, proto: Prot
         proto,
         ..GatewayArgs::default()
     };
-    Gateway::start(Path::new(BIN), args).await.unwrap()
+    // A measurement may be taken against another build of the gateway.
+    let bin = std::env::var_os("UNITGATE_BIN")
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| BIN.into());
+    Gateway::start(Path::new(&bin), args).await.unwrap()
 }
 
 /// Send `head` (CRLF line ends added) on a fresh connection; the status and
