@@ -249,8 +249,8 @@ impl Config {
             )?,
             response_buffer_bytes: within!(
                 file.response_buffer_bytes,
-                64 * 1024,
-                16 * 1024..=4 * 1024 * 1024
+                128 * 1024,
+                96 * 1024..=4 * 1024 * 1024
             )?,
             max_body_bytes: within!(
                 file.max_body_bytes,

@@ -11,15 +11,16 @@
 //! The gateway sizes those reads by a budget ([`Sizes::budget`]). Each
 //! request's [`Flow`] counts the bytes read off its unit's connection that
 //! the client's side has not yet taken ([`Flow::read`], [`Flow::taken`]:
-//! the answer's head, or a chunk of its body, with its chunked framing). A
-//! read may take what is left of the budget. Once it is spent, a read waits
+//! the answer's head, or a chunk of its body, with its chunked framing),
+//! beyond the answer's first [`FIRST`] bytes (an answer that small is read
+//! as the framework reads it). A read may take what is left of the budget. Once it is spent, a read waits
 //! until the client's side takes something, but never longer than
 //! [`Sizes::trickle`] (a quarter of the unit's read timeout, at most
 //! 100 ms: a longer wait would fail the answer), after which it reads
 //! [`SLOW_READ`] bytes; once the queue is full the framework stops
 //! reading, and the unit's bytes wait in the kernel. So a stalled response
-//! holds at most the budget queued, a budget's worth being written and
-//! nine slow reads ([`Sizes::bound`]), while a client that keeps up frees
+//! holds at most its first bytes, the budget queued, a budget's worth being
+//! written and nine slow reads ([`Sizes::bound`]), while a client that keeps up frees
 //! the budget as it is read, and reads stay large.
 //!
 //! The connection finds its request's flow by the task that reads it: a
@@ -45,6 +46,11 @@ use tokio::task::Id;
 /// A read once the budget is spent.
 pub const SLOW_READ: usize = 1024;
 
+/// The first bytes of each answer the budget does not count until the
+/// client's side has taken them: an answer of up to this much is read as
+/// fast as the framework reads it.
+pub const FIRST: usize = 64 * 1024;
+
 /// The longest wait of a read for the client's side ([`Sizes::trickle`]).
 const MAX_TRICKLE: Duration = Duration::from_millis(100);
 
@@ -66,7 +72,7 @@ impl Sizes {
     /// The largest budget that keeps a stalled response within `bound`
     /// bytes, in whole KiB (at least [`SLOW_READ`]).
     pub fn within(bound: usize) -> Self {
-        let budget = bound.saturating_sub(CHUNKS * SLOW_READ) / 2;
+        let budget = bound.saturating_sub(FIRST + CHUNKS * SLOW_READ) / 2;
         Sizes {
             budget: (budget / 1024 * 1024).max(SLOW_READ),
             trickle: MAX_TRICKLE,
@@ -83,10 +89,10 @@ impl Sizes {
     }
 
     /// What a stalled response holds at most: the budget queued, a
-    /// budget's worth taken and being written, and a slow read in each of
-    /// the nine chunks.
+    /// budget's worth taken and being written, the first [`FIRST`] bytes,
+    /// and a slow read in each of the nine chunks.
     pub fn bound(self) -> usize {
-        2 * self.budget + CHUNKS * SLOW_READ
+        2 * self.budget + FIRST + CHUNKS * SLOW_READ
     }
 }
 
@@ -95,6 +101,8 @@ impl Sizes {
 pub struct Flow {
     /// Bytes read off the unit's connection and not yet taken.
     queued: AtomicUsize,
+    /// Bytes of the answer taken so far (up to [`FIRST`]).
+    taken: AtomicUsize,
     /// The answer's body comes in chunked framing.
     chunked: AtomicBool,
     /// Cleared when the request ends: a connection reused by the next
@@ -109,6 +117,7 @@ impl Flow {
     fn new(sizes: Sizes) -> Self {
         Flow {
             queued: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             chunked: AtomicBool::new(false),
             live: AtomicBool::new(true),
             waiting: AtomicWaker::new(),
@@ -122,7 +131,8 @@ impl Flow {
     pub fn next(&self, room: usize, waker: &Waker) -> Option<usize> {
         let left = |f: &Self| {
             let queued = f.queued.load(Ordering::Acquire);
-            f.sizes.budget.saturating_sub(queued)
+            let first = FIRST - f.taken.load(Ordering::Relaxed);
+            (f.sizes.budget + first).saturating_sub(queued)
         };
         if left(self) == 0 {
             self.waiting.register(waker);
@@ -164,11 +174,14 @@ impl Flow {
     /// A new attempt starts: nothing of it is queued yet.
     pub fn restart(&self) {
         self.queued.store(0, Ordering::Relaxed);
+        self.taken.store(0, Ordering::Relaxed);
         self.chunked.store(false, Ordering::Relaxed);
     }
 
     fn take(&self, n: usize) {
-        // One task updates a flow: a plain load and store.
+        // One task updates a flow: plain loads and stores.
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.taken.store((taken + n).min(FIRST), Ordering::Relaxed);
         let queued = self.queued.load(Ordering::Acquire);
         self.queued
             .store(queued.saturating_sub(n), Ordering::Release);
@@ -253,12 +266,12 @@ mod tests {
 
     #[test]
     fn sizes_keep_a_stalled_response_within_its_bound() {
-        for bound in [16 * 1024, 64 * 1024, 100_000, 1024 * 1024] {
+        for bound in [96 * 1024, 128 * 1024, 200_000, 1024 * 1024] {
             let s = Sizes::within(bound);
             assert!(s.bound() <= bound, "{bound}: {s:?} holds {}", s.bound());
             assert_eq!(s.budget % 1024, 0);
         }
-        assert_eq!(Sizes::within(64 * 1024).budget, 27 * 1024);
+        assert_eq!(Sizes::within(128 * 1024).budget, 27 * 1024);
         assert_eq!(Sizes::within(0).budget, SLOW_READ);
     }
 
@@ -284,13 +297,17 @@ mod tests {
     fn reads_take_what_is_left_of_the_budget_then_wait() {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let flow = Flow::new(Sizes::within(64 * 1024));
+        let flow = Flow::new(Sizes::within(128 * 1024));
         let budget = 27 * 1024;
         let next = |room| flow.next(room, &waker);
-        assert_eq!(next(1 << 20), Some(budget));
+        // The first bytes are not counted.
+        assert_eq!(next(1 << 20), Some(budget + FIRST));
         assert_eq!(next(100), Some(100));
         flow.read(200);
         flow.head_taken(200, false);
+        flow.read(FIRST - 200);
+        flow.taken(FIRST - 200);
+        assert_eq!(next(1 << 20), Some(budget));
         flow.read(20_000);
         assert_eq!(next(1 << 20), Some(budget - 20_000));
         flow.read(budget - 20_000);
@@ -306,7 +323,7 @@ mod tests {
         flow.head_taken(0, true);
         flow.read(10_000 + 8);
         flow.taken(10_000);
-        assert_eq!(next(1 << 20), Some(budget));
+        assert_eq!(next(1 << 20), Some(budget + FIRST - 10_008));
     }
 
     #[test]
