@@ -414,7 +414,7 @@ fn kernel_queues(public: u16, internal: u16, unit: u16) -> (u64, u64) {
 }
 
 /// Download speed through the gateway from the streaming unit, one answer
-/// of 256 MB at a time, over HTTP/1.1 and HTTP/2 (h2c): what the read
+/// of 64 MB at a time, over HTTP/1.1 and HTTP/2 (h2c): what the read
 /// sizes and send buffers cost a client that keeps up. Run with `cargo
 /// test --release -p unitgate --test buffering -- --ignored --nocapture
 /// measure_downloads`.
