@@ -187,6 +187,7 @@ impl Config {
         let trusted_proxies =
             trusted_proxies(o.trusted_proxies.take().or(file.trusted_proxies.take()))?;
         let retry_budget_percent = within!(file.retry_budget_percent, 20, 0..=100)?;
+        let (send_timeout_ms, response_buffer_bytes) = sends(&file, &o)?;
         let id = checked_id(o.id.take().or(file.id.take()))?;
         let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
         let tls_file = merged_tls(o.tls.take(), file.tls.take());
@@ -241,17 +242,8 @@ impl Config {
             header_timeout_ms: within!(file.header_timeout_ms, 5_000, 100..=120_000)?,
             read_buffer_bytes: within!(file.read_buffer_bytes, 0, 0..=1024 * 1024)?,
             body_read_timeout_ms: within!(file.body_read_timeout_ms, 15_000, 100..=600_000)?,
-            send_timeout_ms: within(
-                "send_timeout_ms",
-                o.send_timeout_ms.or(file.send_timeout_ms),
-                30_000,
-                100..=600_000,
-            )?,
-            response_buffer_bytes: within!(
-                file.response_buffer_bytes,
-                128 * 1024,
-                96 * 1024..=4 * 1024 * 1024
-            )?,
+            send_timeout_ms,
+            response_buffer_bytes,
             max_body_bytes: within!(
                 file.max_body_bytes,
                 DEFAULT_MAX_BODY_BYTES,
@@ -270,6 +262,23 @@ impl Config {
 }
 
 /// The topology source and etcd prefix, flags over file.
+/// How the gateway sends answers to clients that do not take them:
+/// `send_timeout_ms` (the flag wins) and `response_buffer_bytes`.
+fn sends(file: &FileConfig, o: &Overrides) -> Result<(u64, usize), ConfigError> {
+    let send_timeout_ms = within(
+        "send_timeout_ms",
+        o.send_timeout_ms.or(file.send_timeout_ms),
+        30_000,
+        100..=600_000,
+    )?;
+    let buffer = within!(
+        file.response_buffer_bytes,
+        128 * 1024,
+        96 * 1024..=4 * 1024 * 1024
+    )?;
+    Ok((send_timeout_ms, buffer))
+}
+
 fn source(file: &mut FileConfig, o: &mut Overrides) -> Result<TopologySource, ConfigError> {
     let prefix = o
         .prefix
@@ -386,6 +395,19 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "admin_max_connections_per_ip: 0 is not within 1..=100000"
+        );
+    }
+
+    #[test]
+    fn the_response_buffer_has_a_default_and_bounds() {
+        let resolve = |f: &str| Config::resolve(toml::from_str(f).unwrap(), file_only("t"));
+        assert_eq!(resolve("").unwrap().response_buffer_bytes, 128 * 1024);
+        let c = resolve("response_buffer_bytes = 1048576").unwrap();
+        assert_eq!(c.response_buffer_bytes, 1 << 20);
+        let e = resolve("response_buffer_bytes = 65536").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "response_buffer_bytes: 65536 is not within 98304..=4194304"
         );
     }
 
