@@ -1,8 +1,9 @@
 //! The TCP connection to a unit's HTTP/1.1 endpoint: a plain socket whose
 //! reads are sized by the flow of the request reading it ([`super::flow`]),
-//! so that a client that does not read holds kilobytes of its answer in
-//! the gateway, not hundreds of them. Writes, socket options and
-//! everything else pass through.
+//! so that a client that does not read holds at most
+//! `response_buffer_bytes` of its answer in the gateway. Writes, socket
+//! options and everything else pass through; the pool knows it by its
+//! descriptor (the one patch in `vendor/pingora-core`).
 
 use std::future::Future;
 use std::io;
