@@ -28,6 +28,8 @@ pub struct StreamUnit {
     pub open: Arc<AtomicUsize>,
     /// Connections from the gateway accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Connections that carried a request other than a health check.
+    pub served: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
@@ -41,14 +43,20 @@ impl StreamUnit {
         let written = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (w, o, a) = (written.clone(), open.clone(), accepted.clone());
+        let served = Arc::new(AtomicUsize::new(0));
+        let (w, o, a, sv) = (
+            written.clone(),
+            open.clone(),
+            accepted.clone(),
+            served.clone(),
+        );
         let accept = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                let (w, o) = (w.clone(), o.clone());
+                let (w, o, sv) = (w.clone(), o.clone(), sv.clone());
                 a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let _ = serve(s, body, &w).await;
+                    let _ = serve(s, body, &w, &sv).await;
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -58,6 +66,7 @@ impl StreamUnit {
             written,
             open,
             accepted,
+            served,
             accept,
         }
     }
@@ -73,6 +82,10 @@ impl StreamUnit {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for StreamUnit {
@@ -82,8 +95,14 @@ impl Drop for StreamUnit {
 }
 
 /// Answer the requests of one keep-alive connection until it closes.
-async fn serve(mut s: TcpStream, body: u64, written: &AtomicU64) -> std::io::Result<()> {
+async fn serve(
+    mut s: TcpStream,
+    body: u64,
+    written: &AtomicU64,
+    served: &AtomicUsize,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(4096);
+    let mut counted = false;
     loop {
         head.clear();
         if !read_head(&mut s, &mut head).await? {
@@ -94,6 +113,10 @@ async fn serve(mut s: TcpStream, body: u64, written: &AtomicU64) -> std::io::Res
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .await?;
             continue;
+        }
+        if !counted {
+            counted = true;
+            served.fetch_add(1, Ordering::SeqCst);
         }
         let body = asked(&head).unwrap_or(body);
         let top = format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {body}\r\n\r\n");

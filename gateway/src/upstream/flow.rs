@@ -105,6 +105,8 @@ pub struct Flow {
     taken: AtomicUsize,
     /// The answer's body comes in chunked framing.
     chunked: AtomicBool,
+    /// The client's side has taken the answer's head.
+    head: AtomicBool,
     /// Cleared when the request ends: a connection reused by the next
     /// request of the same task looks its flow up again.
     live: AtomicBool,
@@ -119,6 +121,7 @@ impl Flow {
             queued: AtomicUsize::new(0),
             taken: AtomicUsize::new(0),
             chunked: AtomicBool::new(false),
+            head: AtomicBool::new(false),
             live: AtomicBool::new(true),
             waiting: AtomicWaker::new(),
             sizes,
@@ -134,6 +137,11 @@ impl Flow {
             let first = FIRST - f.taken.load(Ordering::Relaxed);
             (f.sizes.budget + first).saturating_sub(queued)
         };
+        if left(self) == 0 && !self.head.load(Ordering::Relaxed) {
+            // The head is still being read (however long the unit made
+            // it): nothing waits for the client yet, the framework caps it.
+            return Some(room.min(SLOW_READ));
+        }
         if left(self) == 0 {
             self.waiting.register(waker);
             // Taken meanwhile: no wake is lost.
@@ -157,6 +165,7 @@ impl Flow {
     /// its body `chunked` or not.
     pub fn head_taken(&self, bytes: usize, chunked: bool) {
         self.chunked.store(chunked, Ordering::Relaxed);
+        self.head.store(true, Ordering::Relaxed);
         self.take(bytes);
     }
 
@@ -173,6 +182,7 @@ impl Flow {
 
     /// A new attempt starts: nothing of it is queued yet.
     pub fn restart(&self) {
+        self.head.store(false, Ordering::Relaxed);
         self.queued.store(0, Ordering::Relaxed);
         self.taken.store(0, Ordering::Relaxed);
         self.chunked.store(false, Ordering::Relaxed);
@@ -303,6 +313,11 @@ mod tests {
         // The first bytes are not counted.
         assert_eq!(next(1 << 20), Some(budget + FIRST));
         assert_eq!(next(100), Some(100));
+        // A head longer than all of that is read on, a little at a time,
+        // with no wait: no one takes anything before the head is whole.
+        flow.read(budget + FIRST);
+        assert_eq!(next(1 << 20), Some(SLOW_READ));
+        flow.restart();
         flow.read(200);
         flow.head_taken(200, false);
         flow.read(FIRST - 200);
