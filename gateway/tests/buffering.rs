@@ -299,9 +299,11 @@ async fn an_http1_units_connection_is_reused() {
         assert_eq!(r.bytes().await.unwrap().len(), 4096);
     }
     // Health checks open their own; only connections that carried a
-    // request count.
+    // request count. A request may come before the last one's connection
+    // is back in the pool (the framework puts it back after the answer is
+    // sent), so a few; one each (50) when nothing is reused.
     let opened = unit.served() - before;
-    assert!(opened <= 2, "{opened} connections for 50 requests");
+    assert!(opened <= 10, "{opened} connections for 50 requests");
 }
 
 async fn send_timeouts(gw: &Gateway) -> u64 {
