@@ -112,7 +112,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionPipeline<
         send_queue::limit(&session);
         let conn = self.edge.proxied(session, self.listener).await?;
         let ip = conn.client_ip();
-        let _admitted = match self.counts.admit(ip) {
+        let admitted = match self.counts.admit(ip) {
             Ok(a) => a,
             Err(why) => {
                 let label = match why {
@@ -125,7 +125,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionPipeline<
                 return None; // dropped: closed before a byte is read
             }
         };
-        let _open = GaugeUp::up(&self.open);
+        // Dropped in this order: the admission is released before the
+        // gauge falls, so an open count of 0 means the slots are free.
+        let _held = (admitted, GaugeUp::up(&self.open));
         let session: Stream = match &self.edge.tls {
             None => conn.into_stream(),
             Some(tls) => match self.hello(tls, conn).await {
