@@ -1,9 +1,10 @@
 //! What the gateway holds for clients that do not read, measured in the
 //! gateway's resident memory against a unit that streams large answers as
 //! fast as it is let: HTTP/2 clients whose windows never open, HTTP/1.1
-//! clients that never read their sockets. Each stalled response holds
-//! kilobytes, not the hundreds of KiB the framework would queue, and is
-//! released, with its unit connection, once `send_timeout_ms` ends it.
+//! clients that never read their sockets. Each stalled response holds at
+//! most `response_buffer_bytes` of its answer (about half of what the
+//! framework alone queued, everything counted), and is released, with its
+//! unit connection, once `send_timeout_ms` ends it.
 //!
 //! `measure_at_scale` (ignored; run by hand with `--ignored --nocapture`)
 //! takes the figures of `docs/security.md`: 10 HTTP/2 connections × 100
@@ -183,23 +184,66 @@ async fn stalled_h1(gw: &Gateway, n: usize) -> Vec<tokio::net::TcpStream> {
     held
 }
 
+/// How a test's clients stall.
+#[derive(Clone, Copy)]
+enum Stall {
+    /// HTTP/2 connections × streams, windows of 0.
+    Window(usize, usize),
+    /// One HTTP/2 connection's streams, its socket not read.
+    Socket(usize),
+    /// HTTP/1.1 clients that never read.
+    Reader(usize),
+}
+
+impl Stall {
+    fn proto(self) -> Proto {
+        match self {
+            Stall::Reader(_) => Proto::H1,
+            _ => Proto::H2,
+        }
+    }
+
+    fn responses(self) -> usize {
+        match self {
+            Stall::Window(conns, streams) => conns * streams,
+            Stall::Socket(streams) | Stall::Reader(streams) => streams,
+        }
+    }
+}
+
+/// Clients that stall as `stall` says, held open and unread.
+async fn hold(gw: &Gateway, stall: Stall) -> Box<dyn std::any::Any + Send> {
+    match stall {
+        Stall::Window(conns, streams) => Box::new(stalled_h2(gw, conns, streams).await),
+        Stall::Socket(streams) => Box::new(stalled_h2_socket(gw, streams).await),
+        Stall::Reader(clients) => Box::new(stalled_h1(gw, clients).await),
+    }
+}
+
+/// The gateway's resident memory per stalled response (KiB), with `stall`
+/// clients asking a unit for `body` bytes each.
+async fn per_stalled(stall: Stall, body: u64) -> u64 {
+    let unit = StreamUnit::start(body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
+    warm_up(&gw, stall.proto()).await;
+    let before = rss(&gw);
+    // Held open, unread, until measured.
+    let held = hold(&gw, stall).await;
+    until_stalled(&unit, Duration::from_secs(30)).await;
+    let during = rss(&gw);
+    drop(held);
+    let n = stall.responses();
+    let per = during.saturating_sub(before) / n as u64;
+    eprintln!("RSS {before} KiB before, {during} KiB with {n} stalled: {per} KiB each");
+    per
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http2_stream_holds_kilobytes() {
     let _alone = ALONE.lock().await;
-    let unit = StreamUnit::start(64 << 20).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
-    warm_up(&gw, Proto::H2).await;
-    let before = rss(&gw);
-    let held = stalled_h2(&gw, 2, 100).await;
-    until_stalled(&unit, Duration::from_secs(30)).await;
-    let during = rss(&gw);
-    let per = during.saturating_sub(before) / 200;
-    eprintln!(
-        "HTTP/2: RSS {before} KiB before, {during} KiB with 200 stalled streams: {per} KiB each"
-    );
+    let per = per_stalled(Stall::Window(2, 100), 64 << 20).await;
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled stream");
-    drop(held);
 }
 
 /// One HTTP/2 connection whose windows are wide open and whose socket the
@@ -244,37 +288,15 @@ async fn stalled_h2_socket(gw: &Gateway, streams: usize) -> impl Send {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http2_socket_holds_kilobytes_a_stream() {
     let _alone = ALONE.lock().await;
-    let unit = StreamUnit::start(64 << 20).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
-    warm_up(&gw, Proto::H2).await;
-    let before = rss(&gw);
-    let held = stalled_h2_socket(&gw, 100).await;
-    until_stalled(&unit, Duration::from_secs(30)).await;
-    let during = rss(&gw);
-    let per = during.saturating_sub(before) / 100;
-    eprintln!("HTTP/2, socket unread: RSS {before} KiB before, {during} KiB with 100 stalled streams: {per} KiB each");
+    let per = per_stalled(Stall::Socket(100), 64 << 20).await;
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled stream");
-    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http1_connection_holds_kilobytes() {
     let _alone = ALONE.lock().await;
-    let unit = StreamUnit::start(512 << 20).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_units, gw) = gateway_on(&unit, dir.path(), "send_timeout_ms = 60000\n").await;
-    warm_up(&gw, Proto::H1).await;
-    let before = rss(&gw);
-    let held = stalled_h1(&gw, 100).await;
-    until_stalled(&unit, Duration::from_secs(30)).await;
-    let during = rss(&gw);
-    let per = during.saturating_sub(before) / 100;
-    eprintln!(
-        "HTTP/1.1: RSS {before} KiB before, {during} KiB with 100 stalled clients: {per} KiB each"
-    );
+    let per = per_stalled(Stall::Reader(100), 512 << 20).await;
     assert!(per <= PER_STALLED_KIB, "{per} KiB per stalled connection");
-    drop(held);
 }
 
 /// The connections to an HTTP/1.1 unit, read through the gateway's own
@@ -326,29 +348,25 @@ async fn measure_at_scale() {
     let parts = [
         (
             "HTTP/2, 10 connections x 100 zero-window streams, 50 MB each",
-            Proto::H2,
-            1000,
+            Stall::Window(10, 100),
             50_000_000,
         ),
         (
             "HTTP/1.1, 200 clients that never read, 500 MB each",
-            Proto::H1,
-            200,
+            Stall::Reader(200),
             500_000_000,
         ),
     ];
-    for (name, proto, n, body) in parts {
+    for (name, stall, body) in parts {
+        let n = stall.responses();
         let unit = StreamUnit::start(body).await;
         let dir = tempfile::tempdir().unwrap();
         let (_units, gw) = gateway_on(&unit, dir.path(), "").await;
-        warm_up(&gw, proto).await;
+        warm_up(&gw, stall.proto()).await;
         let before = rss(&gw);
         let opened = Instant::now();
         // Held open, unread, until the end.
-        let held: Box<dyn std::any::Any + Send> = match proto {
-            Proto::H2 => Box::new(stalled_h2(&gw, n / 100, 100).await),
-            Proto::H1 => Box::new(stalled_h1(&gw, n).await),
-        };
+        let held = hold(&gw, stall).await;
         until_stalled(&unit, Duration::from_secs(60)).await;
         let during = rss(&gw);
         let upstream = unit.open();
