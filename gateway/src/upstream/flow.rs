@@ -132,24 +132,29 @@ impl Flow {
     /// budget is spent: the read waits until something is taken (`waker`
     /// is woken) or [`Sizes::trickle`] passes, then reads [`SLOW_READ`].
     pub fn next(&self, room: usize, waker: &Waker) -> Option<usize> {
-        let left = |f: &Self| {
-            let queued = f.queued.load(Ordering::Acquire);
-            let first = FIRST - f.taken.load(Ordering::Relaxed);
-            (f.sizes.budget + first).saturating_sub(queued)
-        };
-        if left(self) == 0 && !self.head.load(Ordering::Relaxed) {
+        let left = self.left();
+        if left > 0 {
+            return Some(room.min(left));
+        }
+        if !self.head.load(Ordering::Relaxed) {
             // The head is still being read (however long the unit made
             // it): nothing waits for the client yet, the framework caps it.
             return Some(room.min(SLOW_READ));
         }
-        if left(self) == 0 {
-            self.waiting.register(waker);
-            // Taken meanwhile: no wake is lost.
-            if left(self) == 0 {
-                return None;
-            }
+        self.waiting.register(waker);
+        // Taken meanwhile: no wake is lost.
+        match self.left() {
+            0 => None,
+            left => Some(room.min(left)),
         }
-        Some(room.min(left(self)))
+    }
+
+    /// What is left of the budget, the answer's first bytes not yet taken
+    /// counted in.
+    fn left(&self) -> usize {
+        let queued = self.queued.load(Ordering::Acquire);
+        let first = FIRST - self.taken.load(Ordering::Relaxed);
+        (self.sizes.budget + first).saturating_sub(queued)
     }
 
     pub fn trickle(&self) -> Duration {
