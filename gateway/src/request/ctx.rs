@@ -103,7 +103,7 @@ impl Ctx {
     /// An attempt on an HTTP/1.1 unit begins: its answer is read afresh.
     pub fn begin_flow(&mut self, sizes: Sizes) {
         match &self.flow {
-            Some(g) => g.flow().restart(),
+            Some(g) => g.flow().restart(sizes),
             None => self.flow = FlowGuard::register(sizes),
         }
     }

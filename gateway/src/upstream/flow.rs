@@ -35,7 +35,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -112,7 +112,9 @@ pub struct Flow {
     live: AtomicBool,
     /// The read waiting for the client's side to take something.
     waiting: AtomicWaker,
-    sizes: Sizes,
+    budget: usize,
+    /// [`Sizes::trickle`] of the current attempt, in microseconds.
+    trickle_us: AtomicU64,
 }
 
 impl Flow {
@@ -124,7 +126,8 @@ impl Flow {
             head: AtomicBool::new(false),
             live: AtomicBool::new(true),
             waiting: AtomicWaker::new(),
-            sizes,
+            budget: sizes.budget,
+            trickle_us: AtomicU64::new(micros(sizes.trickle)),
         }
     }
 
@@ -154,11 +157,11 @@ impl Flow {
     fn left(&self) -> usize {
         let queued = self.queued.load(Ordering::Acquire);
         let first = FIRST - self.taken.load(Ordering::Relaxed);
-        (self.sizes.budget + first).saturating_sub(queued)
+        (self.budget + first).saturating_sub(queued)
     }
 
     pub fn trickle(&self) -> Duration {
-        self.sizes.trickle
+        Duration::from_micros(self.trickle_us.load(Ordering::Relaxed))
     }
 
     /// A read of the unit's connection returned `n` bytes.
@@ -185,8 +188,11 @@ impl Flow {
         self.take(len + framing);
     }
 
-    /// A new attempt starts: nothing of it is queued yet.
-    pub fn restart(&self) {
+    /// A new attempt starts, its waits sized by its own read timeout:
+    /// nothing of it is queued yet.
+    pub fn restart(&self, sizes: Sizes) {
+        self.trickle_us
+            .store(micros(sizes.trickle), Ordering::Relaxed);
         self.head.store(false, Ordering::Relaxed);
         self.queued.store(0, Ordering::Relaxed);
         self.taken.store(0, Ordering::Relaxed);
@@ -207,6 +213,10 @@ impl Flow {
     pub fn live(&self) -> bool {
         self.live.load(Ordering::Relaxed)
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Hex digits of a chunk's size line.
@@ -322,7 +332,7 @@ mod tests {
         // with no wait: no one takes anything before the head is whole.
         flow.read(budget + FIRST);
         assert_eq!(next(1 << 20), Some(SLOW_READ));
-        flow.restart();
+        flow.restart(Sizes::within(128 * 1024));
         flow.read(200);
         flow.head_taken(200, false);
         flow.read(FIRST - 200);
@@ -339,7 +349,8 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(next(1 << 20), Some(10_000 - SLOW_READ));
         // Chunked framing is taken with its chunk: 0x2710 is 4 digits.
-        flow.restart();
+        flow.restart(Sizes::within(128 * 1024).reading_within(Duration::from_millis(40)));
+        assert_eq!(flow.trickle(), Duration::from_millis(10));
         flow.head_taken(0, true);
         flow.read(10_000 + 8);
         flow.taken(10_000);
