@@ -29,6 +29,10 @@ use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+/// unitgate patch: an upstream read under this many bytes is small ...
+const SMALL_READ: usize = 1024 * 2;
+/// ... and the next read of the same body gets a buffer this large.
+const SMALL_BUF: usize = 1024 * 4;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -151,6 +155,8 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    /// unitgate patch: reads into the body buffer since it was prepared.
+    io_reads: u32,
 }
 
 impl BodyReader {
@@ -162,6 +168,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            io_reads: 0,
         }
     }
 
@@ -181,6 +188,7 @@ impl BodyReader {
             body_buf.put_slice(buf_to_rewind);
         }
         self.body_buf = Some(body_buf);
+        self.io_reads = 0;
     }
 
     /// Adopt `buf_to_rewind` as the body buffer instead of copying it.
@@ -191,6 +199,7 @@ impl BodyReader {
     fn prepare_owned_buf(&mut self, buf_to_rewind: BytesMut) {
         self.rewind_buf_len = buf_to_rewind.len();
         self.body_buf = Some(buf_to_rewind);
+        self.io_reads = 0;
     }
 
     /// Empty the body buffer and return it with room for at least `read_size` more bytes,
@@ -202,8 +211,20 @@ impl BodyReader {
     /// behind by [`Self::do_read_chunked_body`]) must reuse the existing buffer instead.
     fn prepare_buf_for_io(&mut self, read_size: usize) -> &mut BytesMut {
         let body_buf = self.body_buf.get_or_insert_default();
+        // unitgate patch: an upstream read that brought little (a unit
+        // read no faster than a stalled client takes its answer, or a
+        // trickling unit) leaves a small buffer for the next one instead
+        // of keeping `body_buf_size` allocated; a read that fills it grows
+        // it back to `read_size` on the next call.
+        let last = body_buf.len();
+        let small = self.upstream && self.io_reads > 0 && last < SMALL_READ;
+        self.io_reads = self.io_reads.saturating_add(1);
+        if small && body_buf.capacity() > SMALL_BUF {
+            *body_buf = BytesMut::with_capacity(SMALL_BUF);
+            return body_buf;
+        }
         body_buf.clear();
-        body_buf.reserve(read_size);
+        body_buf.reserve(if small { SMALL_BUF.min(read_size) } else { read_size });
         body_buf
     }
 
