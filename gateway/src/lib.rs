@@ -14,6 +14,7 @@
 // option (`listen::send_queue`).
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod answer;
 pub mod auth;

@@ -83,6 +83,10 @@ struct Cli {
     /// long (milliseconds; default 30000).
     #[arg(long)]
     send_timeout_ms: Option<u64>,
+    /// Where the access log goes: stdout, a file's path (reopened on
+    /// SIGHUP), or off [default: stdout].
+    #[arg(long)]
+    access_log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +156,7 @@ fn main() {
         http_listen: cli.http_listen,
         forward_underscore_headers: cli.forward_underscore_headers.then_some(true),
         send_timeout_ms: cli.send_timeout_ms,
+        access_log: cli.access_log,
         tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {
             cert_dir: Some(d),
             ..Default::default()

@@ -26,6 +26,9 @@ pub struct Metrics {
     /// `unitgate_send_timeouts_total{listener}`: responses ended because
     /// the client took nothing for `send_timeout_ms`.
     pub send_timeouts: IntCounterVec,
+    /// `unitgate_access_log_dropped_total`: lines the access log's queue
+    /// had no room for.
+    pub access_log_dropped: IntCounter,
     pub connections: ConnectionMetrics,
     pub config: ConfigMetrics,
     pub auth: AuthCounters,
@@ -234,6 +237,7 @@ impl ConnectionMetrics {
             too_large: c("too_large"),
             timeout: c("timeout"),
             malformed: c("malformed"),
+            log: None,
         }
     }
 }
@@ -365,6 +369,13 @@ impl Metrics {
                 "unitgate_send_timeouts_total",
                 "Responses ended because the client took nothing for send_timeout_ms, by listener",
                 &["listener"],
+            )?,
+            access_log_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "unitgate_access_log_dropped_total",
+                    "Access-log lines dropped because the writer's queue was full",
+                ),
             )?,
             underscore_dropped: headers_dropped.with_label_values(&["underscore"]),
             headers_dropped,

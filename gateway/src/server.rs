@@ -67,7 +67,7 @@ pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
             ));
         }
     }
-    let shared = Shared::new(cfg, center, keys, geo, tls).context("metrics")?;
+    let shared = Shared::new(cfg, center, keys, geo, tls)?;
     shared.refresh_plane();
     Ok((shared, notes))
 }
@@ -233,7 +233,13 @@ where
             timeout: head_timeout,
             send_timeout: std::time::Duration::from_millis(cfg.send_timeout_ms),
         },
-        head_counters: Arc::new(connections.head_counters(name)),
+        head_counters: Arc::new(head::HeadCounters {
+            log: Some(head::HeadLog {
+                access: shared.access.clone(),
+                listener: name,
+            }),
+            ..connections.head_counters(name)
+        }),
         parking: idle::Parking {
             first: head_timeout,
             between: std::time::Duration::from_secs(cfg.keepalive_idle_s),

@@ -11,6 +11,7 @@ use config_center::{ConfigCenter, Snapshot};
 use unit_router::{Here, Keyring};
 use unitgate_geo::MmdbGeo;
 
+use crate::access::AccessLog;
 use crate::auth::fetch::Fetched;
 use crate::auth::index::AuthIndex;
 use crate::config::Config;
@@ -60,6 +61,17 @@ pub struct Shared {
     /// Their reload loop's state, taken by the control thread.
     #[allow(clippy::disallowed_types)]
     pub tls_reloader: std::sync::Mutex<Option<crate::tls::reload::Reloader>>,
+    /// Where each request's access-log line goes.
+    pub access: AccessLog,
+}
+
+/// Why the shared state could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    AccessLog(#[from] std::io::Error),
 }
 
 impl Shared {
@@ -69,7 +81,7 @@ impl Shared {
         keys: Keyring,
         geo: Option<Arc<MmdbGeo>>,
         tls: Option<(Arc<crate::tls::Certificates>, crate::tls::reload::Reloader)>,
-    ) -> Result<Arc<Self>, prometheus::Error> {
+    ) -> Result<Arc<Self>, SharedError> {
         let (tls, reloader) = match tls {
             Some((c, r)) => (Some(c), Some(r)),
             None => (None, None),
@@ -81,7 +93,9 @@ impl Shared {
             ..EjectPolicy::default()
         };
         let budget = RetryBudget::new(cfg.retry_budget_percent);
+        let access = AccessLog::open(&cfg.observe.access_log, metrics.access_log_dropped.clone())?;
         Ok(Arc::new(Shared {
+            access,
             started_at: center.now(),
             cfg,
             center,

@@ -41,7 +41,7 @@ pub struct Answer {
 }
 
 /// The answer to `err` in `form`.
-pub fn error(err: &GwError, form: Form) -> Result<Answer> {
+pub fn error(err: &GwError, form: Form, request_id: &str) -> Result<Answer> {
     let row = err.row();
     let (mut h, body) = match form {
         Form::Grpc { http2 } => {
@@ -60,7 +60,7 @@ pub fn error(err: &GwError, form: Form) -> Result<Answer> {
             (h, Bytes::new())
         }
         Form::Json => {
-            let body = json_body(err);
+            let body = json_body(err, request_id);
             let mut h = ResponseHeader::build(row.status, Some(6))?;
             h.insert_header("content-type", "application/json")?;
             h.insert_header("content-length", body.len().to_string())?;
@@ -68,6 +68,9 @@ pub fn error(err: &GwError, form: Form) -> Result<Answer> {
         }
     };
     h.insert_header("cache-control", "no-store")?;
+    if !request_id.is_empty() {
+        h.insert_header("x-request-id", request_id)?;
+    }
     match err {
         GwError::NotReady | GwError::Overloaded => h.insert_header("retry-after", "1")?,
         GwError::MethodNotAllowed(allow) => h.insert_header("allow", allow.as_str())?,
@@ -138,9 +141,12 @@ pub fn wire(answer: &Answer) -> Bytes {
 
 /// The JSON body of `err`: its code and message, and what the client needs
 /// to act on it (why a token was refused, the quota exhausted).
-fn json_body(err: &GwError) -> Bytes {
+fn json_body(err: &GwError, request_id: &str) -> Bytes {
     let row = err.row();
     let mut v = serde_json::json!({ "error": row.code, "message": row.message });
+    if !request_id.is_empty() {
+        v["request_id"] = request_id.into();
+    }
     if let Some(d) = err.detail() {
         v["detail"] = d.into();
     }
@@ -189,9 +195,9 @@ mod tests {
     #[test]
     fn json_and_grpc_say_the_same_code_and_message() {
         let err = GwError::NoUnit;
-        let j = error(&err, Form::Json).unwrap();
+        let j = error(&err, Form::Json, "").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
-        let g = error(&err, Form::Grpc { http2: true }).unwrap();
+        let g = error(&err, Form::Grpc { http2: true }, "").unwrap();
         let hv = |a: &Answer, n: &str| a.head.headers.get(n).unwrap().to_str().unwrap().to_owned();
         assert_eq!(j.head.status.as_u16(), 503);
         assert_eq!(v["error"], hv(&g, "x-unit-error"));
@@ -202,7 +208,7 @@ mod tests {
 
     #[test]
     fn the_wire_form_closes_and_carries_the_body() {
-        let a = error(&GwError::HeadersTooLarge, Form::Json).unwrap();
+        let a = error(&GwError::HeadersTooLarge, Form::Json, "").unwrap();
         let w = wire(&a);
         let text = std::str::from_utf8(&w).unwrap();
         assert!(

@@ -35,8 +35,11 @@ pub fn has_unread_body(session: &Session) -> bool {
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-/// Write `answer` as the whole response.
-pub async fn send(session: &mut Session, answer: Answer) -> Result<()> {
+/// Write `answer` as the whole response, with the request's id.
+pub async fn send(session: &mut Session, mut answer: Answer, request_id: &str) -> Result<()> {
+    if !request_id.is_empty() {
+        answer.head.insert_header("x-request-id", request_id)?;
+    }
     if !answer.keeps_connection || has_unread_body(session) {
         session.set_keepalive(None);
     }
@@ -51,7 +54,7 @@ pub async fn send(session: &mut Session, answer: Answer) -> Result<()> {
 }
 
 /// Answer `err` in the request's form.
-pub async fn error(session: &mut Session, err: &GwError) -> Result<()> {
-    let answer = render::error(err, form_of(session))?;
-    send(session, answer).await
+pub async fn error(session: &mut Session, err: &GwError, request_id: &str) -> Result<()> {
+    let answer = render::error(err, form_of(session), request_id)?;
+    send(session, answer, request_id).await
 }

@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub read_buffer_bytes: Option<usize>,
     pub body_read_timeout_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
+    /// `stdout`, a file's path, or `off` (`config/observe.rs`).
+    pub access_log: Option<String>,
+    pub access_log_user: Option<bool>,
     pub response_buffer_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 mod file;
+mod observe;
 mod sections;
 
 pub use file::{read_file, CertFiles, FileConfig, Overrides, TlsFile};
+pub use observe::Observe;
 use sections::{
     h2_limits, listeners, merged_tls, plain_listener, tls_config, topology_source, trusted_proxies,
 };
@@ -133,6 +135,8 @@ pub struct Config {
     pub proxy_protocol: bool,
     pub internal_h2c: bool,
     pub h2: H2Limits,
+    /// The access log.
+    pub observe: Observe,
 }
 
 fn addr(name: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -188,6 +192,7 @@ impl Config {
             trusted_proxies(o.trusted_proxies.take().or(file.trusted_proxies.take()))?;
         let retry_budget_percent = within!(file.retry_budget_percent, 20, 0..=100)?;
         let (send_timeout_ms, response_buffer_bytes) = sends(&file, &o)?;
+        let observe = observe::observe(&file, &o)?;
         let id = checked_id(o.id.take().or(file.id.take()))?;
         let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
         let tls_file = merged_tls(o.tls.take(), file.tls.take());
@@ -217,6 +222,7 @@ impl Config {
             proxy_protocol,
             internal_h2c: file.internal_h2c.unwrap_or(true),
             h2,
+            observe,
             forward_underscore_headers,
             topology,
             secrets: o.secrets.or(file.secrets),

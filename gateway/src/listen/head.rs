@@ -40,6 +40,7 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+pub use super::head_log::HeadLog;
 use super::send_watch::SendWatch;
 use super::signals::{HeadSignals, ARMED, BODY, HEAD};
 use crate::answer::{render, GwError};
@@ -55,12 +56,13 @@ pub struct HeadLimits {
     pub send_timeout: Duration,
 }
 
-/// Heads refused, by why.
+/// Heads refused, by why, and where they are logged.
 #[derive(Clone)]
 pub struct HeadCounters {
     pub too_large: IntCounter,
     pub timeout: IntCounter,
     pub malformed: IntCounter,
+    pub log: Option<HeadLog>,
 }
 
 /// A canned response being written in place of the connection's traffic.
@@ -70,9 +72,14 @@ struct Canned {
 }
 
 impl Canned {
-    /// The gateway's answer to `err`, as bytes that close the connection.
-    fn new(err: &GwError) -> Self {
-        let bytes = match render::error(err, render::Form::Json) {
+    /// The gateway's answer to `err`, as bytes that close the connection,
+    /// logged ([`HeadLog`]) with the id it carries.
+    fn new(err: &GwError, io: &Stream, counters: &HeadCounters, reading: Duration) -> Self {
+        let id = crate::access::ids::new_request_id(rand::random());
+        if let Some(log) = &counters.log {
+            log.refused(io, err, reading, &id);
+        }
+        let bytes = match render::error(err, render::Form::Json, &id) {
             Ok(a) => render::wire(&a),
             Err(_) => Bytes::from_static(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
         };
@@ -206,14 +213,19 @@ impl HeadGuard {
         (self.inner, self.peeked)
     }
 
+    /// How long the current head has been read (0 before its first byte).
+    fn reading(&self) -> Duration {
+        let left = |d: &Pin<Box<Sleep>>| d.deadline().saturating_duration_since(Instant::now());
+        let left = self.deadline.as_ref().map_or(self.limits.timeout, left);
+        self.limits.timeout.saturating_sub(left)
+    }
+
     fn refuse(&mut self, why: Refusal) {
-        let (counter, canned) = match why {
-            Refusal::TooLarge => (
-                &self.counters.too_large,
-                Canned::new(&GwError::HeadersTooLarge),
-            ),
-            Refusal::Timeout => (&self.counters.timeout, Canned::new(&GwError::HeadTimeout)),
+        let (counter, err) = match why {
+            Refusal::TooLarge => (&self.counters.too_large, GwError::HeadersTooLarge),
+            Refusal::Timeout => (&self.counters.timeout, GwError::HeadTimeout),
         };
+        let canned = Canned::new(&err, &self.inner, &self.counters, self.reading());
         counter.inc();
         tracing::debug!(?why, read = self.read, "request head refused");
         self.refusing = Some((why, canned, Stage::Writing));
@@ -363,11 +375,15 @@ impl AsyncWrite for HeadGuard {
         // it could not parse (its only answer before the hooks; CONNECT is
         // let through to them). The client gets the gateway's JSON answer
         // once; the framework's bytes are dropped.
-        let counters = &this.counters;
-        let canned = this.replaced.get_or_insert_with(|| {
-            counters.malformed.inc();
-            Canned::new(&GwError::MalformedHead)
-        });
+        if this.replaced.is_none() {
+            this.counters.malformed.inc();
+            let reading = this.reading();
+            let err = GwError::MalformedHead;
+            this.replaced = Some(Canned::new(&err, &this.inner, &this.counters, reading));
+        }
+        let Some(canned) = this.replaced.as_mut() else {
+            return Poll::Ready(Ok(buf.len()));
+        };
         ready!(canned.poll_out(&mut this.inner, cx));
         Poll::Ready(Ok(buf.len()))
     }

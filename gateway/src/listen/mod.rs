@@ -72,6 +72,7 @@ pub mod conn;
 pub mod h2_frames;
 pub mod h2_guard;
 pub mod head;
+pub mod head_log;
 pub mod idle;
 pub mod pipeline;
 pub mod proxy_protocol;

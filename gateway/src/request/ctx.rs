@@ -1,11 +1,14 @@
 //! The per-request state carried through Pingora's phases.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pingora::http::ResponseHeader;
 use unit_router::{Decision, Listener};
 
+use crate::access::ids::Ids;
+use crate::access::Flags;
+use crate::answer::GwError;
 use crate::quota::gate::Limits;
 use crate::request::deadline;
 use crate::request::facts::RequestFacts;
@@ -18,6 +21,16 @@ use crate::upstream::flow::{FlowGuard, Sizes};
 #[derive(Debug)]
 pub struct Ctx {
     pub started: Instant,
+    /// The wall-clock time of `started` (the access log's `ts`).
+    pub arrived: SystemTime,
+    /// Its id and trace context, set first thing in `request_filter`.
+    pub ids: Ids,
+    /// What happened to it, for the access log (`access/flags.rs`).
+    pub flags: Flags,
+    /// The last attempt's time to its upstream's answer head.
+    pub upstream_time: Option<Duration>,
+    /// A gRPC call's status, as the client got it.
+    pub grpc_status: Option<u32>,
     pub listener: Listener,
     /// Gathered once in `request_filter`.
     pub facts: RequestFacts,
@@ -66,6 +79,11 @@ impl Ctx {
     pub fn new(listener: Listener) -> Self {
         Ctx {
             started: Instant::now(),
+            arrived: SystemTime::now(),
+            ids: Ids::default(),
+            flags: Flags::default(),
+            upstream_time: None,
+            grpc_status: None,
             listener,
             facts: RequestFacts::default(),
             plane: None,
@@ -120,6 +138,19 @@ impl Ctx {
     pub fn taken(&self, len: usize) {
         if let Some(g) = &self.flow {
             g.flow().taken(len);
+        }
+    }
+
+    /// An attempt failed with `err`; another may follow.
+    pub fn attempt_failed(&mut self, err: GwError) {
+        self.flags.set(Flags::of_error(&err));
+        self.failure.attempt_failed(Some(err));
+    }
+
+    /// The `grpc-status` of the answer's head (trailers-only) or trailers.
+    pub fn saw_grpc_status(&mut self, fields: &http::HeaderMap) {
+        if let Some(s) = fields.get("grpc-status") {
+            self.grpc_status = s.to_str().ok().and_then(|s| s.parse().ok());
         }
     }
 

@@ -15,6 +15,7 @@ use unitgate_geo::{GeoLookup, Location};
 
 use unit_router::resilience::Criticality;
 
+use crate::access::ids::{self, Ids, Trace};
 use crate::auth::jwt::Identity;
 use crate::request::{headers, token_cache};
 use crate::state::{Plane, Shared};
@@ -121,6 +122,30 @@ impl RequestFacts {
             now: self.now,
         }
     }
+}
+
+/// The request's id and trace context (`access/ids.rs`), read before
+/// anything can refuse the request. A caller's `x-request-id` is kept from
+/// a trusted proxy and on the internal listener. A trace the gateway
+/// starts is not sampled (no span exporter yet).
+pub fn identify(shared: &Shared, listener: Listener, session: &Session) -> Ids {
+    let req = session.req_header();
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let trusted =
+        listener == Listener::Internal || headers::peer_trusted(peer, &shared.cfg.trusted_proxies);
+    let request_id = req
+        .headers
+        .get("x-request-id")
+        .filter(|_| trusted)
+        .and_then(|v| ids::well_formed_request_id(v.as_bytes()))
+        .map_or_else(|| ids::new_request_id(rand::random()), str::to_owned);
+    let traceparent = req.headers.get("traceparent").map(|v| v.as_bytes());
+    let new_id = ids::nonzero(rand::random);
+    let trace = Trace::of(traceparent, new_id, ids::nonzero(rand::random), false);
+    Ids { request_id, trace }
 }
 
 fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<RouteToken> {

@@ -17,7 +17,7 @@ pub const PATH: &str = "/_unitgate/locate";
 /// Answer the locate request in `session`.
 pub async fn answer(shared: &Shared, session: &mut Session, ctx: &Ctx) -> Result<()> {
     let Some(plane) = ctx.plane.as_deref() else {
-        return send::error(session, &GwError::NotReady).await;
+        return send::error(session, &GwError::NotReady, &ctx.ids.request_id).await;
     };
     let topo = &plane.snap.topology;
     let located = {
@@ -27,7 +27,7 @@ pub async fn answer(shared: &Shared, session: &mut Session, ctx: &Ctx) -> Result
         locate(topo, &f)
     };
     let Some(loc) = located else {
-        return send::error(session, &GwError::NoUnit).await;
+        return send::error(session, &GwError::NoUnit, &ctx.ids.request_id).await;
     };
     let home = topo.unit(loc.home);
     let serving = topo.unit(loc.serving);
@@ -46,5 +46,5 @@ pub async fn answer(shared: &Shared, session: &mut Session, ctx: &Ctx) -> Result
     });
     let cookie = token::set_cookie(&encoded, topo.cluster.token_ttl_s);
     let answer = answers::json(200, &body, &[("set-cookie", cookie)])?;
-    send::send(session, answer).await
+    send::send(session, answer, &ctx.ids.request_id).await
 }

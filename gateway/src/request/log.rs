@@ -9,6 +9,7 @@ use pingora::{Error, ErrorSource};
 use pingora_prometheus::prometheus::Histogram;
 
 use crate::listen::send_watch::is_send_timeout;
+use crate::request::access_line::{self, Ending};
 use crate::request::ctx::Ctx;
 use crate::request::failure::client_fault;
 use crate::state::Shared;
@@ -17,7 +18,7 @@ use crate::upstream::attempt::Outcome;
 /// Log and count the request in `session`.
 pub fn request_done(
     shared: &Shared,
-    listener: &str,
+    listener: &'static str,
     duration: &Histogram,
     session: &Session,
     e: Option<&Error>,
@@ -48,7 +49,21 @@ pub fn request_done(
         (Some(p), None, Some(r)) => (p.snap.topology.routes.get(r).name.as_str(), code),
         _ => ("", code),
     };
-    if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Downstream && is_send_timeout(e)) {
+    let send_timeout = e.filter(|e| *e.esource() == ErrorSource::Downstream && is_send_timeout(e));
+    if shared.access.enabled() {
+        let end = Ending {
+            listener,
+            status,
+            route,
+            client_gone,
+            send_timeout: send_timeout.is_some(),
+        };
+        let with_user = shared.cfg.observe.access_log_user;
+        shared
+            .access
+            .write(access_line::entry(session, ctx, &end, with_user));
+    }
+    if let Some(e) = send_timeout {
         shared
             .metrics
             .send_timeouts

@@ -7,8 +7,10 @@
 //! ([`ctx`]); the decision is rendered onto the upstream request and the
 //! response ([`render`]); the gateway's own answers go out through
 //! [`reply`]; the locate endpoint ([`locate`]) and the HTTPS redirect
-//! ([`redirect`]) answer by themselves; [`log`] ends each request.
+//! ([`redirect`]) answer by themselves; [`log`] ends each request, with its
+//! access-log line ([`access_line`]).
 
+pub mod access_line;
 pub mod bounds;
 pub mod ctx;
 pub mod deadline;

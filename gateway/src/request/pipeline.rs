@@ -17,7 +17,7 @@ use crate::answer::GwError;
 use crate::auth::gate::Refusal;
 use crate::quota::gate::Caller;
 use crate::request::ctx::Ctx;
-use crate::request::facts::RequestFacts;
+use crate::request::facts::{self, RequestFacts};
 use crate::request::redirect::HttpsRedirect;
 use crate::request::{deadline, headers, locate};
 use crate::state::{Plane, Shared};
@@ -47,6 +47,7 @@ pub enum Admitted {
 
 /// Take the request in `session` through the pipeline, filling `ctx`.
 pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, GwError> {
+    ctx.ids = facts::identify(gate.shared, gate.listener, session);
     refuse_connect(gate, session.req_header())?;
     let shared = gate.shared;
     shared.budget.deposit();

@@ -29,7 +29,7 @@ use crate::request::redirect::HttpsRedirect;
 use crate::request::{bounds, locate, log, render, reply, upstream};
 use crate::state::Shared;
 use crate::upstream::attempt::Outcome;
-use crate::upstream::failover::{has_next_target, may_send_again, RetryLimits};
+use crate::upstream::failover::{has_next_target, may_send_again};
 
 /// One listener's proxy logic.
 pub struct UnitProxy {
@@ -50,16 +50,6 @@ impl UnitProxy {
             listener: self.listener,
             name: self.name,
             redirect: self.redirect.as_deref(),
-        }
-    }
-
-    fn retry_limits(&self) -> RetryLimits<'_> {
-        let s = &self.shared;
-        RetryLimits {
-            max_attempts: s.cfg.max_attempts,
-            budget: &s.budget,
-            retries: &s.metrics.retries,
-            exhausted: &s.metrics.retry_budget_exhausted,
         }
     }
 
@@ -88,9 +78,7 @@ impl UnitProxy {
         let (req, facts, draw) = (session.req_header(), &ctx.facts, ctx.draw);
         let route = |ex: &[_]| pipeline::decide(self.listener, req, facts, &plane, draw, ex);
         has_next_target(&plane.pools, &d, &mut ctx.attempts, route)
-            && self
-                .retry_limits()
-                .allow(&ctx.attempts, ctx.time_left(), "status")
+            && upstream::retry_limits(&self.shared).allow(&ctx.attempts, ctx.time_left(), "status")
     }
 
     /// End the attempt without blaming the upstream: `err` is the answer,
@@ -124,7 +112,8 @@ impl ProxyHttp for UnitProxy {
                 bounds::body_reads(&self.shared.cfg, session, ctx).map(|()| false)
             }
             Ok(Admitted::Redirect(location)) => {
-                send::send(session, answers::redirect(&location)?).await?;
+                let id = &ctx.ids.request_id;
+                send::send(session, answers::redirect(&location)?, id).await?;
                 Ok(true)
             }
             Ok(Admitted::Locate) => locate::answer(&self.shared, session, ctx)
@@ -178,6 +167,7 @@ impl ProxyHttp for UnitProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        ctx.upstream_time = ctx.attempts.elapsed();
         if status >= 400 && self.retry_status(session, ctx, status) {
             // Not passed on: the request goes elsewhere. The answer is held
             // in case no later attempt gets a real one.
@@ -201,6 +191,7 @@ impl ProxyHttp for UnitProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.head_taken(resp);
+        ctx.saw_grpc_status(&resp.headers);
         render::response(&self.shared, ctx, resp)
     }
 
@@ -215,6 +206,16 @@ impl ProxyHttp for UnitProxy {
         Ok(None)
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.saw_grpc_status(trailers);
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -227,10 +228,9 @@ impl ProxyHttp for UnitProxy {
         }
         // Nothing reached the upstream: any method may be retried.
         ctx.end_attempt(&self.shared, Outcome::Failed, false);
-        ctx.failure.attempt_failed(Some(from_proxy_error(&e)));
-        let retry = self
-            .retry_limits()
-            .allow(&ctx.attempts, ctx.time_left(), "connect");
+        ctx.attempt_failed(from_proxy_error(&e));
+        let retry =
+            upstream::retry_limits(&self.shared).allow(&ctx.attempts, ctx.time_left(), "connect");
         e.set_retry(retry);
         e
     }
@@ -265,14 +265,16 @@ impl ProxyHttp for UnitProxy {
             return self.cancel_attempt(ctx, GwError::RequestTimeout, e);
         }
         ctx.end_attempt(&self.shared, Outcome::Failed, true);
-        ctx.failure.attempt_failed(Some(from_proxy_error(&e)));
+        ctx.attempt_failed(from_proxy_error(&e));
         // Bytes may have reached the upstream: sent again only if the route's
         // policy allows, with the whole body still buffered.
         let retry = self.may_send_again(session, ctx)
             && ctx.upstream_status.is_none()
-            && self
-                .retry_limits()
-                .allow(&ctx.attempts, ctx.time_left(), "transport");
+            && upstream::retry_limits(&self.shared).allow(
+                &ctx.attempts,
+                ctx.time_left(),
+                "transport",
+            );
         e.set_retry(retry);
         e
     }
@@ -287,10 +289,6 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let listener = match self.listener {
-            Listener::Public => "public",
-            Listener::Internal => "internal",
-        };
-        log::request_done(&self.shared, listener, &self.duration, session, e, ctx);
+        log::request_done(&self.shared, self.name, &self.duration, session, e, ctx);
     }
 }

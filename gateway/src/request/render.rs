@@ -7,6 +7,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use unit_router::{hint_value, token, Affinity, RouteToken, Topology};
 
+use crate::access::ids;
 use crate::request::ctx::Ctx;
 use crate::request::{deadline, headers};
 use crate::state::Shared;
@@ -26,6 +27,7 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
         shared.metrics.dyes.with_label_values(&["set"]).inc();
     }
     forwarding(ctx, up)?;
+    identity(ctx, up)?;
     // What is left of the request's time, for the unit to pass on.
     if let Some(left) = ctx.time_left() {
         up.insert_header(deadline::X_REQUEST_TIMEOUT_MS, deadline::millis_value(left))?;
@@ -39,6 +41,19 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
         if let Some(t) = &id.tenant {
             up.insert_header(headers::X_AUTH_TENANT, t.as_str())?;
         }
+    }
+    Ok(())
+}
+
+/// `x-request-id`, and the trace context: a `traceparent` naming this
+/// attempt's span (a child of the gateway's), `tracestate` passed on only
+/// with a trace that was continued (`access/ids.rs`).
+fn identity(ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
+    up.insert_header("x-request-id", ctx.ids.request_id.as_str())?;
+    let trace = &ctx.ids.trace;
+    up.insert_header("traceparent", trace.traceparent(ids::nonzero(rand::random)))?;
+    if !trace.continued() {
+        up.remove_header("tracestate");
     }
     Ok(())
 }
@@ -84,6 +99,7 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
     for n in names {
         resp.remove_header(&n);
     }
+    resp.insert_header("x-request-id", ctx.ids.request_id.as_str())?;
     let (Some(d), Some(plane)) = (ctx.decision, ctx.plane.as_ref()) else {
         return Ok(());
     };

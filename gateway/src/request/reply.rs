@@ -28,7 +28,7 @@ pub async fn refuse(session: &mut Session, ctx: &mut Ctx, err: GwError) -> Resul
         // Answered before the body was read: the close lingers.
         signals::linger_on_close();
     }
-    send::error(session, &err).await?;
+    send::error(session, &err, &ctx.ids.request_id).await?;
     Ok(true)
 }
 
@@ -55,7 +55,7 @@ pub async fn failed(
     } else if let Some(h) = ctx.failure.take_held_for(&err) {
         held(shared, session, ctx, h).await
     } else {
-        let _ = send::error(session, &err).await;
+        let _ = send::error(session, &err, &ctx.ids.request_id).await;
         if matches!(err, GwError::PayloadTooLarge | GwError::RequestTimeout) {
             // The body is still arriving: linger so the answer is read.
             signals::linger_on_close();
@@ -90,7 +90,7 @@ async fn held(shared: &Shared, session: &mut Session, ctx: &mut Ctx, h: Held) ->
             body: Bytes::new(),
             keeps_connection: false,
         };
-        send::send(session, answer).await
+        send::send(session, answer, &ctx.ids.request_id).await
     };
     match written.await {
         Ok(()) => status,

@@ -18,7 +18,7 @@ use crate::request::ctx::Ctx;
 use crate::request::failure::fail;
 use crate::request::pipeline::{decide, route_error};
 use crate::state::{Plane, Shared};
-use crate::upstream::failover::{next_target, NoTarget, Target};
+use crate::upstream::failover::{next_target, NoTarget, RetryLimits, Target};
 use crate::upstream::flow::Sizes;
 use crate::upstream::limiter::{Shed, Slot};
 use crate::upstream::peer::http_peer;
@@ -138,4 +138,14 @@ fn count_shed(shared: &Shared, plane: &Plane, d: &Decision, why: Shed) {
         .shed
         .with_label_values(&labels)
         .inc();
+}
+
+/// The caps on another attempt: attempts, the retry budget, their counters.
+pub fn retry_limits(shared: &Shared) -> RetryLimits<'_> {
+    RetryLimits {
+        max_attempts: shared.cfg.max_attempts,
+        budget: &shared.budget,
+        retries: &shared.metrics.retries,
+        exhausted: &shared.metrics.retry_budget_exhausted,
+    }
 }

@@ -83,6 +83,11 @@ impl Attempts {
     /// The attempt in flight ended with `outcome`; false if none was in
     /// flight. `answered`: the upstream answered or timed out (its latency
     /// says something about its load), as opposed to a refused connection.
+    /// How long the attempt in flight has run.
+    pub fn elapsed(&self) -> Option<std::time::Duration> {
+        self.current.as_ref().map(|c| c.started.elapsed())
+    }
+
     pub fn end(&mut self, outcome: Outcome, policy: &EjectPolicy, answered: bool) -> bool {
         let Some(c) = self.current.take() else {
             return false;
