@@ -394,3 +394,41 @@ async fn heads_the_guard_refuses_are_logged_too() {
         (Some("bad_request"), Some("BR"))
     );
 }
+
+/// logrotate: the file is moved, SIGHUP makes the gateway write a new one
+/// at the path; the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_file_after_logrotate_moved_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway(dir.path()).await;
+    assert_eq!(
+        get(&gw, "/orders/before", &[("x-user-id", "30")])
+            .await
+            .status(),
+        200
+    );
+    line_of(dir.path(), "/orders/before");
+    let moved = dir.path().join("access.log.1");
+    std::fs::rename(dir.path().join("access.log"), &moved).unwrap();
+    let pid = gw.pid().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // Lines go to the new file once the signal was handled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while !dir.path().join("access.log").exists() {
+        assert!(Instant::now() < deadline, "no new access.log after SIGHUP");
+        n += 1;
+        let path = format!("/orders/after-{n}");
+        assert_eq!(get(&gw, &path, &[("x-user-id", "30")]).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = format!("/orders/after-{}", n + 1);
+    assert_eq!(get(&gw, &path, &[("x-user-id", "30")]).await.status(), 200);
+    line_of(dir.path(), &path);
+    let old = std::fs::read_to_string(&moved).unwrap();
+    assert!(old.contains("/orders/before"));
+}

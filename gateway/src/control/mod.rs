@@ -82,7 +82,25 @@ async fn quota_sweeper(shared: Arc<Shared>) {
     }
 }
 
+/// Reopen the access log's file on every SIGHUP (logrotate). Without a
+/// handler the signal would end the process.
+fn reopen_on_hangup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: the access log is reopened");
+                    shared.access.reopen();
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP handler not installed"),
+    }
+}
+
 async fn run(shared: Arc<Shared>) {
+    reopen_on_hangup(shared.clone());
     let center = shared.center.clone();
     match shared.cfg.topology.clone() {
         TopologySource::File(path) => {
