@@ -179,7 +179,6 @@ fn proxy_service(
         shared: shared.clone(),
         listener: plan.listener,
         name,
-        duration: shared.metrics.duration.with_label_values(&[name]),
         redirect: plan.redirect,
     };
     let mut app = http_proxy(conf, proxy);

@@ -15,6 +15,7 @@ use crate::access::AccessLog;
 use crate::auth::fetch::Fetched;
 use crate::auth::index::AuthIndex;
 use crate::config::Config;
+use crate::metrics::forget::Gone;
 use crate::metrics::Metrics;
 use crate::quota::index::Quotas;
 use crate::upstream::budget::RetryBudget;
@@ -151,6 +152,11 @@ impl Shared {
         );
         let auth = AuthIndex::build(&snap.topology, &self.jwks, old.as_ref().map(|p| &*p.auth));
         let epoch = snap.epoch();
+        // What left the topology, before the snapshot moves into the plane.
+        let gone = old
+            .as_ref()
+            .filter(|_| !same_snap)
+            .map(|o| Gone::between(&o.snap.topology, &snap.topology));
         self.plane.store(Some(Arc::new(Plane {
             snap,
             pools,
@@ -165,6 +171,10 @@ impl Shared {
         }
         self.applied_epoch.store(epoch, Ordering::SeqCst);
         self.metrics.config.epoch.set(epoch);
+        if let Some(gone) = gone.filter(|g| !g.is_empty()) {
+            tracing::info!(?gone, "metrics of what left the topology dropped");
+            self.metrics.forget(&gone);
+        }
         tracing::info!(epoch, "plane updated");
     }
 
@@ -174,8 +184,11 @@ impl Shared {
         let st = self.center.status();
         let m = &self.metrics.config;
         m.connected.set(i64::from(st.connected));
-        m.rejected.set(st.rejected_changes as i64);
-        m.relists.set(st.compaction_relists as i64);
+        // Counters: raised by what the center counted since the last mirror.
+        m.rejected
+            .inc_by(st.rejected_changes.saturating_sub(m.rejected.get()));
+        m.relists
+            .inc_by(st.compaction_relists.saturating_sub(m.relists.get()));
     }
 
     /// Copy each (unit, service)'s breaker ratio and concurrency limit

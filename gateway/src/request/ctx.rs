@@ -141,6 +141,21 @@ impl Ctx {
         }
     }
 
+    /// The attempt's upstream answered: its time to the head, recorded
+    /// and observed in `unitgate_upstream_duration_seconds`.
+    pub fn upstream_answered(&mut self, shared: &Shared) {
+        self.upstream_time = self.attempts.elapsed();
+        if let (Some(t), Some(p), Some(d)) = (self.upstream_time, &self.plane, self.decision) {
+            let topo = &p.snap.topology;
+            let labels = [
+                topo.unit(d.target).name.as_str(),
+                topo.services[d.service.index()].as_str(),
+            ];
+            let m = &shared.metrics.upstream_duration;
+            m.with_label_values(&labels).observe(t.as_secs_f64());
+        }
+    }
+
     /// An attempt failed with `err`; another may follow.
     pub fn attempt_failed(&mut self, err: GwError) {
         self.flags.set(Flags::of_error(&err));

@@ -1,12 +1,11 @@
 //! The end of every request: its last attempt closed, its failure logged
 //! (at debug when the client is at fault, at warn otherwise), and counted in
-//! `unitgate_requests_total` and the listener's duration histogram; a
+//! `unitgate_requests_total` and `unitgate_request_duration_seconds`; a
 //! response ended because the client took nothing is counted in
 //! `unitgate_send_timeouts_total`.
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
-use pingora_prometheus::prometheus::Histogram;
 
 use crate::listen::send_watch::is_send_timeout;
 use crate::request::access_line::{self, Ending};
@@ -19,7 +18,6 @@ use crate::upstream::attempt::Outcome;
 pub fn request_done(
     shared: &Shared,
     listener: &'static str,
-    duration: &Histogram,
     session: &Session,
     e: Option<&Error>,
     ctx: &mut Ctx,
@@ -83,5 +81,7 @@ pub fn request_done(
     let code = code.as_ref().map_or("0", http::StatusCode::as_str);
     let m = &shared.metrics.requests;
     m.with_label_values(&[listener, route, reason, code]).inc();
-    duration.observe(ctx.started.elapsed().as_secs_f64());
+    let d = &shared.metrics.duration;
+    d.with_label_values(&[listener, route])
+        .observe(ctx.started.elapsed().as_secs_f64());
 }

@@ -16,7 +16,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
-use pingora_prometheus::prometheus::Histogram;
 use unit_router::policy::retryable_status;
 use unit_router::Listener;
 
@@ -37,8 +36,6 @@ pub struct UnitProxy {
     pub listener: Listener,
     /// `public`, `internal` or `http`.
     pub name: &'static str,
-    /// `unitgate_request_duration_seconds` of this listener.
-    pub duration: Histogram,
     /// On the plain listener beside an HTTPS one: the hosts sent to HTTPS.
     pub redirect: Option<Arc<HttpsRedirect>>,
 }
@@ -167,7 +164,7 @@ impl ProxyHttp for UnitProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
-        ctx.upstream_time = ctx.attempts.elapsed();
+        ctx.upstream_answered(&self.shared);
         if status >= 400 && self.retry_status(session, ctx, status) {
             // Not passed on: the request goes elsewhere. The answer is held
             // in case no later attempt gets a real one.
@@ -289,6 +286,6 @@ impl ProxyHttp for UnitProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        log::request_done(&self.shared, self.name, &self.duration, session, e, ctx);
+        log::request_done(&self.shared, self.name, session, e, ctx);
     }
 }
