@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use unitgate::config::{read_file, Config, FileConfig, Overrides};
+use unitgate::config::{read_file, Config, FileConfig, LogFormat, Overrides};
 
 /// jemalloc as the allocator, with its background threads returning freed
 /// pages: the memory a burst of connections took goes back once they close
@@ -87,6 +87,9 @@ struct Cli {
     /// SIGHUP), or off [default: stdout].
     #[arg(long)]
     access_log: Option<String>,
+    /// The diagnostic log's lines on stderr: text or json [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +122,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::DemoUnits { topology, down }) => {
-            init_logging();
+            init_logging(LogFormat::Text);
             if let Err(e) = unitgate::demo::run(&topology, &down) {
                 fail(format!("{e:#}"));
             }
@@ -157,6 +160,7 @@ fn main() {
         forward_underscore_headers: cli.forward_underscore_headers.then_some(true),
         send_timeout_ms: cli.send_timeout_ms,
         access_log: cli.access_log,
+        log_format: cli.log_format,
         tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {
             cert_dir: Some(d),
             ..Default::default()
@@ -164,9 +168,10 @@ fn main() {
         ..Overrides::default()
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
+    let format = cfg.observe.log_format;
     let (shared, notes) = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
     // Logging starts after the start-up checks: a bad start is one line.
-    init_logging();
+    init_logging(format);
     for n in notes {
         tracing::warn!("{n}");
     }
@@ -176,15 +181,17 @@ fn main() {
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // pingora_proxy's own lines are client noise (an ERROR per client
-            // that drops mid-head): the gateway logs failed requests itself.
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=off")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn init_logging(format: LogFormat) {
+    // pingora_proxy's own lines are client noise (an ERROR per client that
+    // drops mid-head): the gateway logs failed requests itself.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=off")
+    });
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
 }

@@ -32,6 +32,11 @@ services/orders:
 }
 
 async fn gateway(dir: &Path) -> (Units, Gateway) {
+    gateway_with(dir, "").await
+}
+
+/// The same, with `extra` lines in the config file.
+async fn gateway_with(dir: &Path, extra: &str) -> (Units, Gateway) {
     let units = Units::start().await;
     // `/orders/slow` takes 2 s on every orders server.
     for ((_, service), server) in &units.servers {
@@ -44,7 +49,7 @@ async fn gateway(dir: &Path) -> (Units, Gateway) {
         }
     }
     let log = dir.join("access.log");
-    let config = format!("access_log = {:?}\n", log.display().to_string());
+    let config = format!("access_log = {:?}\n{extra}", log.display().to_string());
     let gw = common::start_with(topology(&units), dir, &config).await;
     (units, gw)
 }
@@ -431,4 +436,36 @@ async fn sighup_reopens_the_file_after_logrotate_moved_it() {
     line_of(dir.path(), &path);
     let old = std::fs::read_to_string(&moved).unwrap();
     assert!(old.contains("/orders/before"));
+}
+
+/// `log_format = "json"`: the diagnostic log is JSON lines, and a failed
+/// request's line names its request and trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diagnostic_log_in_json_names_each_requests_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_units, gw) = gateway_with(dir.path(), "log_format = \"json\"\n").await;
+    // The unit takes 2 s; the client gives it 300 ms: 504.
+    let headers = [("x-user-id", "30"), ("x-request-timeout-ms", "300")];
+    let r = get(&gw, "/orders/slow", &headers).await;
+    assert_eq!(r.status(), 504);
+    let id = header(&r, "x-request-id");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&gw.log).unwrap_or_default();
+        let found = text.lines().find(|l| l.contains(&id)).map(str::to_owned);
+        if let Some(l) = found {
+            // Every line is one JSON object.
+            for l in text.lines() {
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            }
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no log line names {id}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["request_id"], id.as_str());
+    let logged = line_of(dir.path(), "/orders/slow");
+    assert_eq!(v["trace_id"], logged["trace_id"]);
 }

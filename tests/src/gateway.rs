@@ -93,7 +93,8 @@ pub struct Gateway {
     pub internal: SocketAddr,
     pub admin: SocketAddr,
     pub state_dir: tempfile::TempDir,
-    log: PathBuf,
+    /// The gateway's stderr (its diagnostic log).
+    pub log: PathBuf,
     /// What the test's clients speak; with [`Proto::H2`] the public
     /// listener serves TLS (certificate of [`test_pki`]).
     pub proto: Proto,

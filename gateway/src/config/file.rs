@@ -43,6 +43,8 @@ pub struct FileConfig {
     /// `stdout`, a file's path, or `off` (`config/observe.rs`).
     pub access_log: Option<String>,
     pub access_log_user: Option<bool>,
+    /// `text` or `json` (`config/observe.rs`).
+    pub log_format: Option<String>,
     pub response_buffer_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,

@@ -11,7 +11,7 @@ mod observe;
 mod sections;
 
 pub use file::{read_file, CertFiles, FileConfig, Overrides, TlsFile};
-pub use observe::Observe;
+pub use observe::{LogFormat, Observe};
 use sections::{
     h2_limits, listeners, merged_tls, plain_listener, tls_config, topology_source, trusted_proxies,
 };

@@ -67,13 +67,17 @@ pub fn request_done(
             .send_timeouts
             .with_label_values(&[listener])
             .inc();
-        tracing::debug!(error = %e, route, "response ended: the client took nothing for send_timeout_ms");
+        let (request_id, trace_id) = (&ctx.ids.request_id, ctx.ids.trace.trace_id());
+        tracing::debug!(error = %e, route, request_id, trace_id, "response ended: the client took nothing for send_timeout_ms");
     }
     if let Some(e) = e {
         if client_fault(&ctx.failure, e) {
-            tracing::debug!(error = %e, status, route, "client-side error");
+            let (request_id, trace_id) = (&ctx.ids.request_id, ctx.ids.trace.trace_id());
+            tracing::debug!(error = %e, status, route, request_id, trace_id, "client-side error");
         } else {
-            tracing::warn!(error = %e, status, route, unit = ctx.target_name(), "request failed");
+            let (request_id, trace_id) = (&ctx.ids.request_id, ctx.ids.trace.trace_id());
+            let unit = ctx.target_name();
+            tracing::warn!(error = %e, status, route, unit, request_id, trace_id, "request failed");
         }
     }
     // Status codes are 100-999, or 0 when nothing was answered.

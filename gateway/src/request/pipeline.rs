@@ -48,6 +48,12 @@ pub enum Admitted {
 /// Take the request in `session` through the pipeline, filling `ctx`.
 pub fn admit(gate: Gate<'_>, session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, GwError> {
     ctx.ids = facts::identify(gate.shared, gate.listener, session);
+    // The admission's own lines (debug) name the request.
+    let ids = &ctx.ids;
+    let trace_id = || ids.trace.trace_id();
+    let _span =
+        tracing::debug_span!("request", request_id = %ids.request_id, trace_id = %trace_id())
+            .entered();
     refuse_connect(gate, session.req_header())?;
     let shared = gate.shared;
     shared.budget.deposit();
