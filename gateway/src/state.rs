@@ -11,6 +11,7 @@ use config_center::{ConfigCenter, Snapshot};
 use unit_router::{Here, Keyring};
 use unitgate_geo::MmdbGeo;
 
+use crate::access::spans::Spans;
 use crate::access::AccessLog;
 use crate::auth::fetch::Fetched;
 use crate::auth::index::AuthIndex;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub tls_reloader: std::sync::Mutex<Option<crate::tls::reload::Reloader>>,
     /// Where each request's access-log line goes.
     pub access: AccessLog,
+    /// Where sampled requests' spans go (`otlp_endpoint` set).
+    pub spans: Option<Spans>,
 }
 
 /// Why the shared state could not be made.
@@ -73,6 +76,8 @@ pub enum SharedError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     AccessLog(#[from] std::io::Error),
+    #[error("{0}")]
+    Spans(String),
 }
 
 impl Shared {
@@ -95,8 +100,13 @@ impl Shared {
         };
         let budget = RetryBudget::new(cfg.retry_budget_percent);
         let access = AccessLog::open(&cfg.observe.access_log, metrics.access_log_dropped.clone())?;
+        let spans = match &cfg.observe.otlp_endpoint {
+            Some(e) => Some(Spans::start(e, &cfg.id).map_err(SharedError::Spans)?),
+            None => None,
+        };
         Ok(Arc::new(Shared {
             access,
+            spans,
             started_at: center.now(),
             cfg,
             center,

@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub access_log_user: Option<bool>,
     /// `text` or `json` (`config/observe.rs`).
     pub log_format: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_sampling_ratio: Option<f64>,
     pub response_buffer_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,

@@ -71,6 +71,11 @@ pub(crate) fn counters(
     IntCounterVec::new(Opts::new(name, help), labels)
 }
 
+/// A counter registered in `r`.
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    reg(r, IntCounter::new(name, help))
+}
+
 /// A counter vector registered in `r`.
 fn counter_vec(
     r: &Registry,
@@ -122,8 +127,7 @@ impl Metrics {
     /// Every metric, registered in a registry of its own.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        build_info(&r)?;
-        process(&r)?;
+        build_info(&r).and_then(|()| process(&r))?;
         let tokens = counter_vec(
             &r,
             "unitgate_routing_tokens_total",
@@ -143,12 +147,10 @@ impl Metrics {
                 "Responses ended because the client took nothing for send_timeout_ms, by listener",
                 &["listener"],
             )?,
-            access_log_dropped: reg(
+            access_log_dropped: counter(
                 &r,
-                IntCounter::new(
-                    "unitgate_access_log_dropped_total",
-                    "Access-log lines dropped because the writer's queue was full",
-                ),
+                "unitgate_access_log_dropped_total",
+                "Access-log lines dropped because the writer's queue was full",
             )?,
             underscore_dropped: headers_dropped.with_label_values(&["underscore"]),
             headers_dropped,
@@ -181,15 +183,13 @@ impl Metrics {
             retries: counter_vec(
                 &r,
                 "unitgate_retries_total",
-                "Retries by kind (connect, transport)",
+                "Retries by kind (connect, transport, status)",
                 &["kind"],
             )?,
-            retry_budget_exhausted: reg(
+            retry_budget_exhausted: counter(
                 &r,
-                IntCounter::new(
-                    "unitgate_retry_budget_exhausted_total",
-                    "Retries refused because the retry budget was spent",
-                ),
+                "unitgate_retry_budget_exhausted_total",
+                "Retries refused because the retry budget was spent",
             )?,
             dyes: counter_vec(
                 &r,

@@ -1,4 +1,4 @@
-//! The access-log line of a request that reached the hooks
+//! The access-log line and the spans of a request that reached the hooks
 //! ([`crate::access`]): read off the session and the request's context
 //! when it ends, nothing decided here.
 
@@ -6,6 +6,7 @@ use pingora::proxy::Session;
 use unit_router::Reason;
 
 use crate::access::entry::{millis, timestamp};
+use crate::access::spans::{RequestSpan, Spans};
 use crate::access::{Entry, Flags};
 use crate::request::ctx::Ctx;
 use crate::request::headers;
@@ -57,6 +58,34 @@ pub fn entry(session: &Session, ctx: &Ctx, end: &Ending<'_>, with_user: bool) ->
         error: error.map(|e| e.code()),
         flags: flags(ctx, end).codes(),
     })
+}
+
+/// Queue the spans of the request in `session` (sampled, spans exported).
+pub fn spans(spans: &Spans, session: &Session, ctx: &Ctx, end: &Ending<'_>) {
+    let req = session.req_header();
+    let decision = ctx.decision.zip(ctx.plane.as_ref());
+    let unit = |u| decision.map(|(_, p)| p.snap.topology.unit(u).name.as_str());
+    spans.record(&RequestSpan {
+        trace: &ctx.ids.trace,
+        method: req.method.as_str(),
+        route: end.route,
+        path: req.uri.path(),
+        host: headers::host(req),
+        client: ctx.facts.client_ip.map(|ip| ip.to_string()),
+        protocol: match req.version {
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        },
+        status: end.status,
+        start: ctx.arrived,
+        duration: ctx.started.elapsed(),
+        shard: ctx.decision.and_then(|d| d.shard),
+        home: decision.and_then(|(d, _)| unit(d.home)),
+        unit: decision.and_then(|(d, _)| unit(d.target)),
+        reason: ctx.decision.map(|d| d.reason.as_str()),
+        attempts: &ctx.spans,
+    });
 }
 
 /// Every flag of the request: those its attempts set, its answer's, and

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora::http::ResponseHeader;
 use unit_router::{Decision, Listener};
 
-use crate::access::ids::Ids;
+use crate::access::ids::{self, Ids};
+use crate::access::spans::AttemptSpan;
 use crate::access::Flags;
 use crate::answer::GwError;
 use crate::quota::gate::Limits;
@@ -31,6 +32,10 @@ pub struct Ctx {
     pub upstream_time: Option<Duration>,
     /// A gRPC call's status, as the client got it.
     pub grpc_status: Option<u32>,
+    /// The current attempt's span id: the parent its `traceparent` names.
+    pub attempt_span: [u8; 8],
+    /// The attempts of a sampled request whose spans are exported.
+    pub spans: Vec<AttemptSpan>,
     pub listener: Listener,
     /// Gathered once in `request_filter`.
     pub facts: RequestFacts,
@@ -84,6 +89,8 @@ impl Ctx {
             flags: Flags::default(),
             upstream_time: None,
             grpc_status: None,
+            attempt_span: [0; 8],
+            spans: Vec::new(),
             listener,
             facts: RequestFacts::default(),
             plane: None,
@@ -112,9 +119,32 @@ impl Ctx {
     /// by outcome.
     pub fn end_attempt(&mut self, shared: &Shared, outcome: Outcome, answered: bool) {
         if self.attempts.end(outcome, &shared.policy, answered) {
+            if let Some(s) = self.spans.last_mut().filter(|s| s.end.is_none()) {
+                s.end = Some(SystemTime::now());
+                s.outcome = Some(outcome.label());
+                s.status = self.upstream_status;
+            }
             let m = &shared.metrics.attempts;
             m.with_label_values(&[self.target_name(), outcome.label()])
                 .inc();
+        }
+    }
+
+    /// An attempt to `peer` of `unit` begins: its span id, recorded with
+    /// the attempt when the request is sampled and spans are exported.
+    pub fn attempt_began(&mut self, exporting: bool, unit: &str, peer: std::net::SocketAddr) {
+        self.attempt_span = ids::nonzero(rand::random);
+        if exporting && self.ids.trace.sampled {
+            self.spans.push(AttemptSpan {
+                span: self.attempt_span,
+                start: SystemTime::now(),
+                end: None,
+                unit: unit.to_owned(),
+                peer,
+                attempt: self.attempts.count + 1,
+                status: None,
+                outcome: None,
+            });
         }
     }
 

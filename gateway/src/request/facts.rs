@@ -127,7 +127,8 @@ impl RequestFacts {
 /// The request's id and trace context (`access/ids.rs`), read before
 /// anything can refuse the request. A caller's `x-request-id` is kept from
 /// a trusted proxy and on the internal listener. A trace the gateway
-/// starts is not sampled (no span exporter yet).
+/// starts is sampled at `otlp_sampling_ratio` when spans are exported,
+/// never otherwise.
 pub fn identify(shared: &Shared, listener: Listener, session: &Session) -> Ids {
     let req = session.req_header();
     let peer = session
@@ -144,7 +145,9 @@ pub fn identify(shared: &Shared, listener: Listener, session: &Session) -> Ids {
         .map_or_else(|| ids::new_request_id(rand::random()), str::to_owned);
     let traceparent = req.headers.get("traceparent").map(|v| v.as_bytes());
     let new_id = ids::nonzero(rand::random);
-    let trace = Trace::of(traceparent, new_id, ids::nonzero(rand::random), false);
+    let ratio = shared.cfg.observe.otlp_sampling_ratio;
+    let sample = shared.spans.is_some() && rand::random::<f64>() < ratio;
+    let trace = Trace::of(traceparent, new_id, ids::nonzero(rand::random), sample);
     Ids { request_id, trace }
 }
 

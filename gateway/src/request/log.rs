@@ -48,19 +48,14 @@ pub fn request_done(
         _ => ("", code),
     };
     let send_timeout = e.filter(|e| *e.esource() == ErrorSource::Downstream && is_send_timeout(e));
-    if shared.access.enabled() {
-        let end = Ending {
-            listener,
-            status,
-            route,
-            client_gone,
-            send_timeout: send_timeout.is_some(),
-        };
-        let with_user = shared.cfg.observe.access_log_user;
-        shared
-            .access
-            .write(access_line::entry(session, ctx, &end, with_user));
-    }
+    let end = Ending {
+        listener,
+        status,
+        route,
+        client_gone,
+        send_timeout: send_timeout.is_some(),
+    };
+    record(shared, session, ctx, &end);
     if let Some(e) = send_timeout {
         shared
             .metrics
@@ -88,4 +83,17 @@ pub fn request_done(
     let d = &shared.metrics.duration;
     d.with_label_values(&[listener, route])
         .observe(ctx.started.elapsed().as_secs_f64());
+}
+
+/// The request's access-log line, and its spans when it is sampled.
+fn record(shared: &Shared, session: &Session, ctx: &Ctx, end: &Ending<'_>) {
+    if shared.access.enabled() {
+        let with_user = shared.cfg.observe.access_log_user;
+        shared
+            .access
+            .write(access_line::entry(session, ctx, end, with_user));
+    }
+    if let Some(spans) = shared.spans.as_ref().filter(|_| ctx.ids.trace.sampled) {
+        access_line::spans(spans, session, ctx, end);
+    }
 }

@@ -7,7 +7,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use unit_router::{hint_value, token, Affinity, RouteToken, Topology};
 
-use crate::access::ids;
 use crate::request::ctx::Ctx;
 use crate::request::{deadline, headers};
 use crate::state::Shared;
@@ -51,7 +50,7 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
 fn identity(ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
     up.insert_header("x-request-id", ctx.ids.request_id.as_str())?;
     let trace = &ctx.ids.trace;
-    up.insert_header("traceparent", trace.traceparent(ids::nonzero(rand::random)))?;
+    up.insert_header("traceparent", trace.traceparent(ctx.attempt_span))?;
     if !trace.continued() {
         up.remove_header("tracestate");
     }

@@ -97,6 +97,8 @@ pub async fn next_peer(
         let sizes = Sizes::within(shared.cfg.response_buffer_bytes).reading_within(read_timeout);
         ctx.begin_flow(sizes);
     }
+    let unit = plane.snap.topology.unit(decision.target).name.as_str();
+    ctx.attempt_began(shared.spans.is_some(), unit, endpoint.addr);
     ctx.attempts.begin(endpoint, pool, slot);
     Ok(Box::new(peer))
 }
