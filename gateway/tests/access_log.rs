@@ -391,6 +391,17 @@ async fn heads_the_guard_refuses_are_logged_too() {
         (Some("public"), Some("127.0.0.1"))
     );
 
+    // The admin listener's requests too.
+    assert_eq!(gw.admin("/healthz").await.0, 200);
+    let v = wait_line(dir.path(), |v| {
+        v["listener"] == "admin" && v["path"] == "/healthz"
+    });
+    assert_eq!(
+        (v["status"].as_u64(), v["method"].as_str()),
+        (Some(200), Some("GET"))
+    );
+    assert_eq!(v["request_id"].as_str().unwrap().len(), 32);
+
     let (status, _) = common::raw(&public, &["GET /orders/1 HTTP/1.1", "bad header line"]).await;
     assert_eq!(status, 400);
     let v = wait_line(dir.path(), |v| v["status"] == 400);

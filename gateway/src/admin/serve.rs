@@ -19,6 +19,9 @@ use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
 use super::Admin;
+use crate::access::entry::{millis, timestamp};
+use crate::access::ids::new_request_id;
+use crate::access::{Entry, Flags};
 use crate::listen::signals;
 
 #[async_trait]
@@ -41,8 +44,16 @@ impl HttpServerApp for Admin {
             session.set_keepalive(None);
             signals::linger_on_close();
         }
-        let answer = self.answer(session.req_header().uri.path());
-        if !write(&mut session, answer).await {
+        let started = (std::time::Instant::now(), std::time::SystemTime::now());
+        let request_id = new_request_id(rand::random());
+        let mut answer = self.answer(session.req_header().uri.path());
+        if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+            answer.headers_mut().insert("x-request-id", v);
+        }
+        let status = answer.status().as_u16();
+        let written = write(&mut session, answer).await;
+        self.log(&session, status, started, request_id, written);
+        if !written {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
@@ -53,6 +64,48 @@ impl HttpServerApp for Admin {
                 None
             }
         }
+    }
+}
+
+impl Admin {
+    /// The request's access-log line (`listener` `admin`).
+    fn log(
+        &self,
+        session: &ServerSession,
+        status: u16,
+        (t0, arrived): (std::time::Instant, std::time::SystemTime),
+        request_id: String,
+        written: bool,
+    ) {
+        let access = &self.shared.access;
+        if !access.enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        access.write(Box::new(Entry {
+            ts: timestamp(arrived),
+            request_id,
+            listener: "admin",
+            proto: "http/1.1",
+            method: req.method.as_str().to_owned(),
+            host: crate::request::headers::host(req).to_owned(),
+            path: req.uri.path().to_owned(),
+            status: if written { status } else { 499 },
+            bytes_out: session.body_bytes_sent() as u64,
+            duration_ms: millis(t0.elapsed()),
+            client,
+            flags: if written {
+                Flags::default()
+            } else {
+                Flags::CLIENT_GONE
+            }
+            .codes(),
+            ..Entry::default()
+        }));
     }
 }
 
