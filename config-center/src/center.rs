@@ -360,6 +360,18 @@ impl ConfigCenter {
         self.status_lock().connected = connected;
     }
 
+    /// Record the registrations among `kv` (`gateways/<id>` keys), as
+    /// they are now.
+    pub fn set_registrations<'a>(&self, kv: impl Iterator<Item = (&'a String, &'a String)>) {
+        let gateways = kv
+            .filter_map(|(k, v)| {
+                let id = k.strip_prefix("gateways/")?;
+                Some((id.to_owned(), serde_json::from_str(v).unwrap_or(serde_json::Value::Null)))
+            })
+            .collect();
+        self.status_lock().gateways = gateways;
+    }
+
     /// Record that the source re-listed after a compaction.
     pub fn note_relist(&self) {
         self.status_lock().compaction_relists += 1;

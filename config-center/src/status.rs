@@ -25,4 +25,9 @@ pub struct Status {
     pub compaction_relists: u64,
     /// Notices of the snapshot in force (drains kept out, instances ignored).
     pub notices: Vec<String>,
+    /// The gateways registered now (`gateways/<id>`, etcd only), each as
+    /// it last wrote itself (`applied_epoch` among it): updated on every
+    /// write, unlike the snapshot's copy, which changes only when one
+    /// joins or leaves.
+    pub gateways: std::collections::BTreeMap<String, serde_json::Value>,
 }

@@ -1,10 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz` (ready once a valid snapshot is
+//! The admin listener: the status page at `/`, `/healthz`, `/readyz` (ready once a valid snapshot is
 //! in force), `/status` (JSON), `/metrics` (Prometheus) and `/gslb/dc/<dc>`
 //! (200 when the dc takes traffic, 503 when drained) for DNS GSLB checks.
 //! GSLB checkers reach it in production: it sits behind the same
 //! connection pipeline as the proxy listeners, with its own connection
 //! limits ([`crate::server`]); `serve.rs` reads each request and answers it.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -33,6 +34,22 @@ pub fn reply(status: u16, ctype: &'static str, body: Vec<u8>) -> Response<Vec<u8
     r
 }
 
+/// The status page: one HTML file, its script and style inline, that
+/// refreshes from `/status` every second (`status_page.html`).
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+fn status_page() -> Response<Vec<u8>> {
+    let mut r = reply(200, "text/html; charset=utf-8", STATUS_PAGE.as_bytes().to_vec());
+    // Nothing but its own inline code and the admin listener's /status.
+    let csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+               connect-src 'self'; img-src data:; base-uri 'none'; frame-ancestors 'none'";
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    r
+}
+
 fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
     reply(status, "application/json", v.to_string().into_bytes())
 }
@@ -54,6 +71,8 @@ impl Admin {
             "epoch": plane.map(|p| p.snap.epoch()),
             "config_center": s.center.status(),
             "dcs": plane.map_or_else(serde_json::Map::new, |p| dcs_status(p, now)),
+            "datacenters": plane.map_or_else(Vec::new, datacenters),
+            "drains": plane.map_or_else(Vec::new, |p| drains(p, now)),
             "units": plane.map_or_else(Vec::new, |p| units_status(p, now)),
             "issuers": plane.map_or_else(serde_json::Map::new, issuers_status),
             "quotas": plane.map_or_else(serde_json::Map::new, quotas_status),
@@ -83,6 +102,7 @@ impl Admin {
     /// only reads).
     pub fn answer(&self, path: &str) -> Response<Vec<u8>> {
         match path {
+            "/" => status_page(),
             "/healthz" => json_reply(200, &json!({"status": "ok"})),
             "/readyz" => {
                 if self.shared.plane.load().is_some() {
@@ -199,7 +219,9 @@ fn units_status(plane: &Plane, now: i64) -> Vec<Value> {
                 name.clone(),
                 json!({"healthy": pool.any_healthy(), "endpoints": eps,
                        "breaker": breaker_status(pool),
-                       "limiter": limiter_status(pool)}),
+                       "limiter": limiter_status(pool),
+                       "served_total": pool.guard.served.load(Relaxed),
+                       "dyed_total": pool.guard.dyed.load(Relaxed)}),
             );
         }
         units.push(json!({
@@ -227,4 +249,27 @@ fn dcs_status(plane: &Plane, now: i64) -> serde_json::Map<String, Value> {
         );
     }
     dcs
+}
+
+/// Each dc with its region, in topology order (the status page's tree).
+fn datacenters(plane: &Plane) -> Vec<Value> {
+    let t = &plane.snap.topology;
+    t.dcs
+        .iter()
+        .map(|d| json!({"name": d.name, "region": t.regions[d.region.index()].name}))
+        .collect()
+}
+
+/// Every drain record, and whether it applies now (`until` not passed).
+fn drains(plane: &Plane, now: i64) -> Vec<Value> {
+    plane
+        .snap
+        .topology
+        .drains
+        .iter()
+        .map(|d| {
+            json!({"key": d.key, "reason": d.reason, "by": d.by, "until": d.until,
+                   "active": d.until.is_none_or(|u| u > now)})
+        })
+        .collect()
 }

@@ -30,6 +30,9 @@ pub fn request_done(
         None => Outcome::Ok,
     };
     ctx.end_attempt(shared, outcome, answered);
+    if answered {
+        count_served(ctx);
+    }
     let error = ctx.failure.answer();
     // A client gone before the answer is 499 (nginx's convention).
     let client_gone = matches!(e, Some(e) if *e.esource() == ErrorSource::Downstream);
@@ -95,5 +98,20 @@ fn record(shared: &Shared, session: &Session, ctx: &Ctx, end: &Ending<'_>) {
     }
     if let Some(spans) = shared.spans.as_ref().filter(|_| ctx.ids.trace.sampled) {
         access_line::spans(spans, session, ctx, end);
+    }
+}
+
+/// A unit answered the request: counted for its (unit, service), and as
+/// dyed when it arrived with a verified dye.
+fn count_served(ctx: &Ctx) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (Some(p), Some(d)) = (&ctx.plane, ctx.decision) else {
+        return;
+    };
+    if let Some(pool) = p.pools.get(d.target, d.service) {
+        pool.guard.served.fetch_add(1, Relaxed);
+        if ctx.facts.dye.is_some() {
+            pool.guard.dyed.fetch_add(1, Relaxed);
+        }
     }
 }

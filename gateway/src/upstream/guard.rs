@@ -11,11 +11,15 @@ use unit_router::resilience::Resilience;
 use crate::upstream::breaker::Breaker;
 use crate::upstream::limiter::ConcurrencyLimit;
 
-/// The breaker and limit of one (unit, service).
+/// The breaker and limit of one (unit, service), and what it served.
 #[derive(Debug)]
 pub struct Guard {
     pub breaker: Breaker,
     pub limit: Arc<ConcurrencyLimit>,
+    /// Requests it answered; of those, requests that arrived dyed
+    /// (`/status`, the status page's share of traffic per unit).
+    pub served: std::sync::atomic::AtomicU64,
+    pub dyed: std::sync::atomic::AtomicU64,
 }
 
 impl Guard {
@@ -23,6 +27,8 @@ impl Guard {
         Guard {
             breaker: Breaker::new(origin),
             limit: Arc::new(ConcurrencyLimit::new(origin, &r.limiter)),
+            served: Default::default(),
+            dyed: Default::default(),
         }
     }
 }
