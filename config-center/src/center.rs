@@ -366,7 +366,10 @@ impl ConfigCenter {
         let gateways = kv
             .filter_map(|(k, v)| {
                 let id = k.strip_prefix("gateways/")?;
-                Some((id.to_owned(), serde_json::from_str(v).unwrap_or(serde_json::Value::Null)))
+                Some((
+                    id.to_owned(),
+                    serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
+                ))
             })
             .collect();
         self.status_lock().gateways = gateways;

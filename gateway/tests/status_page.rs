@@ -62,7 +62,11 @@ impl Browser {
         }}});
         let deadline = Instant::now() + Duration::from_secs(30);
         let session = loop {
-            let r = client().post(format!("{base}/session")).json(&caps).send().await;
+            let r = client()
+                .post(format!("{base}/session"))
+                .json(&caps)
+                .send()
+                .await;
             if let Ok(r) = r {
                 let v: Value = r.json().await.unwrap();
                 match v["value"]["sessionId"].as_str() {
@@ -93,18 +97,22 @@ impl Browser {
     }
 
     async fn open(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url })).await;
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
     }
 
     /// The value of `script` (a function body) in the page.
     async fn eval(&self, script: &str) -> Value {
         let body = json!({ "script": script, "args": [] });
-        self.call(reqwest::Method::POST, "/execute/sync", body).await
+        self.call(reqwest::Method::POST, "/execute/sync", body)
+            .await
     }
 
     /// The browser's console lines at SEVERE (errors) since the last call.
     async fn console_errors(&self) -> Vec<Value> {
-        let logs = self.call(reqwest::Method::POST, "/se/log", json!({"type": "browser"})).await;
+        let logs = self
+            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await;
         logs.as_array()
             .cloned()
             .unwrap_or_default()
@@ -115,7 +123,9 @@ impl Browser {
 
     async fn screenshot(&self, path: &Path) {
         use base64::Engine;
-        let v = self.call(reqwest::Method::GET, "/screenshot", Value::Null).await;
+        let v = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(v.as_str().unwrap())
             .unwrap();
@@ -148,7 +158,11 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
         ..GatewayArgs::default()
     };
     let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
-    eventually!(Duration::from_secs(10), epoch(&gw).await >= first, "topology applied");
+    eventually!(
+        Duration::from_secs(10),
+        epoch(&gw).await >= first,
+        "topology applied"
+    );
     // Some traffic, so the shares show.
     for user in ["10", "30", "60", "80"] {
         let r = client()
@@ -174,8 +188,18 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     let tree = browser
         .eval("return [...document.querySelectorAll('[data-region] [data-dc] [data-unit]')].map(u => u.closest('[data-region]').dataset.region + '/' + u.closest('[data-dc]').dataset.dc + '/' + u.dataset.unit);")
         .await;
-    let tree: Vec<&str> = tree.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    for want in ["cn-north/bj-a/bj-1", "cn-north/bj-b/bj-2", "cn-north/bj-b/ct-1", "cn-east/sh-a/sh-1"] {
+    let tree: Vec<&str> = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for want in [
+        "cn-north/bj-a/bj-1",
+        "cn-north/bj-b/bj-2",
+        "cn-north/bj-b/ct-1",
+        "cn-east/sh-a/sh-1",
+    ] {
         assert!(tree.contains(&want), "{want} not in {tree:?}");
     }
     // This gateway, registered and up to date.
@@ -184,8 +208,16 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
         "const r = document.querySelector('[data-gateway=\"{id}\"]'); return r ? r.textContent : null;"
     );
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !browser.eval(&registered).await.as_str().is_some_and(|t| t.contains("applied")) {
-        assert!(Instant::now() < deadline, "the gateway never showed as applied");
+    while !browser
+        .eval(&registered)
+        .await
+        .as_str()
+        .is_some_and(|t| t.contains("applied"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never showed as applied"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -197,7 +229,10 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
         if browser.eval(state).await == "drained" {
             break;
         }
-        assert!(written.elapsed() < Duration::from_secs(2), "sh-a not shown drained within 2 s");
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "sh-a not shown drained within 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let shown = written.elapsed();

@@ -39,7 +39,11 @@ pub fn reply(status: u16, ctype: &'static str, body: Vec<u8>) -> Response<Vec<u8
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
 fn status_page() -> Response<Vec<u8>> {
-    let mut r = reply(200, "text/html; charset=utf-8", STATUS_PAGE.as_bytes().to_vec());
+    let mut r = reply(
+        200,
+        "text/html; charset=utf-8",
+        STATUS_PAGE.as_bytes().to_vec(),
+    );
     // Nothing but its own inline code and the admin listener's /status.
     let csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
                connect-src 'self'; img-src data:; base-uri 'none'; frame-ancestors 'none'";
