@@ -74,8 +74,10 @@ struct Args {
     )]
     parts: Vec<Part>,
     /// Another unitgate measured beside the first, as NAME=BINARY or
-    /// NAME=BINARY;TOML-LINE (a before/after in one run), e.g.
-    /// 'ws=target/release/unitgate;work_stealing = true'. Repeatable.
+    /// NAME=BINARY;TOML-LINE;... (a before/after in one run), e.g.
+    /// 'ws=target/release/unitgate;work_stealing = true'; `{origin}` in
+    /// the lines is the origin's address, which also takes OTLP exports
+    /// (`otlp_endpoint = "http://{origin}"`). Repeatable.
     #[arg(long)]
     variant: Vec<String>,
     /// Where results.md, latency.dat and latency.png go.
@@ -92,14 +94,16 @@ enum Part {
     Control,
 }
 
-/// A `--variant`: name, binary, extra configuration line.
+/// A `--variant`: name, binary, extra configuration lines (`;` between
+/// them).
 fn parse_variant(v: &str) -> Result<(&'static str, PathBuf, String)> {
     let (name, rest) = v
         .split_once('=')
-        .with_context(|| format!("--variant {v:?}: expected NAME=BINARY[;TOML-LINE]"))?;
+        .with_context(|| format!("--variant {v:?}: expected NAME=BINARY[;TOML-LINE]..."))?;
     let (bin, conf) = rest.split_once(';').unwrap_or((rest, ""));
+    let conf = conf.replace(';', "\n");
     let name: &'static str = Box::leak(format!("unitgate:{name}").into_boxed_str());
-    Ok((name, existing(PathBuf::from(bin))?, conf.to_owned()))
+    Ok((name, existing(PathBuf::from(bin))?, conf))
 }
 
 fn main() -> Result<()> {
@@ -259,13 +263,14 @@ async fn start_targets(
             ..p.clone()
         };
         let log_name = name.replace(':', "-");
+        let conf = conf.replace("{origin}", &format!("127.0.0.1:{origin_port}"));
         let proc = peers::unitgate(
             &programs,
             d,
             &log_name,
             &vp,
             Source::File(topology),
-            conf,
+            &conf,
             proxy_pin,
         )?;
         targets.push(target(name, vp.public, Some(proc), &host));

@@ -43,7 +43,10 @@ impl Target {
     }
 }
 
-/// Start the nginx origin on `port` pinned to `pin`.
+/// Start the nginx origin on `port` pinned to `pin`. It is also the OTLP
+/// collector a variant may export to (`otlp_endpoint = "http://{origin}"`):
+/// `POST /v1/traces` answered 200, each export's size logged in
+/// `origin-nginx/otlp.log`.
 pub fn origin(p: &Programs, dir: &Path, port: u16, pin: Pin) -> Result<Proc> {
     let root = dir.join("origin-root");
     std::fs::create_dir_all(root.join("bench"))?;
@@ -54,16 +57,21 @@ pub fn origin(p: &Programs, dir: &Path, port: u16, pin: Pin) -> Result<Proc> {
         "{common}
 http {{
 {HTTP_COMMON}
+  log_format otlp '$request_length';
+  client_max_body_size 64m;
+  client_body_buffer_size 1m;
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     root {root};
     location = /healthz {{ return 200 \"ok\\n\"; }}
+    location = /v1/traces {{ access_log {logs}/otlp.log otlp; return 200; }}
     location / {{ }}
   }}
 }}
 ",
         common = nginx_common(dir, "origin"),
-        root = root.display()
+        root = root.display(),
+        logs = dir.join("origin-nginx").display()
     );
     start_nginx(p, dir, "origin", &conf, pin)
 }

@@ -2,24 +2,29 @@
 //! (Debian's `chromium`, driven over WebDriver by Debian's
 //! `chromedriver`) loads `/` of a gateway on a real etcd. The page loads
 //! with no console errors, shows the tree of regions, datacenters and
-//! units, the registered gateway as up to date, and a datacenter as
-//! drained within 2 s of its drain key being written. With
+//! units, the share each unit served with its dyed part, the registered
+//! gateway as up to date, a datacenter as drained within 2 s of its drain
+//! key being written (the drain's text shown as text, never as markup),
+//! and, once the gateway is gone, that what it shows is stale. With
 //! `UNITGATE_SCREENSHOT=<path>` it saves a screenshot (`docs/status-page.png`).
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use unitgate_tests::gateway::{client, Gateway, GatewayArgs, Units};
+use unit_router::{Dye, Reason};
+use unitgate_tests::gateway::{client, test_keyring, Gateway, GatewayArgs, Units};
 use unitgate_tests::{eventually, free_port, Etcd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unitgate");
 
 /// A chromedriver on a free loopback port, and one headless Chromium
-/// session; both ended on drop.
+/// session; both ended on drop (the session quit, then the driver's whole
+/// process group killed, Chromium included).
 struct Browser {
     driver: Child,
     base: String,
@@ -32,7 +37,8 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
+            // Its own process group: Drop kills Chromium with it.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,6 +56,8 @@ impl Browser {
             "--disable-sync",
             "--disable-dev-shm-usage",
             "--window-size=1200,1400",
+            // Nothing but loopback: no name resolves to anywhere else.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -135,6 +143,20 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Quit the session: Chromium exits with it.
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { client().delete(url).send().await })
+        })
+        .join();
+        // Whatever is left of the driver's group (its pgid is its pid).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -163,15 +185,6 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
         epoch(&gw).await >= first,
         "topology applied"
     );
-    // Some traffic, so the shares show.
-    for user in ["10", "30", "60", "80"] {
-        let r = client()
-            .get(gw.url("/orders/1"))
-            .header("host", "api.example.com")
-            .header("x-user-id", user);
-        assert_eq!(r.send().await.unwrap().status(), 200);
-    }
-
     let browser = Browser::start().await;
     browser.open(&gw.admin_url("/")).await;
     let state = "const d = document.querySelector('[data-dc=\"sh-a\"]'); return d ? d.dataset.state : null;";
@@ -221,8 +234,54 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The one key ops write: sh-a drained, seen within 2 s.
-    let drain = r#"{"reason":"maintenance","by":"ops","until":null}"#;
+    // Traffic once the page holds its first sample: public requests and
+    // two that arrive dyed on the internal listener (sh-1's shard 60, back
+    // home from bj-2).
+    for user in ["10", "30", "60", "80"] {
+        let r = client()
+            .get(gw.url("/orders/1"))
+            .header("host", "api.example.com")
+            .header("x-user-id", user);
+        assert_eq!(r.send().await.unwrap().status(), 200);
+    }
+    let dye = Dye {
+        shard: Some(60),
+        home: "sh-1".into(),
+        via: "bj-2".into(),
+        reason: Reason::Failover,
+        hops: 1,
+        exp: i64::MAX,
+    };
+    for _ in 0..2 {
+        let r = client()
+            .get(gw.internal_url("/orders/9"))
+            .header("host", "api.example.com")
+            .header("baggage", dye.merge_into(None, &test_keyring()));
+        assert_eq!(r.send().await.unwrap().status(), 200);
+    }
+    let sh1 = gw.status().await["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "sh-1")
+        .unwrap()["services"]["orders"]
+        .clone();
+    assert_eq!(sh1["dyed_total"], 2, "{sh1}");
+    // sh-1 served user 60 and the two dyed calls: 3 of 6, 2 of them dyed.
+    let share = "const u = document.querySelector('[data-unit=\"sh-1\"]'); return u ? [u.dataset.share, u.dataset.dyed] : null;";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = browser.eval(share).await;
+        if v == json!(["50.0", "66.7"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sh-1's share shown as {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The one key ops write: sh-a drained, seen within 2 s. Its text is
+    // the operator's, shown as text.
+    let drain = r#"{"reason":"maintenance <img src=x id=injected>","by":"ops-alice","until":null}"#;
     etcd.put("drain/dc/sh-a", drain).await.unwrap();
     let written = Instant::now();
     loop {
@@ -239,7 +298,23 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     let text = browser
         .eval("return document.querySelector('[data-dc=\"sh-a\"]').textContent;")
         .await;
-    assert!(text.as_str().unwrap().contains("maintenance"), "{text}");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("maintenance <img src=x id=injected> (by ops-alice"),
+        "{text}"
+    );
+    let injected = browser
+        .eval("return document.getElementById('injected') === null && document.querySelectorAll('img').length === 0;")
+        .await;
+    assert_eq!(injected, true, "the drain's text became markup");
+    let row = browser
+        .eval("const r = document.querySelector('[data-drain=\"drain/dc/sh-a\"]'); return r ? r.textContent : null;")
+        .await;
+    assert!(
+        row.as_str().is_some_and(|t| t.contains("ops-alice")),
+        "{row}"
+    );
     eprintln!("drain shown {shown:?} after the key was written");
     if let Some(path) = std::env::var_os("UNITGATE_SCREENSHOT") {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -247,4 +322,20 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     }
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // The gateway gone: the page says what it shows is stale.
+    let _dir = gw.kill();
+    let stale = "return document.body.classList.contains('stale') ? document.getElementById('error').textContent : null;";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = browser.eval(stale).await;
+        if v.as_str().is_some_and(|t| t.contains("refresh failed")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never said it was stale"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

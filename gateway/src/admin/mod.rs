@@ -6,7 +6,7 @@
 //! limits ([`crate::server`]); `serve.rs` reads each request and answers it.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
@@ -38,19 +38,43 @@ pub fn reply(status: u16, ctype: &'static str, body: Vec<u8>) -> Response<Vec<u8
 /// refreshes from `/status` every second (`status_page.html`).
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
+/// Its Content-Security-Policy: nothing runs or styles the page but its
+/// own inline script and style (by their hashes), nothing is fetched but
+/// the admin listener's `/status`.
+static STATUS_PAGE_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let csp = format!(
+        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
+         img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        inline_hash(STATUS_PAGE, "script"),
+        inline_hash(STATUS_PAGE, "style")
+    );
+    HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
+
+/// The CSP source of the first inline `<tag>` element of `html`:
+/// `sha256-` and the base64 SHA-256 of its text.
+fn inline_hash(html: &str, tag: &str) -> String {
+    use base64::Engine;
+    let open = format!("<{tag}>");
+    let text = html
+        .split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+        .map_or("", |(text, _)| text);
+    let digest = openssl::sha::sha256(text.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
 fn status_page() -> Response<Vec<u8>> {
     let mut r = reply(
         200,
         "text/html; charset=utf-8",
         STATUS_PAGE.as_bytes().to_vec(),
     );
-    // Nothing but its own inline code and the admin listener's /status.
-    let csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-               connect-src 'self'; img-src data:; base-uri 'none'; frame-ancestors 'none'";
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(csp),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, STATUS_PAGE_CSP.clone());
     r
 }
 
@@ -276,4 +300,24 @@ fn drains(plane: &Plane, now: i64) -> Vec<Value> {
                    "active": d.until.is_none_or(|u| u > now)})
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csp_hashes_the_pages_one_script_and_one_style() {
+        // sha256("abc"), the standard test vector.
+        assert_eq!(
+            inline_hash("<p><script>abc</script>", "script"),
+            "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+        for tag in ["script", "style"] {
+            assert_eq!(STATUS_PAGE.matches(&format!("<{tag}")).count(), 1, "{tag}");
+        }
+        let csp = STATUS_PAGE_CSP.to_str().unwrap();
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert!(csp.contains(&inline_hash(STATUS_PAGE, "script")), "{csp}");
+    }
 }
