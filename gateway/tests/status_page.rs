@@ -317,9 +317,19 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     );
     eprintln!("drain shown {shown:?} after the key was written");
     if let Some(path) = std::env::var_os("UNITGATE_SCREENSHOT") {
+        // The drain as an operator would write it, for the picture.
+        let drain = r#"{"reason":"network maintenance","by":"ops-alice","until":null}"#;
+        etcd.put("drain/dc/sh-a", drain).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         browser.screenshot(Path::new(&path)).await;
     }
+    let center = browser
+        .eval("return document.getElementById('center').textContent;")
+        .await;
+    assert!(
+        !center.as_str().unwrap().contains("null"),
+        "no value shown as null: {center}"
+    );
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
