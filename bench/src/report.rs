@@ -116,21 +116,31 @@ fn paired(out: &mut String, run: &BodyRun) {
     let Some((_, ug, _)) = run.rows.iter().find(|(n, _, _)| *n == "unitgate") else {
         return;
     };
-    let variants = run
+    let variants: Vec<_> = run
         .rows
         .iter()
-        .filter(|(n, _, _)| n.starts_with("unitgate:") && *n != "unitgate:auth");
-    for (name, v, _) in variants {
-        let ratios = paired_ratios(ug, v);
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let _ = writeln!(
-            out,
-            "\nPaired ({}): unitgate/{name} round by round {}, median **{:.2}**",
-            run.body,
-            shown.join(" / "),
-            median(&ratios)
-        );
+        .filter(|(n, _, _)| n.starts_with("unitgate:") && *n != "unitgate:auth")
+        .collect();
+    for (name, v, _) in &variants {
+        paired_line(out, run.body, "unitgate", ug, name, v);
     }
+    // Each later variant over each earlier one (`--variant` order).
+    for (i, (b_name, b, _)) in variants.iter().enumerate() {
+        for (a_name, a, _) in &variants[i + 1..] {
+            paired_line(out, run.body, a_name, a, b_name, b);
+        }
+    }
+}
+
+fn paired_line(out: &mut String, body: &str, a_name: &str, a: &[f64], b_name: &str, b: &[f64]) {
+    let ratios = paired_ratios(a, b);
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let _ = writeln!(
+        out,
+        "\nPaired ({body}): {a_name}/{b_name} round by round {}, median **{:.2}**",
+        shown.join(" / "),
+        median(&ratios)
+    );
 }
 
 /// `a[i] / b[i]` for each round both have.

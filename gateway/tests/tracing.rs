@@ -40,7 +40,16 @@ async fn received(r: &MockServer) -> Vec<Span> {
     for req in r.received_requests().await.unwrap_or_default() {
         let export = ExportTraceServiceRequest::decode(req.body.as_slice()).expect("OTLP protobuf");
         for rs in export.resource_spans {
+            // Every span names the gateway as its service and scope.
+            let resource = rs.resource.expect("a resource");
+            let service = resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone());
+            assert_eq!(service, Some(Any::StringValue("unitgate".into())));
             for ss in rs.scope_spans {
+                assert_eq!(ss.scope.map(|s| s.name), Some("unitgate".into()));
                 out.extend(ss.spans);
             }
         }

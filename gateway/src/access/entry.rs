@@ -1,17 +1,49 @@
 //! One access-log line: what the gateway knew of a request when it ended,
 //! with the field names of `docs/operations.md` ("Reading the access
 //! log"). Built on the request path from owned values and serialised by
-//! the writer thread.
+//! the writer thread: the time, the trace id, the client address and the
+//! flags are kept as they are and formatted there, not on the request path.
 
-use serde::Serialize;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+
+use super::Flags;
+
+/// When a request arrived, written as RFC 3339 with milliseconds, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(pub SystemTime);
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Stamp(SystemTime::UNIX_EPOCH)
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// A trace id, written as 32 lowercase hex digits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl Serialize for TraceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::ids::to_hex(&self.0))
+    }
+}
 
 /// One request, as the access log records it.
 #[derive(Debug, Default, Serialize)]
 pub struct Entry {
     /// When the request arrived: RFC 3339, milliseconds, UTC.
-    pub ts: String,
+    pub ts: Stamp,
     pub request_id: String,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// `public`, `internal`, `http` (the plain listener beside HTTPS) or
     /// `admin`.
     pub listener: &'static str,
@@ -44,15 +76,15 @@ pub struct Entry {
     /// The release lane (always `null` until lanes exist).
     pub lane: Option<String>,
     /// The client address the gateway believes.
-    pub client: Option<String>,
+    pub client: Option<IpAddr>,
     /// The verified JWT user; the field is left out with
     /// `access_log_user = false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<Option<String>>,
     /// The gateway's error code (`x-unit-error`), `null` when none.
     pub error: Option<&'static str>,
-    /// [`super::Flags`] codes, comma-separated.
-    pub flags: String,
+    /// [`Flags`] codes, comma-separated.
+    pub flags: Flags,
 }
 
 /// Milliseconds, to the microsecond.
@@ -60,17 +92,18 @@ pub fn millis(d: std::time::Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// `t` as RFC 3339 with milliseconds.
-pub fn timestamp(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 impl Entry {
     /// The line, newline included.
     pub fn line(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(self).unwrap_or_default();
-        out.push(b'\n');
+        let mut out = Vec::with_capacity(512);
+        let _ = self.write_line(&mut out);
         out
+    }
+
+    /// The line written straight into `w` (the writer's buffer).
+    pub fn write_line(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *w, self).map_err(std::io::Error::from)?;
+        w.write_all(b"\n")
     }
 }
 
@@ -125,9 +158,24 @@ mod tests {
     }
 
     #[test]
-    fn times_are_rfc3339_with_milliseconds() {
+    fn times_ids_addresses_and_flags_are_written_as_text() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_765_000_000_123);
-        assert_eq!(timestamp(t), "2025-12-06T05:46:40.123Z");
+        assert_eq!(
+            serde_json::to_value(Stamp(t)).unwrap(),
+            "2025-12-06T05:46:40.123Z"
+        );
+        let id = TraceId([0xab; 16]);
+        assert_eq!(serde_json::to_value(id).unwrap(), "ab".repeat(16));
+        let e = Entry {
+            client: Some("2001:db8::1".parse().unwrap()),
+            flags: Flags::FAILOVER,
+            ..Entry::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.line()).unwrap();
+        assert_eq!(
+            (v["client"].as_str(), v["flags"].as_str()),
+            (Some("2001:db8::1"), Some("FO"))
+        );
         assert_eq!(millis(std::time::Duration::from_micros(1500)), 1.5);
     }
 }

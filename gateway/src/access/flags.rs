@@ -117,6 +117,13 @@ impl std::ops::BitOr for Flags {
     }
 }
 
+/// Written as its codes, comma-separated (`""` when none).
+impl serde::Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.codes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,21 +4,22 @@
 //! semantic conventions, plus `unitgate.*`. They are built when a request
 //! ends, from what its context recorded, with the ids already on the wire
 //! (the server span is the trace's `traceparent` child; each attempt's span
-//! is the parent the unit saw). The SDK's batch processor queues them
+//! is the parent the unit saw). They are finished spans, so they go as
+//! `SpanData` straight to the SDK's batch processor, with no tracer in
+//! between (no sampler, no live span, no context per span: the sampling
+//! was decided when the request arrived). The processor queues them
 //! (2,048 at most; more are dropped) and exports from a thread of its own,
 //! so a collector that is down or slow costs requests nothing.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    Tracer, TracerProvider,
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
-};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
 use super::ids::Trace;
@@ -65,9 +66,15 @@ pub struct RequestSpan<'a> {
 /// The exporter's handle.
 #[derive(Debug)]
 pub struct Spans {
-    tracer: SdkTracer,
-    /// Kept so its batch processor lives as long as the gateway.
-    _provider: SdkTracerProvider,
+    processor: BatchSpanProcessor,
+    scope: InstrumentationScope,
+}
+
+impl Drop for Spans {
+    /// What is queued is exported before the gateway goes.
+    fn drop(&mut self) {
+        let _ = self.processor.shutdown();
+    }
 }
 
 impl Spans {
@@ -86,7 +93,7 @@ impl Spans {
             .with_max_queue_size(QUEUE)
             .with_scheduled_delay(Duration::from_millis(500))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter)
+        let mut processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
         let resource = Resource::builder()
@@ -94,35 +101,55 @@ impl Spans {
             .with_attribute(KeyValue::new("service.instance.id", id.to_owned()))
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(Sampler::AlwaysOn)
-            .with_resource(resource)
-            .build();
+        processor.set_resource(&resource);
         Ok(Spans {
-            tracer: provider.tracer("unitgate"),
-            _provider: provider,
+            processor,
+            scope: InstrumentationScope::builder("unitgate")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
         })
+    }
+
+    /// A finished span of the trace `trace_id`, queued for export.
+    fn finish(&self, s: Finished) {
+        self.processor.on_end(SpanData {
+            span_context: SpanContext::new(
+                s.trace_id,
+                SpanId::from_bytes(s.span),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: s.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: s.parent_remote,
+            span_kind: s.kind,
+            name: s.name,
+            start_time: s.start,
+            end_time: s.end,
+            attributes: s.attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: s.status,
+            instrumentation_scope: self.scope.clone(),
+        });
     }
 
     /// Queue the spans of `r` (a sampled request).
     pub fn record(&self, r: &RequestSpan<'_>) {
         let trace_id = TraceId::from_bytes(r.trace.trace_id);
-        let parent = match r.trace.parent {
-            Some(p) => remote(trace_id, p),
-            None => Context::new(),
-        };
         let name = match r.route {
-            "" => r.method.to_owned(),
-            route => format!("{} {route}", r.method),
+            "" => Cow::Owned(r.method.to_owned()),
+            route => Cow::Owned(format!("{} {route}", r.method)),
         };
-        let mut attrs = vec![
+        let mut attrs = Vec::with_capacity(11);
+        attrs.extend([
             KeyValue::new("http.request.method", r.method.to_owned()),
             KeyValue::new("url.path", r.path.to_owned()),
             KeyValue::new("http.response.status_code", i64::from(r.status)),
             KeyValue::new("server.address", r.host.to_owned()),
             KeyValue::new("network.protocol.version", r.protocol.to_owned()),
-        ];
+        ]);
         if !r.route.is_empty() {
             attrs.push(KeyValue::new("http.route", r.route.to_owned()));
         }
@@ -137,33 +164,36 @@ impl Spans {
             r.reason
                 .map(|x| KeyValue::new("unitgate.reason", x.to_owned())),
         );
-        let mut span = self
-            .tracer
-            .span_builder(name.clone())
-            .with_kind(SpanKind::Server)
-            .with_trace_id(trace_id)
-            .with_span_id(SpanId::from_bytes(r.trace.span))
-            .with_start_time(r.start)
-            .with_attributes(attrs)
-            .start_with_context(&self.tracer, &parent);
-        if r.status >= 500 {
-            opentelemetry::trace::Span::set_status(&mut span, Status::error(""));
-        }
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, r.start + r.duration);
-        let server = remote(trace_id, r.trace.span);
+        self.finish(Finished {
+            trace_id,
+            span: r.trace.span,
+            parent: r.trace.parent,
+            parent_remote: r.trace.parent.is_some(),
+            kind: SpanKind::Server,
+            name,
+            start: r.start,
+            end: r.start + r.duration,
+            attributes: attrs,
+            status: if r.status >= 500 {
+                Status::error("")
+            } else {
+                Status::Unset
+            },
+        });
         for a in r.attempts {
-            self.attempt(&server, r, a, trace_id);
+            self.attempt(r, a, trace_id);
         }
     }
 
-    fn attempt(&self, server: &Context, r: &RequestSpan<'_>, a: &AttemptSpan, trace_id: TraceId) {
-        let mut attrs = vec![
+    fn attempt(&self, r: &RequestSpan<'_>, a: &AttemptSpan, trace_id: TraceId) {
+        let mut attrs = Vec::with_capacity(7);
+        attrs.extend([
             KeyValue::new("http.request.method", r.method.to_owned()),
             KeyValue::new("server.address", a.peer.ip().to_string()),
             KeyValue::new("server.port", i64::from(a.peer.port())),
             KeyValue::new("unitgate.unit", a.unit.clone()),
             KeyValue::new("unitgate.attempt", i64::from(a.attempt)),
-        ];
+        ]);
         attrs.extend(
             a.status
                 .map(|s| KeyValue::new("http.response.status_code", i64::from(s))),
@@ -172,34 +202,37 @@ impl Spans {
             r.reason
                 .map(|x| KeyValue::new("unitgate.reason", x.to_owned())),
         );
-        let mut span = self
-            .tracer
-            .span_builder(r.method.to_owned())
-            .with_kind(SpanKind::Client)
-            .with_trace_id(trace_id)
-            .with_span_id(SpanId::from_bytes(a.span))
-            .with_start_time(a.start)
-            .with_attributes(attrs)
-            .start_with_context(&self.tracer, server);
-        if a.outcome.is_some_and(|o| o != "ok") || a.status.is_some_and(|s| s >= 500) {
-            opentelemetry::trace::Span::set_status(
-                &mut span,
-                Status::error(a.outcome.unwrap_or("")),
-            );
-        }
-        let end = a.end.unwrap_or_else(SystemTime::now);
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+        let failed = a.outcome.is_some_and(|o| o != "ok") || a.status.is_some_and(|s| s >= 500);
+        self.finish(Finished {
+            trace_id,
+            span: a.span,
+            parent: Some(r.trace.span),
+            parent_remote: false,
+            kind: SpanKind::Client,
+            name: Cow::Owned(r.method.to_owned()),
+            start: a.start,
+            end: a.end.unwrap_or_else(SystemTime::now),
+            attributes: attrs,
+            status: if failed {
+                Status::error(a.outcome.unwrap_or(""))
+            } else {
+                Status::Unset
+            },
+        });
     }
 }
 
-/// A context whose parent is the sampled span `span` of `trace_id`.
-fn remote(trace_id: TraceId, span: [u8; 8]) -> Context {
-    let sc = SpanContext::new(
-        trace_id,
-        SpanId::from_bytes(span),
-        TraceFlags::SAMPLED,
-        true,
-        TraceState::default(),
-    );
-    Context::new().with_remote_span_context(sc)
+/// A span as the request recorded it, finished.
+struct Finished {
+    trace_id: TraceId,
+    span: [u8; 8],
+    parent: Option<[u8; 8]>,
+    /// The parent is the client's span (not one of the gateway's own).
+    parent_remote: bool,
+    kind: SpanKind,
+    name: Cow<'static, str>,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    status: Status,
 }

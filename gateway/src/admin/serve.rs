@@ -19,7 +19,7 @@ use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
 use super::Admin;
-use crate::access::entry::{millis, timestamp};
+use crate::access::entry::{millis, Stamp};
 use crate::access::ids::new_request_id;
 use crate::access::{Entry, Flags};
 use crate::listen::signals;
@@ -85,9 +85,9 @@ impl Admin {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
         access.write(Box::new(Entry {
-            ts: timestamp(arrived),
+            ts: Stamp(arrived),
             request_id,
             listener: "admin",
             proto: "http/1.1",
@@ -102,8 +102,7 @@ impl Admin {
                 Flags::default()
             } else {
                 Flags::CLIENT_GONE
-            }
-            .codes(),
+            },
             ..Entry::default()
         }));
     }

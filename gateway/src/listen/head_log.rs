@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use pingora::protocols::Stream;
 
-use crate::access::entry::{millis, timestamp};
+use crate::access::entry::{millis, Stamp};
 use crate::access::{AccessLog, Entry, Flags};
 use crate::answer::GwError;
 
@@ -28,13 +28,13 @@ impl HeadLog {
         let peer = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned())
-            .and_then(|a| a.as_inet().map(|a| a.ip().to_string()));
+            .and_then(|a| a.as_inet().map(|a| a.ip()));
         let tls = io.get_ssl_digest().map(|d| d.version.to_string());
         let arrived = SystemTime::now()
             .checked_sub(reading)
             .unwrap_or(SystemTime::now());
         self.access.write(Box::new(Entry {
-            ts: timestamp(arrived),
+            ts: Stamp(arrived),
             request_id: request_id.to_owned(),
             listener: self.listener,
             proto: "http/1.1",
@@ -43,7 +43,7 @@ impl HeadLog {
             duration_ms: millis(reading),
             client: peer,
             error: Some(err.code()),
-            flags: Flags::of_error(err).codes(),
+            flags: Flags::of_error(err),
             ..Entry::default()
         }));
     }

@@ -5,7 +5,7 @@
 use pingora::proxy::Session;
 use unit_router::Reason;
 
-use crate::access::entry::{millis, timestamp};
+use crate::access::entry::{millis, Stamp, TraceId};
 use crate::access::spans::{RequestSpan, Spans};
 use crate::access::{Entry, Flags};
 use crate::request::ctx::Ctx;
@@ -31,9 +31,9 @@ pub fn entry(session: &Session, ctx: &Ctx, end: &Ending<'_>, with_user: bool) ->
         .and_then(|d| d.ssl_digest.as_ref())
         .map(|s| s.version.to_string());
     Box::new(Entry {
-        ts: timestamp(ctx.arrived),
+        ts: Stamp(ctx.arrived),
         request_id: ctx.ids.request_id.clone(),
-        trace_id: Some(ctx.ids.trace.trace_id()).filter(|_| !ctx.ids.request_id.is_empty()),
+        trace_id: Some(TraceId(ctx.ids.trace.trace_id)).filter(|_| !ctx.ids.request_id.is_empty()),
         listener: end.listener,
         proto: proto(req.version),
         tls,
@@ -53,10 +53,10 @@ pub fn entry(session: &Session, ctx: &Ctx, end: &Ending<'_>, with_user: bool) ->
         reason: ctx.decision.map(|d| d.reason.as_str()),
         attempts: ctx.attempts.count,
         lane: None,
-        client: ctx.facts.client_ip.map(|ip| ip.to_string()),
+        client: ctx.facts.client_ip,
         user: with_user.then(|| ctx.facts.identity.as_ref().map(|i| i.user.clone())),
         error: error.map(|e| e.code()),
-        flags: flags(ctx, end).codes(),
+        flags: flags(ctx, end),
     })
 }
 
