@@ -13,7 +13,7 @@ use pingora::apps::HttpServerApp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::{http_proxy, HttpProxy};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 use unit_router::Listener;
 use unitgate_geo::MmdbGeo;
@@ -95,7 +95,14 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
         public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
         http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
     );
-    server.run_forever()
+    server.run(RunArgs::default());
+    // The listeners are closed and their requests ended: the lines and
+    // spans still queued go out before the process does.
+    shared.access.close(std::time::Duration::from_secs(2));
+    if let Some(spans) = &shared.spans {
+        spans.shutdown();
+    }
+    std::process::exit(0)
 }
 
 /// The proxy listeners to bind: public, internal, and the plain HTTP one

@@ -23,7 +23,10 @@ impl Default for Stamp {
 
 impl Serialize for Stamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+        // A clock set before 1970 is written as 1970 (the formatter
+        // refuses earlier times).
+        let t = self.0.max(SystemTime::UNIX_EPOCH);
+        s.collect_str(&humantime::format_rfc3339_millis(t))
     }
 }
 

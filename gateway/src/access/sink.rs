@@ -11,9 +11,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::TryRecvError;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub struct AccessLog {
     queue: Option<SyncSender<Box<Entry>>>,
     dropped: IntCounter,
     reopen: Arc<AtomicBool>,
+    /// Lines queued and not yet written out ([`AccessLog::close`]).
+    pending: Arc<AtomicUsize>,
 }
 
 impl AccessLog {
@@ -66,26 +68,29 @@ impl AccessLog {
     /// fails here, before the gateway serves) and start its writer.
     pub fn open(target: &Target, dropped: IntCounter) -> io::Result<AccessLog> {
         let reopen = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(AtomicUsize::new(0));
         let out = match target {
             Target::Off => {
                 return Ok(AccessLog {
                     queue: None,
                     dropped,
                     reopen,
+                    pending,
                 })
             }
             Target::Stdout => Out::Stdout(BufWriter::with_capacity(BUFFER, io::stdout())),
             Target::File(p) => Out::File(BufWriter::with_capacity(BUFFER, append(p)?), p.clone()),
         };
         let (tx, rx) = sync_channel(QUEUE);
-        let flag = reopen.clone();
+        let (flag, written) = (reopen.clone(), pending.clone());
         std::thread::Builder::new()
             .name("unitgate-access-log".into())
-            .spawn(move || write_all(rx, out, &flag))?;
+            .spawn(move || write_all(rx, out, &flag, &written))?;
         Ok(AccessLog {
             queue: Some(tx),
             dropped,
             reopen,
+            pending,
         })
     }
 
@@ -98,12 +103,23 @@ impl AccessLog {
     /// Queue `entry`; dropped and counted when the queue is full.
     pub fn write(&self, entry: Box<Entry>) {
         if let Some(q) = &self.queue {
-            match q.try_send(entry) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => self.dropped.inc(),
-                // The writer is gone (its output failed and was reported).
-                Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+            // Counted first: the writer may take it at once.
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            if q.try_send(entry).is_err() {
+                // Full, or the writer is gone (its output failed and was
+                // reported).
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                self.dropped.inc();
             }
+        }
+    }
+
+    /// Wait until every line queued so far is written out, at most
+    /// `deadline`: the gateway calls it before it exits.
+    pub fn close(&self, deadline: std::time::Duration) {
+        let until = std::time::Instant::now() + deadline;
+        while self.pending.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -150,40 +166,62 @@ impl Out {
 /// The writer thread: until every handle is gone. It blocks for the
 /// first line after a quiet spell (one wake-up), then takes what gathered
 /// every [`BATCH_INTERVAL`] until a batch finds nothing: while it sleeps,
-/// a request's `try_send` finds no receiver waiting and wakes nobody.
-fn write_all(rx: Receiver<Box<Entry>>, mut out: Out, reopen: &AtomicBool) {
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        loop {
-            if reopen.swap(false, Ordering::Relaxed) {
-                out.reopen();
+/// a request's `try_send` finds no receiver waiting and wakes nobody. A
+/// batch is at most [`QUEUE`] lines, so a reopen waits for no lull.
+/// `pending` falls by what each batch wrote, once it is flushed.
+fn write_all(rx: Receiver<Box<Entry>>, mut out: Out, reopen: &AtomicBool, pending: &AtomicUsize) {
+    let mut scratch = Vec::with_capacity(1024);
+    let mut next = None;
+    loop {
+        if next.is_none() {
+            match rx.recv() {
+                Ok(entry) => next = Some(entry),
+                Err(_) => return,
             }
-            let mut wrote = false;
-            let gone = loop {
-                if let Some(entry) = next.take() {
-                    write_one(&mut out, &entry);
-                    wrote = true;
+        }
+        if reopen.swap(false, Ordering::Relaxed) {
+            out.reopen();
+        }
+        let mut wrote = 0;
+        let mut gone = false;
+        while wrote < QUEUE {
+            if let Some(entry) = next.take() {
+                write_one(&mut out, &entry, &mut scratch);
+                wrote += 1;
+            }
+            match rx.try_recv() {
+                Ok(entry) => next = Some(entry),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
                 }
-                match rx.try_recv() {
-                    Ok(entry) => next = Some(entry),
-                    Err(TryRecvError::Empty) => break false,
-                    Err(TryRecvError::Disconnected) => break true,
-                }
-            };
-            let _ = out.writer().flush();
-            if gone {
-                return;
             }
-            if !wrote {
-                break;
-            }
+        }
+        let _ = out.writer().flush();
+        pending.fetch_sub(wrote, Ordering::Relaxed);
+        if gone {
+            return;
+        }
+        if next.is_none() {
+            // Nothing left: wait for lines to gather, then see whether any
+            // did; a batch that finds none goes back to blocking.
             std::thread::sleep(BATCH_INTERVAL);
+            match rx.try_recv() {
+                Ok(entry) => next = Some(entry),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return,
+            }
         }
     }
 }
 
-fn write_one(out: &mut Out, entry: &Entry) {
-    if let Err(e) = entry.write_line(out.writer()) {
+/// One line, serialised whole before it is written, so an output that
+/// fails mid-batch never leaves half a line before the next one.
+fn write_one(out: &mut Out, entry: &Entry, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    let _ = entry.write_line(scratch);
+    if let Err(e) = out.writer().write_all(scratch) {
         tracing::error!("access log: {e}; lines are lost until it can be written");
     }
 }
@@ -216,6 +254,27 @@ mod tests {
             request_id: id.into(),
             ..Entry::default()
         })
+    }
+
+    #[test]
+    fn close_returns_once_every_queued_line_is_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&Target::File(path.clone()), counter()).unwrap();
+        for i in 0..1000 {
+            log.write(entry(&i.to_string()));
+        }
+        log.close(std::time::Duration::from_secs(10));
+        // Read at once, no waiting: every line is there, whole.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string()
+            })
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert_eq!(ids[999], "\"999\"");
     }
 
     #[test]
@@ -254,12 +313,14 @@ mod tests {
             queue: Some(tx),
             dropped: dropped.clone(),
             reopen: Arc::default(),
+            pending: Arc::default(),
         };
         // Nobody drains the queue: the writer is stuck.
         for i in 0..10 {
             log.write(entry(&i.to_string()));
         }
         assert_eq!(dropped.get(), 6);
+        assert_eq!(log.pending.load(Ordering::Relaxed), 4);
         assert_eq!(rx.try_iter().count(), 4);
     }
 

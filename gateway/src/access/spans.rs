@@ -70,9 +70,10 @@ pub struct Spans {
     scope: InstrumentationScope,
 }
 
-impl Drop for Spans {
-    /// What is queued is exported before the gateway goes.
-    fn drop(&mut self) {
+impl Spans {
+    /// Export what is queued (at most the exporter's 5 s timeout), then
+    /// stop: the gateway calls it once its listeners have closed.
+    pub fn shutdown(&self) {
         let _ = self.processor.shutdown();
     }
 }
