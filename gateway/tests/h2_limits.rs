@@ -124,7 +124,11 @@ async fn start(units: &Units, dir: &std::path::Path, config: &str) -> Gateway {
 async fn rapid_reset_closes_the_connection_within_its_budget() {
     let units = Units::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(&units, dir.path(), "h2_max_resets = 50\n").await;
+    // 10, under the h2 library's own limit of 20 streams reset before they
+    // were accepted: with a larger budget, that limit may close the
+    // connection first (how the flood's bytes arrive decides), and the
+    // guard's refusal is not counted.
+    let gw = start(&units, dir.path(), "h2_max_resets = 10\n").await;
     let mut s = h2c(&gw).await;
     // Open a stream and reset it at once, 2,000 times.
     let frames = (0..2_000u32).flat_map(|i| {
@@ -146,7 +150,7 @@ async fn rapid_reset_closes_the_connection_within_its_budget() {
     // Far fewer than 2,000 requests reached the unit: at most the budget
     // and the streams in flight.
     let reached = units.received("bj-2", "orders").await.len();
-    assert!(reached <= 50 + 100, "{reached} requests reached the unit");
+    assert!(reached <= 10 + 100, "{reached} requests reached the unit");
     assert!(served(&gw).await);
 }
 
