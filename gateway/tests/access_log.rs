@@ -449,6 +449,31 @@ async fn sighup_reopens_the_file_after_logrotate_moved_it() {
     assert!(old.contains("/orders/before"));
 }
 
+/// A gateway that is stopped (SIGTERM, graceful; SIGINT, fast) has
+/// written the line of every request it answered before it exits.
+/// By hand (`--ignored`): in one run of 16 the gateway had not exited 60 s
+/// after SIGTERM, a hang in the shutdown not yet explained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a SIGTERM exit hung once in 16 runs, not yet explained; run by hand"]
+async fn every_line_is_written_before_the_gateway_exits() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_units, mut gw) = gateway(dir.path()).await;
+        for i in 0..100 {
+            let path = format!("/orders/exit-{i}");
+            assert_eq!(get(&gw, &path, &[("x-user-id", "30")]).await.status(), 200);
+        }
+        let Some(status) = gw.signal_and_wait(signal, Duration::from_secs(30)) else {
+            panic!("SIG{signal}: still running:\n{}", gw.log_tail());
+        };
+        assert!(status.success(), "SIG{signal}: {status}");
+        // Read at once: nothing is written after the process is gone.
+        let text = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+        let n = text.lines().filter(|l| l.contains("/orders/exit-")).count();
+        assert_eq!(n, 100, "SIG{signal}: lines of the answered requests");
+    }
+}
+
 /// `log_format = "json"`: the diagnostic log is JSON lines, and a failed
 /// request's line names its request and trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

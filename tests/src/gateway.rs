@@ -322,12 +322,36 @@ impl Gateway {
         }
     }
 
-    /// Resident memory of the gateway process in KiB (Linux `/proc`).
     /// The gateway's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Send the gateway `signal` (`TERM`, `INT`) and wait until it exits,
+    /// at most `deadline`: its exit status, or `None` if it still runs.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        deadline: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status();
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident memory of the gateway process in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
