@@ -253,6 +253,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
+                    // unitgate patch: an accept that fails at once (the
+                    // runtime shutting down) must not spin without ever
+                    // yielding, or the runtime cannot finish its shutdown
+                    // and the process never exits
+                    tokio::task::yield_now().await;
                     if let Some(io_error) = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
