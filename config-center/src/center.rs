@@ -362,8 +362,9 @@ impl ConfigCenter {
 
     /// Record the registrations among `kv` (`gateways/<id>` keys), as
     /// they are now.
-    pub fn set_registrations<'a>(&self, kv: impl Iterator<Item = (&'a String, &'a String)>) {
+    pub fn set_registrations(&self, kv: &crate::kv::Kv) {
         let gateways = kv
+            .range("gateways/".to_owned().."gateways0".to_owned())
             .filter_map(|(k, v)| {
                 let id = k.strip_prefix("gateways/")?;
                 Some((

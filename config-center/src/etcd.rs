@@ -178,7 +178,7 @@ impl EtcdSource {
             },
         };
         *state = Some((rev, kv.clone()));
-        center.set_registrations(kv.iter());
+        center.set_registrations(&kv);
         let dir = format!("{}/", self.prefix);
         let opts = WatchOptions::new()
             .with_prefix()
@@ -238,7 +238,7 @@ impl EtcdSource {
                             EventType::Delete => kv.remove(rel),
                         };
                     }
-                    center.set_registrations(kv.range("gateways/".to_owned().."gateways0".to_owned()));
+                    center.set_registrations(&kv);
                     if only_registrations {
                         // Keep the revision of the snapshot in force.
                         *state = Some((rev, kv.clone()));

@@ -81,10 +81,6 @@ async fn token_after(
     (by, tok)
 }
 
-async fn epoch(gw: &Gateway) -> i64 {
-    gw.status().await["epoch"].as_i64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_by_one_etcd_key_under_load_loses_nothing() {
     let etcd = Etcd::start().await.unwrap();
@@ -100,7 +96,7 @@ async fn drain_by_one_etcd_key_under_load_loses_nothing() {
     let gw = Arc::new(Gateway::start(Path::new(BIN), args).await.unwrap());
     eventually!(
         Duration::from_secs(10),
-        epoch(&gw).await >= first,
+        gw.epoch().await >= first,
         "topology applied"
     );
 
@@ -140,7 +136,7 @@ async fn drain_by_one_etcd_key_under_load_loses_nothing() {
     let mut applied_at = None;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if epoch(&gw).await >= rev {
+        if gw.epoch().await >= rev {
             applied_at = Some(Instant::now());
             break;
         }
@@ -257,7 +253,7 @@ async fn etcd_stopped_keeps_routing_and_a_restart_uses_last_known_good() {
         ..GatewayArgs::default()
     };
     let gw = Gateway::start(Path::new(BIN), args.clone()).await.unwrap();
-    eventually!(Duration::from_secs(10), epoch(&gw).await >= rev, "applied");
+    eventually!(Duration::from_secs(10), gw.epoch().await >= rev, "applied");
     assert_eq!(served(&gw, "99").await, (200, "bj-2".to_owned()));
 
     etcd.stop();
@@ -279,13 +275,13 @@ async fn etcd_stopped_keeps_routing_and_a_restart_uses_last_known_good() {
     // A restarted gateway, etcd still down, serves from its last-known-good
     // file: the snapshot it had applied (its own registration made one
     // after `rev`).
-    let applied = epoch(&gw).await;
+    let applied = gw.epoch().await;
     assert!(applied >= rev);
     let state = gw.kill();
     let gw = Gateway::start_in(Path::new(BIN), args, state)
         .await
         .unwrap();
-    assert_eq!(epoch(&gw).await, applied);
+    assert_eq!(gw.epoch().await, applied);
     assert_eq!(
         gw.status().await["config_center"]["origin"],
         "last-known-good"
@@ -297,7 +293,7 @@ async fn etcd_stopped_keeps_routing_and_a_restart_uses_last_known_good() {
     let undrained = etcd.delete("drain/unit/sh-2").await.unwrap();
     eventually!(
         Duration::from_secs(20),
-        epoch(&gw).await >= undrained,
+        gw.epoch().await >= undrained,
         "caught up"
     );
     assert_eq!(served(&gw, "99").await, (200, "sh-2".to_owned()));

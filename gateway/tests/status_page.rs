@@ -162,10 +162,6 @@ impl Drop for Browser {
     }
 }
 
-async fn epoch(gw: &Gateway) -> i64 {
-    gw.status().await["epoch"].as_i64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     let etcd = Etcd::start().await.unwrap();
@@ -182,7 +178,7 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
     let gw = Gateway::start(Path::new(BIN), args).await.unwrap();
     eventually!(
         Duration::from_secs(10),
-        epoch(&gw).await >= first,
+        gw.epoch().await >= first,
         "topology applied"
     );
     let browser = Browser::start().await;

@@ -416,6 +416,11 @@ impl Gateway {
         serde_json::from_str(&text).expect("status json")
     }
 
+    /// The topology epoch in force (0 before the first).
+    pub async fn epoch(&self) -> i64 {
+        self.status().await["epoch"].as_i64().unwrap_or(0)
+    }
+
     /// Kill the process and keep its state dir.
     pub fn kill(mut self) -> tempfile::TempDir {
         self.stop();
