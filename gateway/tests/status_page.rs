@@ -255,14 +255,23 @@ async fn the_status_page_shows_a_drain_within_two_seconds_and_logs_no_errors() {
             .header("baggage", dye.merge_into(None, &test_keyring()));
         assert_eq!(r.send().await.unwrap().status(), 200);
     }
-    let sh1 = gw.status().await["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "sh-1")
-        .unwrap()["services"]["orders"]
-        .clone();
-    assert_eq!(sh1["dyed_total"], 2, "{sh1}");
+    // Counted when each request ends, which may be just after its answer
+    // reached the client.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sh1 = gw.status().await["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "sh-1")
+            .unwrap()["services"]["orders"]
+            .clone();
+        if sh1["dyed_total"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sh1}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // sh-1 served user 60 and the two dyed calls: 3 of 6, 2 of them dyed.
     let share = "const u = document.querySelector('[data-unit=\"sh-1\"]'); return u ? [u.dataset.share, u.dataset.dyed] : null;";
     let deadline = Instant::now() + Duration::from_secs(10);
