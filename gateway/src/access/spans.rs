@@ -52,14 +52,14 @@ pub struct RequestSpan<'a> {
     pub path: &'a str,
     pub host: &'a str,
     pub client: Option<String>,
-    pub protocol: &'a str,
+    pub protocol: &'static str,
     pub status: u16,
     pub start: SystemTime,
     pub duration: Duration,
     pub shard: Option<u32>,
     pub home: Option<&'a str>,
     pub unit: Option<&'a str>,
-    pub reason: Option<&'a str>,
+    pub reason: Option<&'static str>,
     pub attempts: &'a [AttemptSpan],
 }
 
@@ -137,34 +137,31 @@ impl Spans {
     }
 
     /// Queue the spans of `r` (a sampled request).
-    pub fn record(&self, r: &RequestSpan<'_>) {
+    pub fn record(&self, mut r: RequestSpan<'_>) {
         let trace_id = TraceId::from_bytes(r.trace.trace_id);
         let name = match r.route {
-            "" => Cow::Owned(r.method.to_owned()),
+            "" => method_name(r.method),
             route => Cow::Owned(format!("{} {route}", r.method)),
         };
         let mut attrs = Vec::with_capacity(11);
         attrs.extend([
-            KeyValue::new("http.request.method", r.method.to_owned()),
+            KeyValue::new("http.request.method", method_name(r.method)),
             KeyValue::new("url.path", r.path.to_owned()),
             KeyValue::new("http.response.status_code", i64::from(r.status)),
             KeyValue::new("server.address", r.host.to_owned()),
-            KeyValue::new("network.protocol.version", r.protocol.to_owned()),
+            KeyValue::new("network.protocol.version", r.protocol),
         ]);
         if !r.route.is_empty() {
             attrs.push(KeyValue::new("http.route", r.route.to_owned()));
         }
-        attrs.extend(r.client.clone().map(|c| KeyValue::new("client.address", c)));
+        attrs.extend(r.client.take().map(|c| KeyValue::new("client.address", c)));
         attrs.extend(
             r.shard
                 .map(|s| KeyValue::new("unitgate.shard", i64::from(s))),
         );
         attrs.extend(r.home.map(|h| KeyValue::new("unitgate.home", h.to_owned())));
         attrs.extend(r.unit.map(|u| KeyValue::new("unitgate.unit", u.to_owned())));
-        attrs.extend(
-            r.reason
-                .map(|x| KeyValue::new("unitgate.reason", x.to_owned())),
-        );
+        attrs.extend(r.reason.map(|x| KeyValue::new("unitgate.reason", x)));
         self.finish(Finished {
             trace_id,
             span: r.trace.span,
@@ -182,14 +179,14 @@ impl Spans {
             },
         });
         for a in r.attempts {
-            self.attempt(r, a, trace_id);
+            self.attempt(&r, a, trace_id);
         }
     }
 
     fn attempt(&self, r: &RequestSpan<'_>, a: &AttemptSpan, trace_id: TraceId) {
         let mut attrs = Vec::with_capacity(7);
         attrs.extend([
-            KeyValue::new("http.request.method", r.method.to_owned()),
+            KeyValue::new("http.request.method", method_name(r.method)),
             KeyValue::new("server.address", a.peer.ip().to_string()),
             KeyValue::new("server.port", i64::from(a.peer.port())),
             KeyValue::new("unitgate.unit", a.unit.clone()),
@@ -199,10 +196,7 @@ impl Spans {
             a.status
                 .map(|s| KeyValue::new("http.response.status_code", i64::from(s))),
         );
-        attrs.extend(
-            r.reason
-                .map(|x| KeyValue::new("unitgate.reason", x.to_owned())),
-        );
+        attrs.extend(r.reason.map(|x| KeyValue::new("unitgate.reason", x)));
         let failed = a.outcome.is_some_and(|o| o != "ok") || a.status.is_some_and(|s| s >= 500);
         self.finish(Finished {
             trace_id,
@@ -210,7 +204,7 @@ impl Spans {
             parent: Some(r.trace.span),
             parent_remote: false,
             kind: SpanKind::Client,
-            name: Cow::Owned(r.method.to_owned()),
+            name: method_name(r.method),
             start: a.start,
             end: a.end.unwrap_or_else(SystemTime::now),
             attributes: attrs,
@@ -220,6 +214,18 @@ impl Spans {
                 Status::Unset
             },
         });
+    }
+}
+
+/// A method's name, borrowed for the standard methods (most requests)
+/// so that naming a span or an attribute by it costs no allocation.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_owned()),
     }
 }
 

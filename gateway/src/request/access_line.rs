@@ -65,7 +65,7 @@ pub fn spans(spans: &Spans, session: &Session, ctx: &Ctx, end: &Ending<'_>) {
     let req = session.req_header();
     let decision = ctx.decision.zip(ctx.plane.as_ref());
     let unit = |u| decision.map(|(_, p)| p.snap.topology.unit(u).name.as_str());
-    spans.record(&RequestSpan {
+    spans.record(RequestSpan {
         trace: &ctx.ids.trace,
         method: req.method.as_str(),
         route: end.route,
