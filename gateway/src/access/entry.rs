@@ -99,14 +99,18 @@ impl Entry {
     /// The line, newline included.
     pub fn line(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        let _ = self.write_line(&mut out);
+        self.write_line(&mut out);
         out
     }
 
-    /// The line written straight into `w` (the writer's buffer).
-    pub fn write_line(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer(&mut *w, self).map_err(std::io::Error::from)?;
-        w.write_all(b"\n")
+    /// The line appended to `out` (the writer's scratch buffer): the
+    /// serialiser writes into the `Vec` itself, each small piece of the
+    /// line an inlined copy rather than a call through `dyn Write`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec fails only if a Serialize impl does, and
+        // none of the line's does.
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
     }
 }
 

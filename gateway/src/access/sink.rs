@@ -220,7 +220,7 @@ fn write_all(rx: Receiver<Box<Entry>>, mut out: Out, reopen: &AtomicBool, pendin
 /// fails mid-batch never leaves half a line before the next one.
 fn write_one(out: &mut Out, entry: &Entry, scratch: &mut Vec<u8>) {
     scratch.clear();
-    let _ = entry.write_line(scratch);
+    entry.write_line(scratch);
     if let Err(e) = out.writer().write_all(scratch) {
         tracing::error!("access log: {e}; lines are lost until it can be written");
     }
