@@ -28,6 +28,7 @@ pub mod request;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod stop;
 pub mod tls;
 pub mod upstream;
 pub mod verified;

@@ -83,6 +83,14 @@ struct Cli {
     /// long (milliseconds; default 30000).
     #[arg(long)]
     send_timeout_ms: Option<u64>,
+    /// After SIGTERM, serve on this long with /readyz answering 503, so
+    /// balancers see the gateway leave (seconds; default 5).
+    #[arg(long)]
+    shutdown_delay_s: Option<u64>,
+    /// Then at most this long for the requests in flight (seconds;
+    /// default 30). A second SIGTERM or a SIGINT stops at once.
+    #[arg(long)]
+    grace_period_s: Option<u64>,
     /// Where the access log goes: stdout, a file's path (reopened on
     /// SIGHUP), or off [default: stdout].
     #[arg(long)]
@@ -159,6 +167,8 @@ fn main() {
         http_listen: cli.http_listen,
         forward_underscore_headers: cli.forward_underscore_headers.then_some(true),
         send_timeout_ms: cli.send_timeout_ms,
+        shutdown_delay_s: cli.shutdown_delay_s,
+        grace_period_s: cli.grace_period_s,
         access_log: cli.access_log,
         log_format: cli.log_format,
         tls: cli.tls_cert_dir.map(|d| unitgate::config::TlsFile {

@@ -79,15 +79,19 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
     let conf = ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // The grace period ends early once no connection is left
+        // (`drained`); what still runs after it is cut.
+        grace_period_seconds: Some(cfg.stop.grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         max_retries: usize::from(cfg.max_attempts),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
+    let mut names = vec!["admin"];
     for plan in plans(&shared)? {
+        names.push(plan.gate.name);
         server.add_service(proxy_service(&shared, &conf, plan));
     }
     server.add_service(admin_service(&shared));
@@ -95,9 +99,28 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
         public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
         http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
     );
-    server.run(RunArgs::default());
-    // The listeners are closed and their requests ended: the lines and
-    // spans still queued go out before the process does.
+    let open: Vec<_> = names
+        .iter()
+        .map(|n| shared.metrics.connections.open.with_label_values(&[n]))
+        .collect();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::stop::StopSignals {
+            shared: shared.clone(),
+        }),
+        drained: Some(Box::new(move || open.iter().all(|g| g.get() <= 0))),
+    });
+    // The listeners are closed and their requests ended: the registration
+    // goes, and the lines and spans still queued go out, before the
+    // process does.
+    if !shared
+        .stopping
+        .deregister(std::time::Duration::from_secs(2))
+    {
+        tracing::warn!(
+            "gateways/{} not deleted within 2 s; its lease expires on its own",
+            cfg.id
+        );
+    }
     shared.access.close(std::time::Duration::from_secs(2));
     if let Some(spans) = &shared.spans {
         spans.shutdown();

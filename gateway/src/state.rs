@@ -67,6 +67,8 @@ pub struct Shared {
     pub access: AccessLog,
     /// Where sampled requests' spans go (`otlp_endpoint` set).
     pub spans: Option<Spans>,
+    /// Where the gateway is in stopping (`/readyz`, the registration).
+    pub stopping: crate::stop::Stopping,
 }
 
 /// Why the shared state could not be made.
@@ -107,6 +109,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             access,
             spans,
+            stopping: crate::stop::Stopping::default(),
             started_at: center.now(),
             cfg,
             center,

@@ -243,6 +243,10 @@ impl Gateway {
         if a.proto == Proto::H2 {
             cmd.arg("--tls-cert-dir").arg(test_pki(bin).1);
         }
+        // Tests stop gateways at once unless they test the delay.
+        if !a.extra.iter().any(|x| x == "--shutdown-delay-s") {
+            cmd.args(["--shutdown-delay-s", "0"]);
+        }
         cmd.args(&a.extra);
         cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn");
         cmd.envs(a.env.iter().map(|(k, v)| (k, v)));
@@ -334,10 +338,23 @@ impl Gateway {
         signal: &str,
         deadline: Duration,
     ) -> Option<std::process::ExitStatus> {
+        self.signal(signal);
+        self.wait_exit(deadline)
+    }
+
+    /// Send the gateway `signal` (`TERM`, `INT`, `HUP`, ...).
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Wait until the gateway exits, at most `deadline`: its exit status,
+    /// or `None` if it still runs.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = std::process::Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status();
         let until = std::time::Instant::now() + deadline;
         loop {
             if let Ok(Some(status)) = child.try_wait() {

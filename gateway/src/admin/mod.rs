@@ -133,7 +133,9 @@ impl Admin {
             "/" => status_page(),
             "/healthz" => json_reply(200, &json!({"status": "ok"})),
             "/readyz" => {
-                if self.shared.plane.load().is_some() {
+                if self.shared.stopping.begun() {
+                    json_reply(503, &json!({"status": "stopping"}))
+                } else if self.shared.plane.load().is_some() {
                     json_reply(200, &json!({"status": "ready"}))
                 } else {
                     json_reply(503, &json!({"status": "not_ready"}))

@@ -40,6 +40,10 @@ pub struct FileConfig {
     pub read_buffer_bytes: Option<usize>,
     pub body_read_timeout_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
+    /// Serving on after SIGTERM with `/readyz` at 503 (`config/stop.rs`).
+    pub shutdown_delay_s: Option<u64>,
+    /// At most this long for the requests in flight when stopping.
+    pub grace_period_s: Option<u64>,
     /// `stdout`, a file's path, or `off` (`config/observe.rs`).
     pub access_log: Option<String>,
     pub access_log_user: Option<bool>,

@@ -9,12 +9,14 @@ use ipnet::IpNet;
 mod file;
 mod observe;
 mod sections;
+mod stop;
 
 pub use file::{read_file, CertFiles, FileConfig, Overrides, TlsFile};
 pub use observe::{LogFormat, Observe};
 use sections::{
     h2_limits, listeners, merged_tls, plain_listener, tls_config, topology_source, trusted_proxies,
 };
+pub use stop::Stop;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,8 @@ pub struct Config {
     /// it is ended (HTTP/2: its stream reset; HTTP/1.1: the connection
     /// closed).
     pub send_timeout_ms: u64,
+    /// How a SIGTERM stops the gateway (`shutdown_delay_s`, `grace_period_s`).
+    pub stop: Stop,
     /// What one response read off an HTTP/1.1 unit may hold in the gateway
     /// while its client takes nothing ([`crate::upstream::flow`]).
     pub response_buffer_bytes: usize,
@@ -193,6 +197,7 @@ impl Config {
         let retry_budget_percent = within!(file.retry_budget_percent, 20, 0..=100)?;
         let (send_timeout_ms, response_buffer_bytes) = sends(&file, &o)?;
         let observe = observe::observe(&file, &o)?;
+        let stop = stop::stop(&file, &o)?;
         let id = checked_id(o.id.take().or(file.id.take()))?;
         let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
         let tls_file = merged_tls(o.tls.take(), file.tls.take());
@@ -249,6 +254,7 @@ impl Config {
             read_buffer_bytes: within!(file.read_buffer_bytes, 0, 0..=1024 * 1024)?,
             body_read_timeout_ms: within!(file.body_read_timeout_ms, 15_000, 100..=600_000)?,
             send_timeout_ms,
+            stop,
             response_buffer_bytes,
             max_body_bytes: within!(
                 file.max_body_bytes,

@@ -11,13 +11,22 @@ use etcd_client::PutOptions;
 
 use crate::state::Shared;
 
-/// Keep `gateways/<id>` under a lease with this gateway's applied epoch.
+/// Keep `gateways/<id>` under a lease with this gateway's applied epoch,
+/// until the gateway stops: then delete it.
 pub async fn register(shared: Arc<Shared>, endpoints: Vec<String>, prefix: String) {
+    let mut leave = shared.stopping.leave_signal();
     loop {
-        if let Err(e) = register_once(&shared, &endpoints, &prefix).await {
+        if let Err(e) = register_once(&shared, &endpoints, &prefix, &mut leave).await {
             tracing::warn!(error = %e, "gateway registration interrupted; retrying");
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if *leave.borrow() {
+            shared.stopping.left();
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = leave.changed() => {}
+        }
     }
 }
 
@@ -25,6 +34,7 @@ async fn register_once(
     shared: &Shared,
     endpoints: &[String],
     prefix: &str,
+    leave: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), etcd_client::Error> {
     let mut c = etcd::connect(endpoints, &EtcdOptions::default()).await?;
     let lease = c.lease_grant(10, None).await?.id();
@@ -56,9 +66,17 @@ async fn register_once(
                 Some(PutOptions::new().with_lease(lease)),
             )
             .await?;
+            shared.stopping.registered();
             last = Some(epoch);
         }
+        if *leave.borrow() {
+            c.delete(key.as_str(), None).await?;
+            c.lease_revoke(lease).await?;
+            tracing::info!(key, "deregistered");
+            return Ok(());
+        }
         tokio::select! {
+            _ = leave.changed() => {}
             _ = tick.tick() => {
                 keeper.keep_alive().await?;
                 match acks.message().await? {

@@ -182,6 +182,11 @@ pub struct RunArgs {
     /// Signal for initating shutdown
     #[cfg(unix)]
     pub shutdown_signal: Box<dyn ShutdownSignalWatch>,
+    /// unitgate patch: whether the services have finished their work (no
+    /// connection left). When set, a graceful shutdown's grace period ends
+    /// as soon as it says so instead of always lasting
+    /// [ServerConf::grace_period_seconds]; it is asked every 20 ms.
+    pub drained: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Default for RunArgs {
@@ -189,6 +194,7 @@ impl Default for RunArgs {
     fn default() -> Self {
         Self {
             shutdown_signal: Box::new(UnixShutdownSignalWatch),
+            drained: None, // unitgate patch
         }
     }
 
@@ -785,9 +791,16 @@ impl Server {
             RuntimeOpts::default(),
         );
         #[cfg(unix)]
+        let mut run_args = run_args;
+        // unitgate patch: kept for the grace period.
+        #[cfg(unix)]
+        let drained = run_args.drained.take();
+        #[cfg(unix)]
         let shutdown_type = server_runtime
             .get_handle()
             .block_on(self.main_loop(run_args));
+        #[cfg(windows)]
+        let drained: Option<Box<dyn Fn() -> bool + Send + Sync>> = None; // unitgate patch
         #[cfg(windows)]
         let shutdown_type = server_runtime
             .get_handle()
@@ -808,7 +821,17 @@ impl Server {
                 .grace_period_seconds
                 .unwrap_or(EXIT_TIMEOUT);
             info!("Graceful shutdown: grace period {}s starts", exit_timeout);
-            thread::sleep(Duration::from_secs(exit_timeout));
+            // unitgate patch: the grace period ends early once the
+            // services say they are drained.
+            match &drained {
+                None => thread::sleep(Duration::from_secs(exit_timeout)),
+                Some(drained) => {
+                    let until = Instant::now() + Duration::from_secs(exit_timeout);
+                    while !drained() && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
             info!("Graceful shutdown: grace period ends");
         }
 

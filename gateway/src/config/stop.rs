@@ -1,0 +1,66 @@
+//! How the gateway stops on SIGTERM (`crate::stop`): `shutdown_delay_s`
+//! (flag `--shutdown-delay-s`, default 5) it keeps serving with `/readyz`
+//! at 503 so that balancers see it leave, then `grace_period_s` (flag
+//! `--grace-period-s`, default 30) at most for the requests in flight.
+
+use std::time::Duration;
+
+use super::{within, ConfigError, FileConfig, Overrides};
+
+/// The resolved stop settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// Serving on after SIGTERM, `/readyz` answering 503.
+    pub delay: Duration,
+    /// At most this long for the requests in flight once the listeners
+    /// closed; what is still running then is cut.
+    pub grace: Duration,
+}
+
+/// The flags win over the file.
+pub fn stop(file: &FileConfig, o: &Overrides) -> Result<Stop, ConfigError> {
+    let delay = within(
+        "shutdown_delay_s",
+        o.shutdown_delay_s.or(file.shutdown_delay_s),
+        5,
+        0..=600,
+    )?;
+    let grace = within(
+        "grace_period_s",
+        o.grace_period_s.or(file.grace_period_s),
+        30,
+        0..=3600,
+    )?;
+    Ok(Stop {
+        delay: Duration::from_secs(delay),
+        grace: Duration::from_secs(grace),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_flags_over_the_file_and_bounds_naming_the_key() {
+        let file = FileConfig {
+            shutdown_delay_s: Some(2),
+            grace_period_s: Some(40),
+            ..FileConfig::default()
+        };
+        let s = stop(&FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!((s.delay.as_secs(), s.grace.as_secs()), (5, 30));
+        let o = Overrides {
+            shutdown_delay_s: Some(0),
+            ..Overrides::default()
+        };
+        let s = stop(&file, &o).unwrap();
+        assert_eq!((s.delay.as_secs(), s.grace.as_secs()), (0, 40));
+        let bad = FileConfig {
+            grace_period_s: Some(7200),
+            ..FileConfig::default()
+        };
+        let e = stop(&bad, &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("grace_period_s: 7200"), "{e}");
+    }
+}
