@@ -52,8 +52,12 @@ pub struct Shared {
     pub started_at: i64,
     /// Monotonic origin for endpoint timers.
     pub clock_origin: Instant,
-    /// Epoch of the plane in force (for registration and status).
+    /// Epoch of the plane in force (for registration and status): the
+    /// etcd revision of the last topology change applied, a put or a
+    /// delete alike.
     pub applied_epoch: AtomicI64,
+    /// When it was applied (Unix seconds).
+    pub applied_at: AtomicI64,
     /// JWK sets fetched from the issuers' `jwks_uri`: the fetcher's table,
     /// read by the plane's writer; the request path only asks it for an
     /// early fetch.
@@ -121,6 +125,7 @@ impl Shared {
             policy,
             clock_origin: Instant::now(),
             applied_epoch: AtomicI64::new(0),
+            applied_at: AtomicI64::new(0),
             jwks: Arc::new(Fetched::default()),
             tls,
             #[allow(clippy::disallowed_types)]
@@ -182,6 +187,7 @@ impl Shared {
             tracing::info!(epoch, fetched, "plane updated: fetched JWK sets");
             return;
         }
+        self.applied_at.store(self.center.now(), Ordering::SeqCst);
         self.applied_epoch.store(epoch, Ordering::SeqCst);
         self.metrics.config.epoch.set(epoch);
         if let Some(gone) = gone.filter(|g| !g.is_empty()) {

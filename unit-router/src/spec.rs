@@ -439,7 +439,7 @@ pub enum QuotaScope {
 }
 
 /// `gateways/<id>`: written by each gateway under a lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewaySpec {
     #[serde(default)]
     pub region: String,
@@ -447,6 +447,10 @@ pub struct GatewaySpec {
     pub dc: String,
     #[serde(default)]
     pub applied_epoch: i64,
+    /// When the gateway applied `applied_epoch` (RFC 3339, UTC); empty
+    /// from gateways that predate it.
+    #[serde(default)]
+    pub applied_at: String,
     #[serde(default)]
     pub started_at: String,
     #[serde(default)]

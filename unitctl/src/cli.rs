@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Operate a unitgate deployment: its topology in etcd, drains, routing.
 #[derive(Debug, Parser)]
-#[command(name = "unitctl", version, about)]
+#[command(
+    name = "unitctl",
+    version,
+    about,
+    after_help = "Exit status: 0 done; 1 refused or failed (an invalid topology, etcd unreachable, a drain that would strand shards); 2 usage (a bad command line); 3 timed out waiting (--wait: the gateways that had not applied the change are named)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub target: Target,
@@ -59,12 +64,23 @@ pub enum Command {
         /// Write the drain even if it leaves shards without a unit.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Remove a drain.
-    Undrain { kind: Kind, name: String },
+    Undrain {
+        kind: Kind,
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Show epoch, regions, datacenters, units with drain state, shard
-    /// ownership and registered gateways.
-    Status,
+    /// ownership and registered gateways (up to date, behind or gone).
+    Status {
+        /// `text`, or `json` for scripts.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Show how a request would be routed on the current topology, with
     /// the auth and quotas that apply to it.
     Explain(Box<ExplainArgs>),
@@ -101,6 +117,25 @@ pub struct TokenArgs {
     /// Lifetime (e.g. 10m, 1h).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+}
+
+/// Waiting for the gateways after a change.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Wait {
+    /// Return once every registered gateway applied the change (exit 3,
+    /// naming the others, if they have not within --timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "wait")]
+    pub timeout: std::time::Duration,
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// What a drain names.

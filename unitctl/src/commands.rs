@@ -5,11 +5,12 @@ use config_center::kv::Kv;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use unit_router::drain::{units_of, would_strand};
-use unit_router::spec::{DrainSpec, UnitKind};
+use unit_router::spec::DrainSpec;
 use unit_router::{decide, AllHealthy, DrainTarget, Facts, Here, Listener, RouteError, Topology};
 use unitgate_geo::{GeoLookup, MmdbGeo};
 
-use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Target};
+use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Target, Wait};
+use crate::gateways::{self as gws, Waited};
 use crate::store::{read_file, read_topology, Store};
 
 /// Keys written at run time, never touched by `apply --prune`.
@@ -17,7 +18,7 @@ const RUNTIME: [&str; 3] = ["drain/", "gateways/", "instances/"];
 /// Attempts of a read-check-write when etcd changed in between.
 const ATTEMPTS: usize = 3;
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -32,15 +33,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
             reason,
             ttl,
             force,
-        } => drain(t, kind, &name, reason, ttl, force).await,
-        Command::Undrain { kind, name } => undrain(t, kind, &name).await,
-        Command::Status => status(t).await,
+            wait,
+        } => {
+            let written = drain(t, kind, &name, reason, ttl, force).await?;
+            waited(t, written, wait).await
+        }
+        Command::Undrain { kind, name, wait } => {
+            let written = undrain(t, kind, &name).await?;
+            waited(t, written, wait).await
+        }
+        Command::Status { output } => crate::status::status(t, output).await,
         Command::Explain(a) => explain(t, &a).await,
         Command::Token(a) => crate::auth::token(&a, now()),
     }
 }
 
-fn build(epoch: i64, kv: &Kv) -> Result<Topology> {
+pub fn build(epoch: i64, kv: &Kv) -> Result<Topology> {
     Topology::build(epoch, kv, now()).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
         anyhow!(
@@ -51,7 +59,7 @@ fn build(epoch: i64, kv: &Kv) -> Result<Topology> {
     })
 }
 
-fn summary(t: &Topology) -> String {
+pub fn summary(t: &Topology) -> String {
     let routes = t.routes.routes().len();
     format!(
         "{} regions, {} datacenters, {} units, {} services, {} shards, {} routes",
@@ -193,6 +201,52 @@ fn whoami() -> String {
     }
 }
 
+/// What a change did: the exit code, and the revision the gateways are to
+/// reach (`None`: nothing was written and nothing is to be waited for).
+struct Written {
+    code: i32,
+    revision: Option<i64>,
+}
+
+impl Written {
+    fn refused() -> Self {
+        Written {
+            code: 1,
+            revision: None,
+        }
+    }
+
+    fn at(revision: i64) -> Self {
+        Written {
+            code: 0,
+            revision: Some(revision),
+        }
+    }
+}
+
+/// With `--wait`, wait until every registered gateway applied what was
+/// written: 0, or 3 naming those that had not within `--timeout`.
+async fn waited(t: &Target, w: Written, wait: Wait) -> Result<i32> {
+    let (Some(rev), true, 0) = (w.revision, wait.wait, w.code) else {
+        return Ok(w.code);
+    };
+    let mut store = Store::open(t).await?;
+    match gws::wait_applied(&mut store, rev, wait.timeout).await? {
+        Waited::All(n) => {
+            println!("applied by every registered gateway ({n}) at revision {rev}");
+            Ok(0)
+        }
+        Waited::TimedOut(behind) => {
+            eprintln!(
+                "unitctl: timed out after {}: not at revision {rev}: {}",
+                humantime::format_duration(wait.timeout),
+                behind.join(", ")
+            );
+            Ok(3)
+        }
+    }
+}
+
 async fn drain(
     t: &Target,
     kind: Kind,
@@ -200,7 +254,7 @@ async fn drain(
     reason: String,
     ttl: Option<std::time::Duration>,
     force: bool,
-) -> Result<i32> {
+) -> Result<Written> {
     let target = target_of(kind, name);
     let key = target.key();
     let mut store = Store::open(t).await?;
@@ -217,7 +271,7 @@ async fn drain(
                     "unitctl: refusing to write {key}: it would leave {lost} without a unit (units {}); use --force to write it anyway (gateways then keep the last unit active)",
                     units_of(&topo, &target).iter().map(|&u| topo.unit(u).name.as_str()).collect::<Vec<_>>().join(", ")
                 );
-                return Ok(1);
+                return Ok(Written::refused());
             }
             eprintln!(
                 "warning: {key} leaves {lost} without a unit; gateways keep the last unit active"
@@ -247,7 +301,7 @@ async fn drain(
                     names.join(", "),
                     until.map(|u| format!(", until {u}")).unwrap_or_default()
                 );
-                return Ok(0);
+                return Ok(Written::at(new_rev));
             }
             // Something under the prefix changed since the read: read again.
             None => continue,
@@ -256,191 +310,29 @@ async fn drain(
     Err(store.conflict())
 }
 
-async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<i32> {
+async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<Written> {
     let key = target_of(kind, name).key();
     let mut store = Store::open(t).await?;
     for _ in 0..ATTEMPTS {
         let (rev, kv) = store.list().await?;
         if !kv.contains_key(&key) {
             println!("{key} is not set: {name} is not drained");
-            return Ok(0);
+            // Its delete may not have reached every gateway yet: the
+            // newest change known is what to wait for.
+            let topology = store.topology_revision().await?;
+            let gateways = gws::registered(&mut store).await?;
+            return Ok(Written::at(gws::newest(topology, &gateways)));
         }
         match store.commit(rev, &[], std::slice::from_ref(&key)).await? {
             Some(new_rev) => {
                 println!("undrained {name}: deleted {key} at revision {new_rev}");
-                return Ok(0);
+                return Ok(Written::at(new_rev));
             }
             // Something under the prefix changed since the read: read again.
             None => continue,
         }
     }
     Err(store.conflict())
-}
-
-fn ranges_text(r: &[(u32, u32)]) -> String {
-    r.iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-async fn status(t: &Target) -> Result<i32> {
-    let (rev, kv, from) = read_topology(t).await?;
-    let topo = build(rev, &kv)?;
-    let now = now();
-    println!("topology  {from}");
-    println!("epoch     {rev}");
-    println!("summary   {}", summary(&topo));
-    let ranges = topo.shard_ranges();
-    for (ri, region) in topo.regions.iter().enumerate() {
-        println!(
-            "region {}  entries: {}",
-            region.name,
-            region.entries.join(", ")
-        );
-        for (di, dc) in topo.dcs.iter().enumerate() {
-            if dc.region.index() == ri {
-                print_dc(&topo, di, &ranges, now);
-            }
-        }
-    }
-    println!("shards");
-    for (a, b, u) in &ranges {
-        println!("  {a:>5}-{b:<5} {}", topo.unit(*u).name);
-    }
-    if !topo.drains.is_empty() {
-        println!("drains");
-        for d in &topo.drains {
-            let state = if d.in_force(now) {
-                "in force"
-            } else {
-                "expired"
-            };
-            println!("  {}  {state}{}", d.key, drain_note(d));
-        }
-    }
-    for n in &topo.notices {
-        println!("notice  {n}");
-    }
-    print_gateways(t, &topo, rev).await?;
-    Ok(0)
-}
-
-/// One datacenter of `status`: its drain state and its units.
-fn print_dc(topo: &Topology, di: usize, ranges: &[(u32, u32, unit_router::UnitId)], now: i64) {
-    let dc = &topo.dcs[di];
-    let dc_id = unit_router::DcId(di as u16);
-    let dc_drain = topo
-        .drains
-        .iter()
-        .find(|d| d.target == DrainTarget::Dc(dc.name.clone()));
-    let state = match dc_drain {
-        Some(d) if d.in_force(now) && topo.is_dc_drained(dc_id, now) => {
-            format!("DRAINED{}", drain_note(d))
-        }
-        Some(d) if d.in_force(now) => format!("DRAIN PARTLY APPLIED{}", drain_note(d)),
-        Some(_) => "active (drain expired)".into(),
-        None => "active".into(),
-    };
-    println!("  dc {}  {state}", dc.name);
-    for (ui, u) in topo.units.iter().enumerate() {
-        if u.dc.index() == di {
-            print_unit(topo, unit_router::UnitId(ui as u16), ranges, now);
-        }
-    }
-}
-
-/// One unit of `status`: kind, shards, services and drain state.
-fn print_unit(
-    topo: &Topology,
-    id: unit_router::UnitId,
-    ranges: &[(u32, u32, unit_router::UnitId)],
-    now: i64,
-) {
-    let u = topo.unit(id);
-    let owned: Vec<(u32, u32)> = ranges
-        .iter()
-        .filter(|r| r.2 == id)
-        .map(|r| (r.0, r.1))
-        .collect();
-    let count: u32 = owned.iter().map(|(a, b)| b - a + 1).sum();
-    let kind = match u.kind {
-        UnitKind::Shard if owned.is_empty() => format!("shard  shards - ({count})"),
-        UnitKind::Shard => format!("shard  shards {} ({count})", ranges_text(&owned)),
-        UnitKind::Center => "center".into(),
-    };
-    let state = match &u.drain {
-        Some(d) if d.in_force(now) => format!("DRAINED by {}", d.key),
-        _ => "active".into(),
-    };
-    let services: Vec<&str> = topo
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(s, _)| u.runs(unit_router::ServiceId(*s as u16)))
-        .map(|(_, n)| n.as_str())
-        .collect();
-    println!(
-        "    unit {:<8} {kind}  services {}  {state}",
-        u.name,
-        services.join(",")
-    );
-}
-
-/// The gateways of `status`, each judged against the newest topology change.
-async fn print_gateways(t: &Target, topo: &Topology, rev: i64) -> Result<()> {
-    if topo.gateways.is_empty() {
-        println!("gateways  none registered");
-        return Ok(());
-    }
-    println!("gateways");
-    // Registrations bump the revision too: compare with the newest
-    // revision that changed a topology key.
-    let topo_rev = if t.file.is_none() {
-        Store::open(t).await?.topology_revision().await?
-    } else {
-        rev
-    };
-    for (id, g) in &topo.gateways {
-        let lag = if g.applied_epoch >= topo_rev {
-            "up to date".to_owned()
-        } else {
-            format!("behind (topology changed at {topo_rev})")
-        };
-        println!(
-            "  {id}  region {} dc {}  applied epoch {} {lag}  version {}  since {}",
-            g.region, g.dc, g.applied_epoch, g.version, g.started_at
-        );
-    }
-    Ok(())
-}
-
-fn drain_note(d: &unit_router::Drain) -> String {
-    let mut parts = Vec::new();
-    if !d.reason.is_empty() {
-        parts.push(format!("reason {:?}", d.reason));
-    }
-    if !d.by.is_empty() {
-        parts.push(format!("by {}", d.by));
-    }
-    if let Some(u) = d.until {
-        let at = OffsetDateTime::from_unix_timestamp(u)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default();
-        parts.push(format!("until {at}"));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join(", "))
-    }
 }
 
 /// The cookie and hint a public client gets, as the gateway renders them.

@@ -7,6 +7,8 @@
 mod auth;
 mod cli;
 mod commands;
+mod gateways;
+mod status;
 mod store;
 
 use clap::Parser;

@@ -77,6 +77,41 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The gateways registered under the prefix: id, what each wrote
+    /// and its lease id (0: none). An unreadable value reads as empty.
+    pub async fn registrations(
+        &mut self,
+    ) -> Result<Vec<(String, unit_router::spec::GatewaySpec, i64)>> {
+        let dir = format!("{}/gateways/", self.prefix);
+        let resp = self
+            .client
+            .get(
+                dir.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| unreachable(&self.endpoints, e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = kv.key_str().ok()?.strip_prefix(dir.as_str())?.to_owned();
+                let spec = serde_json::from_slice(kv.value()).unwrap_or_default();
+                Some((id, spec, kv.lease()))
+            })
+            .collect())
+    }
+
+    /// Seconds the lease `id` has left (`None`: expired or unknown).
+    pub async fn lease_ttl_left(&mut self, id: i64) -> Result<Option<i64>> {
+        let resp = self
+            .client
+            .lease_time_to_live(id, None)
+            .await
+            .map_err(|e| unreachable(&self.endpoints, e))?;
+        Ok(Some(resp.ttl()).filter(|&t| t >= 0))
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}/{key}", self.prefix)
     }

@@ -40,13 +40,7 @@ async fn register_once(
     let lease = c.lease_grant(10, None).await?.id();
     let (mut keeper, mut acks) = c.lease_keep_alive(lease).await?;
     let key = format!("{prefix}/gateways/{}", shared.cfg.id);
-    let started = time::OffsetDateTime::from_unix_timestamp(shared.started_at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
+    let started = rfc3339(shared.started_at);
     let mut rx = shared.center.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     let mut last = None;
@@ -57,6 +51,7 @@ async fn register_once(
                 "region": shared.cfg.region.clone().unwrap_or_default(),
                 "dc": shared.cfg.dc.clone().unwrap_or_default(),
                 "applied_epoch": epoch,
+                "applied_at": rfc3339(shared.applied_at.load(Ordering::SeqCst)),
                 "started_at": started,
                 "version": env!("CARGO_PKG_VERSION"),
             });
@@ -91,4 +86,15 @@ async fn register_once(
             }
         }
     }
+}
+
+/// Unix seconds as RFC 3339 (UTC); empty if out of range.
+fn rfc3339(unix_s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
