@@ -44,7 +44,8 @@ pub struct Shared {
     pub cfg: Config,
     pub center: ConfigCenter,
     pub plane: ArcSwapOption<Plane>,
-    pub keys: Keyring,
+    /// The routing-token and dye keys in force (reloaded while running).
+    pub keys: crate::secrets::LiveKeys,
     pub geo: Option<Arc<MmdbGeo>>,
     pub metrics: Metrics,
     pub budget: RetryBudget,
@@ -110,6 +111,7 @@ impl Shared {
             Some(e) => Some(Spans::start(e, &cfg.id).map_err(SharedError::Spans)?),
             None => None,
         };
+        let keys = crate::secrets::LiveKeys::new(keys, cfg.secrets.clone(), center.now());
         Ok(Arc::new(Shared {
             access,
             spans,

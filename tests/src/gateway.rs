@@ -116,6 +116,8 @@ pub struct GatewayArgs {
     pub proto: Proto,
     /// Environment variables of the process.
     pub env: Vec<(String, String)>,
+    /// The secrets file (`None`: the demo keys).
+    pub secrets: Option<PathBuf>,
 }
 
 /// The demo keys (tests only).
@@ -218,7 +220,7 @@ impl Gateway {
             .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .arg("--secrets")
-            .arg(secrets_path())
+            .arg(a.secrets.clone().unwrap_or_else(secrets_path))
             .arg("--state-dir")
             .arg(state_dir.path())
             .args(["--id", &format!("test-gw-{public}")]);

@@ -98,6 +98,11 @@ impl Keyring {
         &self.active
     }
 
+    /// Every kid accepted for verification (the active one included).
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
     /// MAC of `parts` (domain-separated by the caller) with the signing key.
     pub(crate) fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
         let mut mac = self.signer.clone();

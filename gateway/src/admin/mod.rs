@@ -105,6 +105,7 @@ impl Admin {
             "issuers": plane.map_or_else(serde_json::Map::new, issuers_status),
             "quotas": plane.map_or_else(serde_json::Map::new, quotas_status),
             "tls": s.tls.as_ref().map(|t| t.status().as_ref().clone()),
+            "keys": s.keys.status(),
         })
     }
 

@@ -82,16 +82,31 @@ async fn quota_sweeper(shared: Arc<Shared>) {
     }
 }
 
-/// Reopen the access log's file on every SIGHUP (logrotate). Without a
-/// handler the signal would end the process.
+/// Read the secrets file again every second: new keys are in force as
+/// soon as a changed file loads (`secrets::live`).
+async fn keys_reloader(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.keys.reload(shared.center.now());
+    }
+}
+
+/// Reopen the access log's file and read the secrets file again on every
+/// SIGHUP (logrotate, key rotation). Without a handler the signal would
+/// end the process.
 fn reopen_on_hangup(shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: the access log is reopened");
+                    tracing::info!(
+                        "SIGHUP: the access log is reopened, the secrets file read again"
+                    );
                     shared.access.reopen();
+                    shared.keys.reload(shared.center.now());
                 }
             });
         }
@@ -99,8 +114,30 @@ fn reopen_on_hangup(shared: Arc<Shared>) {
     }
 }
 
+/// SIGUSR1 and SIGUSR2 are logged and ignored: only SIGTERM, SIGINT and
+/// SIGQUIT (`crate::stop`) end the gateway (their default would).
+fn ignore_user_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (name, kind) in [
+        ("SIGUSR1", SignalKind::user_defined1()),
+        ("SIGUSR2", SignalKind::user_defined2()),
+    ] {
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        tracing::info!("{name} ignored");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "{name} handler not installed"),
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>) {
     reopen_on_hangup(shared.clone());
+    ignore_user_signals();
     let center = shared.center.clone();
     match shared.cfg.topology.clone() {
         TopologySource::File(path) => {
@@ -122,6 +159,7 @@ async fn run(shared: Arc<Shared>) {
     tokio::spawn(health_checks(shared.clone()));
     tokio::spawn(jwks_fetcher(shared.clone()));
     tokio::spawn(quota_sweeper(shared.clone()));
+    tokio::spawn(keys_reloader(shared.clone()));
     let reloader = shared.tls_reloader.lock().ok().and_then(|mut r| r.take());
     if let (Some(mut reloader), Some(certs)) = (reloader, shared.tls.clone()) {
         tokio::spawn(async move {

@@ -154,7 +154,7 @@ pub fn identify(shared: &Shared, listener: Listener, session: &Session) -> Ids {
 fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<RouteToken> {
     let raw = headers::token(req)?;
     let counts = &shared.metrics.token;
-    match token_cache::verify(raw, &shared.keys, now) {
+    match token_cache::verify(raw, &shared.keys.load(), now) {
         Ok(t) => {
             counts.valid.inc();
             Some(t)
@@ -173,7 +173,7 @@ fn verified_token(shared: &Shared, req: &RequestHeader, now: i64) -> Option<Rout
 fn verified_dye(shared: &Shared, req: &RequestHeader, plane: &Plane, now: i64) -> Option<Dye> {
     let baggage = headers::baggage(req)?;
     let dyes = &shared.metrics.dyes;
-    match Dye::decode(&baggage, &shared.keys, now) {
+    match Dye::decode(&baggage, &shared.keys.load(), now) {
         Ok(Some(d)) => {
             let topo = &plane.snap.topology;
             let user_shard = req

@@ -22,7 +22,10 @@ pub fn upstream_request(shared: &Shared, ctx: &Ctx, up: &mut RequestHeader) -> R
     if let Some(dye) = d.dye(topo, ctx.facts.dye.as_ref(), exp) {
         let existing = headers::baggage(up);
         up.remove_header(&headers::BAGGAGE);
-        up.insert_header("baggage", dye.merge_into(existing.as_deref(), &shared.keys))?;
+        up.insert_header(
+            "baggage",
+            dye.merge_into(existing.as_deref(), &shared.keys.load()),
+        )?;
         shared.metrics.dyes.with_label_values(&["set"]).inc();
     }
     forwarding(ctx, up)?;
@@ -133,13 +136,8 @@ pub fn response(shared: &Shared, ctx: &Ctx, resp: &mut ResponseHeader) -> Result
 /// A signed routing token recording `a`, and its expiry (unix seconds).
 pub fn mint(shared: &Shared, topo: &Topology, a: &Affinity, now: i64) -> (String, i64) {
     let exp = now + topo.cluster.token_ttl_s as i64;
-    let tok = RouteToken::new(
-        a.shard,
-        &topo.unit(a.unit).name,
-        topo.epoch,
-        exp,
-        &shared.keys,
-    );
+    let keys = shared.keys.load();
+    let tok = RouteToken::new(a.shard, &topo.unit(a.unit).name, topo.epoch, exp, &keys);
     shared.metrics.token.issued.inc();
-    (tok.encode(&shared.keys), exp)
+    (tok.encode(&keys), exp)
 }

@@ -8,7 +8,12 @@
 //! k2 = "hex:..."
 //! ```
 //! Environment: `UNITGATE_KEYS="k1=base64:...,k2=hex:..."` and
-//! `UNITGATE_ACTIVE_KID=k2`.
+//! `UNITGATE_ACTIVE_KID=k2`. The file is reloaded while the gateway runs
+//! ([`live`]).
+
+pub mod live;
+
+pub use live::LiveKeys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -52,14 +57,19 @@ fn keyring(active: &str, keys: BTreeMap<String, String>) -> Result<Keyring, Stri
     Keyring::new(active, out).map_err(|e| e.to_string())
 }
 
+/// The keyring of a secrets file's `text` (read from `path`).
+fn parse(path: &Path, text: &str) -> Result<Keyring, String> {
+    let f: SecretsFile = toml::from_str(text)
+        .map_err(|e| format!("--secrets {}: {}", path.display(), e.message()))?;
+    keyring(&f.active, f.keys).map_err(|e| format!("--secrets {}: {e}", path.display()))
+}
+
 /// Load the keyring from `path`, else from the environment.
 pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Keyring, String> {
     if let Some(p) = path {
         let text =
             std::fs::read_to_string(p).map_err(|e| format!("--secrets {}: {e}", p.display()))?;
-        let f: SecretsFile = toml::from_str(&text)
-            .map_err(|e| format!("--secrets {}: {}", p.display(), e.message()))?;
-        return keyring(&f.active, f.keys).map_err(|e| format!("--secrets {}: {e}", p.display()));
+        return parse(p, &text);
     }
     let Some(list) = env.get("UNITGATE_KEYS") else {
         return Err("no routing-token keys: give --secrets PATH or set UNITGATE_KEYS and UNITGATE_ACTIVE_KID".into());
