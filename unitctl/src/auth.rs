@@ -1,6 +1,7 @@
 //! `unitctl token` (sign a JWT for tests and the demo) and the auth and
 //! quota lines of `unitctl explain`.
 
+use crate::report::Report;
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -98,28 +99,38 @@ pub fn claim_user(topo: &Topology, route: &Route, claims: &Map<String, Value>) -
 }
 
 /// Print what auth and which quotas apply to a request on `route`.
-pub fn print(topo: &Topology, route: &Route, claims: Option<&Map<String, Value>>, now: i64) {
+pub fn print(
+    out: &mut Report,
+    topo: &Topology,
+    route: &Route,
+    claims: Option<&Map<String, Value>>,
+    now: i64,
+) {
     match route.auth {
-        AuthMode::None => println!("auth      none"),
+        AuthMode::None => out.add("auth", "none"),
         mode => {
             let mode = if mode == AuthMode::Required {
                 "required"
             } else {
                 "optional"
             };
-            println!("auth      {mode}, issuers {}", route.issuers.join(", "));
+            out.add(
+                "auth",
+                format!("{mode}, issuers {}", route.issuers.join(", ")),
+            );
             for (c, v) in &route.require_claims {
-                println!("          requires claim {c} = {v:?} (403 without)");
+                out.add("", format!("requires claim {c} = {v:?} (403 without)"));
             }
             match claims {
-                None if mode == "required" => println!("token     none: the gateway answers 401"),
-                None => println!("token     none: served without a verified user"),
+                None if mode == "required" => out.add("token", "none: the gateway answers 401"),
+                None => out.add("token", "none: served without a verified user"),
                 Some(c) => {
                     let iss = c.get("iss").and_then(Value::as_str);
                     match issuer_for(topo, route, iss) {
-                        None => {
-                            println!("token     iss {iss:?} is none of the route's issuers: 401")
-                        }
+                        None => out.add(
+                            "token",
+                            format!("iss {iss:?} is none of the route's issuers: 401"),
+                        ),
                         Some(name) => {
                             let spec = &topo.issuers[name];
                             let exp = c.get("exp").and_then(Value::as_i64);
@@ -130,12 +141,12 @@ pub fn print(topo: &Topology, route: &Route, claims: Option<&Map<String, Value>>
                                 }
                                 Some(e) => format!("expires in {} s", e - now),
                             };
-                            println!(
-                                "token     issuer {name} ({}), user claim {} = {}, {state}; signature not checked here",
+                            out.add("token", format!(
+                                "issuer {name} ({}), user claim {} = {}, {state}; signature not checked here",
                                 spec.iss,
                                 spec.user_claim,
                                 c.get(&spec.user_claim).map_or("(missing: 401)".into(), Value::to_string)
-                            );
+                            ));
                         }
                     }
                 }
@@ -143,7 +154,7 @@ pub fn print(topo: &Topology, route: &Route, claims: Option<&Map<String, Value>>
         }
     }
     if route.quotas.is_empty() {
-        println!("quotas    none");
+        out.add("quotas", "none");
     }
     let live = topo.gateways.len().max(1) as u32;
     for name in &route.quotas {
@@ -166,9 +177,12 @@ pub fn print(topo: &Topology, route: &Route, claims: Option<&Map<String, Value>>
                 q.burst.div_ceil(live)
             ),
         };
-        println!(
-            "quota     {name}: {} per {} s, burst {}, by {key}, {share}",
-            q.rate, q.per_s, q.burst
+        out.add(
+            "quota",
+            format!(
+                "{name}: {} per {} s, burst {}, by {key}, {share}",
+                q.rate, q.per_s, q.burst
+            ),
         );
     }
 }

@@ -43,13 +43,17 @@ pub struct Target {
 pub enum Command {
     /// Check a topology file: exit 0 with a summary, or 1 with every problem.
     Validate { file: PathBuf },
-    /// Validate a topology file, then write its keys to etcd in one transaction.
+    /// Validate a topology file, show which keys it adds, changes and
+    /// removes, then write them to etcd in one transaction.
     Apply {
         file: PathBuf,
         /// Also delete topology keys absent from the file (never drain/,
         /// gateways/ or instances/ keys).
         #[arg(long)]
         prune: bool,
+        /// Show what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Drain a datacenter or unit: no new request goes to it.
     Drain {
@@ -83,7 +87,13 @@ pub enum Command {
     },
     /// Show how a request would be routed on the current topology, with
     /// the auth and quotas that apply to it.
-    Explain(Box<ExplainArgs>),
+    Explain {
+        #[command(flatten)]
+        args: Box<ExplainArgs>,
+        /// `text`, or `json` for scripts.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Sign a JWT with a private key (PEM), for tests and the demo: prints
     /// the token.
     Token(Box<TokenArgs>),

@@ -9,8 +9,9 @@ use unit_router::spec::DrainSpec;
 use unit_router::{decide, AllHealthy, DrainTarget, Facts, Here, Listener, RouteError, Topology};
 use unitgate_geo::{GeoLookup, MmdbGeo};
 
-use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Target, Wait};
+use crate::cli::{Cli, Command, ExplainArgs, Kind, ListenerArg, Output, Target, Wait};
 use crate::gateways::{self as gws, Waited};
+use crate::report::Report;
 use crate::store::{read_file, read_topology, Store};
 
 /// Keys written at run time, never touched by `apply --prune`.
@@ -26,7 +27,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let t = &cli.target;
     match cli.command {
         Command::Validate { file } => validate(&file),
-        Command::Apply { file, prune } => apply(t, &file, prune).await,
+        Command::Apply {
+            file,
+            prune,
+            dry_run,
+        } => apply(t, &file, prune, dry_run).await,
         Command::Drain {
             kind,
             name,
@@ -43,7 +48,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             waited(t, written, wait).await
         }
         Command::Status { output } => crate::status::status(t, output).await,
-        Command::Explain(a) => explain(t, &a).await,
+        Command::Explain { args, output } => explain(t, &args, output).await,
         Command::Token(a) => crate::auth::token(&a, now()),
     }
 }
@@ -102,7 +107,7 @@ fn same_json(a: &str, b: &str) -> bool {
     }
 }
 
-async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
+async fn apply(t: &Target, file: &std::path::Path, prune: bool, dry_run: bool) -> Result<i32> {
     let wanted = read_file(file)?;
     if let Some(k) = wanted
         .keys()
@@ -139,6 +144,23 @@ async fn apply(t: &Target, file: &std::path::Path, prune: bool) -> Result<i32> {
                 "no changes: etcd {} already matches {} (revision {rev})",
                 store.prefix,
                 file.display()
+            );
+            return Ok(0);
+        }
+        for (k, _) in &puts {
+            let mark = if current.contains_key(k) { '~' } else { '+' };
+            println!("{mark} {k}");
+        }
+        for k in &deletes {
+            println!("- {k}");
+        }
+        if dry_run {
+            println!(
+                "dry run: {} to add, {} to change, {} to remove under {} (revision {rev}); nothing written",
+                puts.iter().filter(|(k, _)| !current.contains_key(k)).count(),
+                puts.iter().filter(|(k, _)| current.contains_key(k)).count(),
+                deletes.len(),
+                store.prefix
             );
             return Ok(0);
         }
@@ -336,30 +358,39 @@ async fn undrain(t: &Target, kind: Kind, name: &str) -> Result<Written> {
 }
 
 /// The cookie and hint a public client gets, as the gateway renders them.
-fn print_affinity(topo: &Topology, d: &unit_router::Decision, hint_ttl: u64) {
+fn print_affinity(out: &mut Report, topo: &Topology, d: &unit_router::Decision, hint_ttl: u64) {
     let Some(a) = d.affinity else {
-        println!("cookie    none (no routing token for this route and listener)");
+        out.add(
+            "cookie",
+            "none (no routing token for this route and listener)",
+        );
         return;
     };
     let unit = &topo.unit(a.unit).name;
     let shard = a.shard.map_or("none".to_owned(), |s| s.to_string());
     if a.token_fresh {
-        println!("cookie    keep the client's token (shard {shard}, unit {unit})");
+        out.add(
+            "cookie",
+            format!("keep the client's token (shard {shard}, unit {unit})"),
+        );
     } else {
         let value = format!("<token shard {shard}, unit {unit}>");
-        println!(
-            "cookie    {}",
-            unit_router::token::set_cookie(&value, topo.cluster.token_ttl_s)
+        out.add(
+            "cookie",
+            unit_router::token::set_cookie(&value, topo.cluster.token_ttl_s).to_string(),
         );
     }
     match d.hint() {
-        Some(u) => println!("hint      {}", unit_router::hint_value(topo, u, hint_ttl)),
-        None => println!("hint      none"),
+        Some(u) => out.add(
+            "hint",
+            unit_router::hint_value(topo, u, hint_ttl).to_string(),
+        ),
+        None => out.add("hint", "none"),
     }
 }
 
 /// The client's location from `--ip` and `--geo-db`, printed as found.
-fn locate_ip(a: &ExplainArgs) -> Result<Option<unitgate_geo::Location>> {
+fn locate_ip(out: &mut Report, a: &ExplainArgs) -> Result<Option<unitgate_geo::Location>> {
     let Some(ip) = a.ip else { return Ok(None) };
     let path = a.geo_db.as_ref().ok_or_else(|| {
         anyhow!("--ip needs --geo-db PATH (a GeoIP2/GeoLite2 or ip-location-db mmdb file)")
@@ -367,12 +398,15 @@ fn locate_ip(a: &ExplainArgs) -> Result<Option<unitgate_geo::Location>> {
     let geo = MmdbGeo::open(path)?;
     let loc = geo.locate(ip);
     match loc.and_then(|l| l.country().map(str::to_owned)) {
-        Some(c) => println!(
-            "client    {ip}: country {c}{}",
-            loc.and_then(|l| l.subdivision().map(|s| format!(", subdivision {s}")))
-                .unwrap_or_default()
+        Some(c) => out.add(
+            "client",
+            format!(
+                "{ip}: country {c}{}",
+                loc.and_then(|l| l.subdivision().map(|s| format!(", subdivision {s}")))
+                    .unwrap_or_default()
+            ),
         ),
-        None => println!("client    {ip}: not in {}", path.display()),
+        None => out.add("client", format!("{ip}: not in {}", path.display())),
     }
     Ok(loc)
 }
@@ -391,18 +425,22 @@ fn place(topo: &Topology, u: unit_router::UnitId) -> String {
 
 /// The decision as `explain` prints it.
 fn print_decision(
+    out: &mut Report,
     topo: &Topology,
     d: &unit_router::Decision,
     a: &ExplainArgs,
     claim_user: Option<&str>,
 ) {
     let r = topo.routes.get(d.route);
-    println!(
-        "route     {} (policy {}, service {}, auth {})",
-        r.name,
-        format!("{:?}", r.policy).to_lowercase(),
-        r.service_name,
-        format!("{:?}", r.auth).to_lowercase()
+    out.add(
+        "route",
+        format!(
+            "{} (policy {}, service {}, auth {})",
+            r.name,
+            format!("{:?}", r.policy).to_lowercase(),
+            r.service_name,
+            format!("{:?}", r.auth).to_lowercase()
+        ),
     );
     let key = match (claim_user.or(a.user.as_deref()), d.shard) {
         (Some(u), Some(s)) if claim_user.is_some() => format!("token user {u:?} -> shard {s}"),
@@ -410,15 +448,24 @@ fn print_decision(
         (None, Some(s)) => format!("shard {s}"),
         _ => "no user key".into(),
     };
-    println!("key       {key}");
-    println!("home      {}", place(topo, d.home));
-    println!("target    {}", place(topo, d.target));
-    println!("reason    {}", d.reason.as_str());
-    println!("hops      {}", d.hops);
-    print_affinity(topo, d, a.hint_ttl);
+    out.add("key", key.clone());
+    out.add("home", place(topo, d.home).to_string());
+    out.add("target", place(topo, d.target).to_string());
+    out.add("reason", d.reason.as_str().to_string());
+    out.add("hops", d.hops.to_string());
+    print_affinity(out, topo, d, a.hint_ttl);
 }
 
-async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
+async fn explain(t: &Target, a: &ExplainArgs, output: Output) -> Result<i32> {
+    let mut report = Report::default();
+    let code = explained(&mut report, t, a).await?;
+    report.print(output);
+    Ok(code)
+}
+
+/// What `explain` says, into `out`; the exit code (1: the gateway would
+/// refuse the request).
+async fn explained(out: &mut Report, t: &Target, a: &ExplainArgs) -> Result<i32> {
     let (rev, kv, from) = read_topology(t).await?;
     let topo = build(rev, &kv)?;
     let listener = match a.listener {
@@ -428,7 +475,7 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
     if let Some(dc) = &a.dc {
         check_exists(&topo, Kind::Dc, dc)?;
     }
-    let located = locate_ip(a)?;
+    let located = locate_ip(out, a)?;
     let country = located
         .as_ref()
         .and_then(|l| l.country())
@@ -442,7 +489,7 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
             let tok = unit_router::RouteToken::decode_unverified(t)
                 .map_err(|e| anyhow!("--token: not a routing token ({e})"))?;
             if tok.exp <= now() {
-                println!("token     expired: ignored, as the gateway ignores it");
+                out.add("token", "expired: ignored, as the gateway ignores it");
                 None
             } else {
                 Some(tok)
@@ -465,26 +512,29 @@ async fn explain(t: &Target, a: &ExplainArgs) -> Result<i32> {
         here: Here::resolve(&topo, a.region.as_deref(), a.dc.as_deref()),
         ..Facts::new(listener, &a.host, &a.path, &a.method, now())
     };
-    println!("topology  {from}, epoch {rev}");
+    out.add("topology", format!("{from}, epoch {rev}"));
     match decide(&topo, &facts, &AllHealthy) {
         Ok(d) => {
-            print_decision(&topo, &d, a, claim_user.as_deref());
-            crate::auth::print(&topo, topo.routes.get(d.route), claims.as_ref(), now());
+            print_decision(out, &topo, &d, a, claim_user.as_deref());
+            crate::auth::print(out, &topo, topo.routes.get(d.route), claims.as_ref(), now());
             Ok(0)
         }
         Err(RouteError::NoRoute) => {
-            println!(
-                "no route matches {} {}{} on the {} listener (the gateway answers 404)",
-                a.method,
-                a.host,
-                a.path,
-                format!("{:?}", a.listener).to_lowercase()
+            out.add(
+                "refused",
+                format!(
+                    "no route matches {} {}{} on the {} listener (the gateway answers 404)",
+                    a.method,
+                    a.host,
+                    a.path,
+                    format!("{:?}", a.listener).to_lowercase()
+                ),
             );
-            Ok(2)
+            Ok(1)
         }
         Err(e) => {
-            println!("{e} (the gateway answers 503)");
-            Ok(3)
+            out.add("refused", format!("{e} (the gateway answers 503)"));
+            Ok(1)
         }
     }
 }

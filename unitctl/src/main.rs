@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod commands;
 mod gateways;
+mod report;
 mod status;
 mod store;
 

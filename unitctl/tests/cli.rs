@@ -293,7 +293,7 @@ fn explain_reads_a_file_without_etcd() {
             "/",
         ],
     );
-    assert_eq!(none.code, 2);
+    assert_eq!(none.code, 1, "refused, not a usage error");
     assert!(none.stdout.contains("no route"), "{}", none.stdout);
 }
 
@@ -364,10 +364,47 @@ async fn apply_drain_status_explain_undrain() {
     let etcd = Etcd::start().await.unwrap();
     let e = Some(&etcd);
     let file = sample();
+    // A dry run says what would change and writes nothing.
+    let dry = unitctl(e, &["apply", &file, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("+ routes/orders"), "{}", dry.stdout);
+    assert!(
+        dry.stdout
+            .contains("dry run: 20 to add, 0 to change, 0 to remove"),
+        "{}",
+        dry.stdout
+    );
+    let none = etcd
+        .client()
+        .await
+        .unwrap()
+        .get(
+            "/unitgate/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert!(none.kvs().is_empty(), "a dry run wrote nothing");
     let out = unitctl(e, &["apply", &file]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("20 put, 0 deleted"), "{}", out.stdout);
     assert!(unitctl(e, &["apply", &file]).stdout.contains("no changes"));
+    // A changed key is shown as changed, a pruned one as removed.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("changed.yaml");
+    let text = std::fs::read_to_string(sample_path()).unwrap();
+    let text = text.replace("routes/nearby:", "routes/nearby-renamed:");
+    std::fs::write(&changed, text).unwrap();
+    let dry = unitctl(
+        e,
+        &["apply", changed.to_str().unwrap(), "--prune", "--dry-run"],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("+ routes/nearby-renamed") && dry.stdout.contains("- routes/nearby\n"),
+        "{}",
+        dry.stdout
+    );
 
     // Before: shard 60 is served at home.
     let explain = [
@@ -385,6 +422,12 @@ async fn apply_drain_status_explain_undrain() {
         "{}",
         before.stdout
     );
+    // The same, as JSON for scripts.
+    let json = unitctl(e, &[&explain[..], &["-o", "json"]].concat());
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["reason"], "shard", "{v}");
+    assert!(v["target"].as_str().unwrap().starts_with("sh-1"), "{v}");
 
     let out = unitctl(
         e,
@@ -424,6 +467,12 @@ async fn apply_drain_status_explain_undrain() {
         st.stdout
     );
     assert!(st.stdout.contains("dc bj-a  active"), "{}", st.stdout);
+    let js = unitctl(e, &["status", "-o", "json"]);
+    assert_eq!(js.code, 0, "{}", js.stderr);
+    let v: serde_json::Value = serde_json::from_str(&js.stdout).unwrap();
+    assert_eq!(v["drains"][0]["key"], "drain/dc/sh-a", "{v}");
+    assert_eq!(v["drains"][0]["reason"], "power work", "{v}");
+    assert_eq!(v["gateways"], serde_json::json!([]), "{v}");
 
     // Traffic for sh-a's shards moves to the failover units.
     let after = unitctl(e, &explain);
