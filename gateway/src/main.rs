@@ -91,6 +91,11 @@ struct Cli {
     /// default 30). A second SIGTERM or a SIGINT stops at once.
     #[arg(long)]
     grace_period_s: Option<u64>,
+    /// Take the listening sockets of the gateway running with the same
+    /// config (over its upgrade_sock) once it gets SIGQUIT: a new version
+    /// with no connection refused.
+    #[arg(long)]
+    upgrade: bool,
     /// Where the access log goes: stdout, a file's path (reopened on
     /// SIGHUP), or off [default: stdout].
     #[arg(long)]
@@ -179,13 +184,14 @@ fn main() {
     };
     let cfg = Config::resolve(file, o).unwrap_or_else(|e| fail(e));
     let format = cfg.observe.log_format;
-    let (shared, notes) = unitgate::server::prepare(cfg).unwrap_or_else(|e| fail(format!("{e:#}")));
+    let (shared, notes) =
+        unitgate::server::prepare(cfg, cli.upgrade).unwrap_or_else(|e| fail(format!("{e:#}")));
     // Logging starts after the start-up checks: a bad start is one line.
     init_logging(format);
     for n in notes {
         tracing::warn!("{n}");
     }
-    match unitgate::server::run(shared) {
+    match unitgate::server::run(shared, cli.upgrade) {
         Err(e) => fail(format!("{e:#}")),
         Ok(never) => match never {},
     }

@@ -28,7 +28,9 @@ use crate::state::Shared;
 /// Everything that can fail before serving, with a clear message. Returns
 /// the shared state and notes to log once logging is up (logging starts
 /// after these checks, so a bad start-up is exactly one line).
-pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
+/// `upgrade`: the listening sockets come from the running gateway, so the
+/// addresses are taken and not tried.
+pub fn prepare(cfg: Config, upgrade: bool) -> Result<(Arc<Shared>, Vec<String>)> {
     let mut notes = Vec::new();
     let mut binds = vec![
         ("--listen", cfg.listen),
@@ -36,7 +38,7 @@ pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
         ("--admin-listen", cfg.admin_listen),
     ];
     binds.extend(cfg.http_listen.map(|a| ("--http-listen", a)));
-    for (flag, addr) in binds {
+    for (flag, addr) in binds.into_iter().filter(|_| !upgrade) {
         std::net::TcpListener::bind(addr).map_err(|e| anyhow!("{flag} {addr}: {e}"))?;
     }
     let tls = match &cfg.tls {
@@ -72,10 +74,19 @@ pub fn prepare(cfg: Config) -> Result<(Arc<Shared>, Vec<String>)> {
     Ok((shared, notes))
 }
 
-/// Serve forever (returns only if the control thread cannot start).
-pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
+/// Serve until stopped (returns only if the gateway cannot start).
+/// `upgrade`: take the listening sockets of the running gateway once it
+/// gets SIGQUIT, after the topology is loaded.
+pub fn run(shared: Arc<Shared>, upgrade: bool) -> Result<std::convert::Infallible> {
     let cfg = shared.cfg.clone();
     crate::control::start(shared.clone()).context("starting the control thread")?;
+    if upgrade {
+        crate::stop::wait_for_topology(&shared, std::time::Duration::from_secs(30))?;
+        tracing::info!(
+            sock = %cfg.stop.upgrade_sock.display(),
+            "topology loaded; waiting for the running gateway's sockets (send it SIGQUIT)"
+        );
+    }
     let conf = ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
@@ -84,9 +95,14 @@ pub fn run(shared: Arc<Shared>) -> Result<std::convert::Infallible> {
         grace_period_seconds: Some(cfg.stop.grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: usize::from(cfg.max_attempts),
+        upgrade_sock: cfg.stop.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
     let mut names = vec!["admin"];

@@ -85,6 +85,22 @@ impl Stopping {
     }
 }
 
+/// A gateway started with `--upgrade` takes the running one's sockets
+/// only with a topology in force (from its last-known-good file, its
+/// topology file, or etcd): wait for one, at most `within`.
+pub fn wait_for_topology(shared: &Shared, within: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    while shared.plane.load().is_none() {
+        if Instant::now() >= until {
+            anyhow::bail!(
+                "--upgrade: no topology within {within:?}; the running gateway keeps its sockets"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// The stop signals, watched for the framework's server.
 pub struct StopSignals {
     pub shared: Arc<Shared>,
@@ -109,7 +125,7 @@ impl ShutdownSignalWatch for StopSignals {
             _ = int.recv() => return at_once("SIGINT"),
             _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
         }
-        let stop = self.shared.cfg.stop;
+        let stop = &self.shared.cfg.stop;
         self.shared.stopping.begin();
         tracing::info!(
             delay_s = stop.delay.as_secs(),

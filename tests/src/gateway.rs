@@ -100,6 +100,16 @@ pub struct Gateway {
     pub proto: Proto,
     /// The CA of the gateway's certificate (with TLS on).
     pub ca: Option<PathBuf>,
+    /// How it was started, to start its successor ([`Gateway::upgrade`]).
+    launch: Launch,
+}
+
+/// A gateway's command line and environment.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 /// What to start a gateway with (besides fresh loopback ports).
@@ -182,7 +192,7 @@ impl Gateway {
     ) -> Result<Self, (anyhow::Error, tempfile::TempDir)> {
         match Self::spawn(bin, a, &state_dir) {
             Err(e) => Err((e, state_dir)),
-            Ok((child, public, internal, admin, log)) => {
+            Ok((child, public, internal, admin, log, launch)) => {
                 let ca = (a.proto == Proto::H2).then(|| test_pki(bin).0);
                 let g = Gateway {
                     child: Some(child),
@@ -193,6 +203,7 @@ impl Gateway {
                     log,
                     proto: a.proto,
                     ca,
+                    launch,
                 };
                 g.wait_ready().await
             }
@@ -203,7 +214,7 @@ impl Gateway {
         bin: &Path,
         a: &GatewayArgs,
         state_dir: &tempfile::TempDir,
-    ) -> Result<(Child, SocketAddr, SocketAddr, SocketAddr, PathBuf)> {
+    ) -> Result<(Child, SocketAddr, SocketAddr, SocketAddr, PathBuf, Launch)> {
         // Three different ports: a port freed by one pick can be the next.
         let public = free_port();
         let internal = std::iter::repeat_with(free_port)
@@ -252,6 +263,14 @@ impl Gateway {
         cmd.args(&a.extra);
         cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn");
         cmd.envs(a.env.iter().map(|(k, v)| (k, v)));
+        let launch = Launch {
+            program: cmd.get_program().to_owned(),
+            args: cmd.get_args().map(ToOwned::to_owned).collect(),
+            envs: cmd
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .collect(),
+        };
         let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -264,6 +283,7 @@ impl Gateway {
             (ip, internal).into(),
             (ip, admin).into(),
             log,
+            launch,
         ))
     }
 
@@ -331,6 +351,28 @@ impl Gateway {
     /// The gateway's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Start this gateway's successor: the same command line plus
+    /// `--upgrade` (same ports, state dir and upgrade socket), its log in
+    /// `log`. It takes the listening sockets once this one gets SIGQUIT.
+    pub fn upgrade(&self, log: &Path) -> Result<Child> {
+        std::process::Command::new(&self.launch.program)
+            .args(&self.launch.args)
+            .arg("--upgrade")
+            .envs(self.launch.envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .context("start the successor")
+    }
+
+    /// Take `child` (the successor of [`Gateway::upgrade`]) as this
+    /// gateway's process once the old one has exited.
+    pub fn adopt(&mut self, child: Child, log: PathBuf) {
+        self.stop();
+        self.child = Some(child);
+        self.log = log;
     }
 
     /// Send the gateway `signal` (`TERM`, `INT`) and wait until it exits,

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub shutdown_delay_s: Option<u64>,
     /// At most this long for the requests in flight when stopping.
     pub grace_period_s: Option<u64>,
+    /// Where a new gateway (`--upgrade`) takes this one's listeners.
+    pub upgrade_sock: Option<PathBuf>,
     /// `stdout`, a file's path, or `off` (`config/observe.rs`).
     pub access_log: Option<String>,
     pub access_log_user: Option<bool>,

@@ -2,20 +2,30 @@
 //! (flag `--shutdown-delay-s`, default 5) it keeps serving with `/readyz`
 //! at 503 so that balancers see it leave, then `grace_period_s` (flag
 //! `--grace-period-s`, default 30) at most for the requests in flight.
+//! And how it hands its listeners to a new gateway (`unitgate --upgrade`,
+//! then SIGQUIT): over the Unix socket `upgrade_sock` (default
+//! `<state_dir>/upgrade.sock`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{within, ConfigError, FileConfig, Overrides};
+use super::{invalid, within, ConfigError, FileConfig, Overrides};
 
 /// The resolved stop settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {
     /// Serving on after SIGTERM, `/readyz` answering 503.
     pub delay: Duration,
     /// At most this long for the requests in flight once the listeners
     /// closed; what is still running then is cut.
     pub grace: Duration,
+    /// Where a gateway started with `--upgrade` waits for this one's
+    /// listening sockets.
+    pub upgrade_sock: PathBuf,
 }
+
+/// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCK_PATH: usize = 107;
 
 /// The flags win over the file.
 pub fn stop(file: &FileConfig, o: &Overrides) -> Result<Stop, ConfigError> {
@@ -31,9 +41,21 @@ pub fn stop(file: &FileConfig, o: &Overrides) -> Result<Stop, ConfigError> {
         30,
         0..=3600,
     )?;
+    let upgrade_sock = match (file.upgrade_sock.clone(), &o.state_dir, &file.state_dir) {
+        (Some(p), ..) => p,
+        (None, Some(d), _) | (None, None, Some(d)) => d.join("upgrade.sock"),
+        (None, None, None) => std::env::temp_dir().join("unitgate-upgrade.sock"),
+    };
+    if upgrade_sock.as_os_str().len() > MAX_SOCK_PATH {
+        return Err(invalid(format!(
+            "upgrade_sock: {} is longer than a Unix socket path may be ({MAX_SOCK_PATH} bytes)",
+            upgrade_sock.display()
+        )));
+    }
     Ok(Stop {
         delay: Duration::from_secs(delay),
         grace: Duration::from_secs(grace),
+        upgrade_sock,
     })
 }
 
@@ -62,5 +84,21 @@ mod tests {
         };
         let e = stop(&bad, &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("grace_period_s: 7200"), "{e}");
+        // The upgrade socket: under the state dir, unless given.
+        let dirs = FileConfig {
+            state_dir: Some("/var/lib/unitgate".into()),
+            ..FileConfig::default()
+        };
+        let s = stop(&dirs, &Overrides::default()).unwrap();
+        assert_eq!(
+            s.upgrade_sock,
+            PathBuf::from("/var/lib/unitgate/upgrade.sock")
+        );
+        let long = FileConfig {
+            upgrade_sock: Some(PathBuf::from(format!("/{}", "d".repeat(120)))),
+            ..FileConfig::default()
+        };
+        let e = stop(&long, &Overrides::default()).unwrap_err().to_string();
+        assert!(e.starts_with("upgrade_sock: "), "{e}");
     }
 }

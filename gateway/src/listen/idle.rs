@@ -12,8 +12,12 @@
 //!
 //! A parked connection waits at most `first` for its first request (the
 //! head guard's clock, which runs from accept, then answers 408) and at
-//! most `between` for each next one. When the server starts shutting down,
-//! parked connections are closed; a request already sent is still served.
+//! most `between` for each next one. When the server starts shutting down
+//! (a stop, or an upgrade that handed the listeners over), a parked
+//! connection waits [`LAST_CALL`] more for a request already on its way,
+//! served with `Connection: close`, and is closed if none comes: a client
+//! that sent its next request as the shutdown began is answered, not
+//! reset.
 //! Connections that do not speak plain HTTP/1 (ALPN `h2`) go to Pingora's
 //! own dispatch.
 
@@ -46,6 +50,10 @@ pub struct Parking {
     /// `unitgate_connections_idle` of the listener.
     pub parked: IntGauge,
 }
+
+/// How long a parked connection still waits for a request once the
+/// server is shutting down.
+pub const LAST_CALL: Duration = Duration::from_secs(1);
 
 /// What ended a park.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,23 +172,24 @@ async fn park(
     shutdown: &mut ShutdownWatch,
 ) -> Wake {
     let mut first = [0u8; 1];
-    if *shutdown.borrow() {
-        // Shutting down: a request the client already sent is served (the
-        // framework turns keep-alive off); none is waited for.
-        return match tokio::time::timeout(Duration::ZERO, stream.try_peek(&mut first)).await {
-            Ok(Ok(_)) => Wake::Data,
-            _ => Wake::Closed,
-        };
-    }
     let _parked = GaugeUp::up(&parking.parked);
-    tokio::select! {
-        biased;
-        peeked = tokio::time::timeout(within, stream.try_peek(&mut first)) => match peeked {
-            Ok(Ok(_)) => Wake::Data,
-            Ok(Err(_)) => Wake::Closed,
-            Err(_) => Wake::Timeout,
-        },
-        () = shutting_down(shutdown) => Wake::Closed,
+    if !*shutdown.borrow() {
+        tokio::select! {
+            biased;
+            peeked = tokio::time::timeout(within, stream.try_peek(&mut first)) => return match peeked {
+                Ok(Ok(_)) => Wake::Data,
+                Ok(Err(_)) => Wake::Closed,
+                Err(_) => Wake::Timeout,
+            },
+            () = shutting_down(shutdown) => {}
+        }
+    }
+    // Shutting down: a request on its way is still served (the framework
+    // turns keep-alive off for it: `Connection: close`); then the
+    // connection closes.
+    match tokio::time::timeout(LAST_CALL.min(within), stream.try_peek(&mut first)).await {
+        Ok(Ok(_)) => Wake::Data,
+        _ => Wake::Closed,
     }
 }
 

@@ -250,7 +250,10 @@ impl Server {
             .send(ExecutionPhase::Running)
             .ok();
 
-        match run_args.shutdown_signal.recv().await {
+        // unitgate patch: a loop, so that a SIGQUIT whose sockets could not
+        // be handed over leaves the server serving (see below).
+        loop {
+        break match run_args.shutdown_signal.recv().await {
             ShutdownSignal::FastShutdown => {
                 info!("SIGINT received, exiting");
                 ShutdownType::Quick
@@ -298,9 +301,17 @@ impl Server {
                                 info!("listener sockets sent");
                             }
                             Err(e) => {
-                                error!("Unable to send listener sockets to new process: {e}");
+                                // unitgate patch: no new process took the
+                                // sockets (none is waiting, or it failed):
+                                // shutting down now would drop every
+                                // connection. Keep serving.
+                                error!("Unable to send listener sockets to new process: {e}; still serving");
                                 #[cfg(all(not(debug_assertions), feature = "sentry"))]
                                 sentry::capture_error(&e);
+                                self.execution_phase_watch
+                                    .send(ExecutionPhase::Running)
+                                    .ok();
+                                continue;
                             }
                         }
                         true
@@ -327,6 +338,7 @@ impl Server {
                 info!("Broadcast graceful shutdown complete");
                 ShutdownType::Graceful
             }
+        };
         }
     }
 
