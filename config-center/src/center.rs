@@ -74,6 +74,9 @@ struct Inner {
     writer: Mutex<()>,
     state_dir: Option<PathBuf>,
     clock: Box<dyn Clock>,
+    /// The etcd revision of the newest topology change in force (gateway
+    /// registrations excluded), as its source knows it.
+    change_revision: std::sync::atomic::AtomicI64,
 }
 
 /// The snapshot holder shared by sources, the data plane and the admin API.
@@ -111,6 +114,7 @@ impl ConfigCenter {
                 writer: Mutex::new(()),
                 state_dir,
                 clock: Box::new(clock),
+                change_revision: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -353,6 +357,23 @@ impl ConfigCenter {
     /// Describe the source (shown in status).
     pub fn set_source(&self, source: impl Into<String>) {
         self.status_lock().source = source.into();
+    }
+
+    /// The etcd revision of the newest topology change in force: a put's
+    /// or a delete's, registrations never (0: not known, or no etcd).
+    /// The epoch can be newer: a list is taken at etcd's revision, which
+    /// registrations move too.
+    pub fn change_revision(&self) -> i64 {
+        self.inner
+            .change_revision
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Record it (the etcd source, once a change is published).
+    pub fn set_change_revision(&self, rev: i64) {
+        self.inner
+            .change_revision
+            .store(rev, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Record whether the source is reachable.

@@ -64,20 +64,36 @@ pub async fn connect(
 
 /// Read every pair under `prefix` (normalized): `(revision, pairs)`.
 pub async fn list(client: &mut Client, prefix: &str) -> Result<(i64, Kv), etcd_client::Error> {
+    list_changed(client, prefix)
+        .await
+        .map(|(rev, kv, _)| (rev, kv))
+}
+
+/// The same, and the newest `mod_revision` of a topology key (gateway
+/// registrations excluded): the newest change a list can see (a delete
+/// leaves no key behind).
+pub async fn list_changed(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<(i64, Kv, i64), etcd_client::Error> {
     let dir = format!("{prefix}/");
     let resp = client
         .get(dir.as_str(), Some(GetOptions::new().with_prefix()))
         .await?;
     let rev = resp.header().map_or(0, |h| h.revision());
     let mut kv = Kv::new();
+    let mut changed = 0;
     for p in resp.kvs() {
         if let (Ok(k), Ok(v)) = (p.key_str(), p.value_str()) {
             if let Some(rel) = k.strip_prefix(&dir) {
+                if !rel.starts_with("gateways/") {
+                    changed = changed.max(p.mod_revision());
+                }
                 kv.insert(rel.to_owned(), v.to_owned());
             }
         }
     }
-    Ok((rev, kv))
+    Ok((rev, kv, changed))
 }
 
 enum End {
@@ -168,10 +184,12 @@ impl EtcdSource {
         };
         let (rev, mut kv) = match state.take() {
             Some(s) => s,
-            None => match list(&mut client, &self.prefix).await {
-                Ok((rev, kv)) => {
+            None => match list_changed(&mut client, &self.prefix).await {
+                Ok((rev, kv, changed)) => {
                     // Validation errors are recorded by the center; keep watching.
-                    let _ = center.apply(rev, kv.clone());
+                    if center.apply(rev, kv.clone()).is_ok() {
+                        center.set_change_revision(changed);
+                    }
                     (rev, kv)
                 }
                 Err(e) => return End::Failed(format!("list {}: {e}", self.prefix)),
@@ -229,10 +247,15 @@ impl EtcdSource {
                             || ev.kv().is_some_and(|p| p.version() == 1);
                         registration && !joined_or_left
                     });
+                    let mut changed = 0;
                     for ev in resp.events() {
                         let Some(p) = ev.kv() else { continue };
                         let (Ok(k), Ok(v)) = (p.key_str(), p.value_str()) else { continue };
                         let Some(rel) = k.strip_prefix(&dir) else { continue };
+                        if !rel.starts_with("gateways/") {
+                            // A delete's event carries the delete's revision.
+                            changed = changed.max(p.mod_revision());
+                        }
                         match ev.event_type() {
                             EventType::Put => kv.insert(rel.to_owned(), v.to_owned()),
                             EventType::Delete => kv.remove(rel),
@@ -246,7 +269,9 @@ impl EtcdSource {
                     }
                     rev = resp.header().map_or(rev, |h| h.revision());
                     *state = Some((rev, kv.clone()));
-                    let _ = center.apply(rev, kv.clone());
+                    if center.apply(rev, kv.clone()).is_ok() && changed > 0 {
+                        center.set_change_revision(changed);
+                    }
                 }
                 _ = tick.tick() => {
                     if heard.elapsed() > self.opts.progress_interval * 3 {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use config_center::file::FileSource;
 use config_center::ConfigCenter;
 use pingora::apps::HttpServerApp;
@@ -46,7 +46,11 @@ pub fn prepare(cfg: Config, upgrade: bool) -> Result<(Arc<Shared>, Vec<String>)>
         None => None,
     };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    let keys = crate::secrets::load(cfg.secrets.as_deref(), &env).map_err(|e| anyhow!(e))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let keys = crate::secrets::LiveKeys::start(cfg.secrets.as_deref(), &env, now)
+        .map_err(|e| anyhow!(e))?;
     let geo = match &cfg.geo_db {
         Some(p) => Some(Arc::new(MmdbGeo::open(p).context("--geo-db")?)),
         None => None,
@@ -80,10 +84,18 @@ pub fn prepare(cfg: Config, upgrade: bool) -> Result<(Arc<Shared>, Vec<String>)>
 pub fn run(shared: Arc<Shared>, upgrade: bool) -> Result<std::convert::Infallible> {
     let cfg = shared.cfg.clone();
     crate::control::start(shared.clone()).context("starting the control thread")?;
+    let upgrade_sock = cfg
+        .stop
+        .upgrade_sock
+        .as_ref()
+        .map(|p| p.display().to_string());
     if upgrade {
+        let Some(sock) = &upgrade_sock else {
+            bail!("--upgrade needs --state-dir or upgrade_sock: where the running gateway hands its sockets over");
+        };
         crate::stop::wait_for_topology(&shared, std::time::Duration::from_secs(30))?;
         tracing::info!(
-            sock = %cfg.stop.upgrade_sock.display(),
+            sock,
             "topology loaded; waiting for the running gateway's sockets (send it SIGQUIT)"
         );
     }
@@ -95,7 +107,9 @@ pub fn run(shared: Arc<Shared>, upgrade: bool) -> Result<std::convert::Infallibl
         grace_period_seconds: Some(cfg.stop.grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: usize::from(cfg.max_attempts),
-        upgrade_sock: cfg.stop.upgrade_sock.display().to_string(),
+        // No socket: a SIGQUIT has nowhere to send the listeners and the
+        // gateway keeps serving.
+        upgrade_sock: upgrade_sock.unwrap_or_default(),
         ..ServerConf::default()
     };
     let opt = pingora::server::configuration::Opt {
@@ -105,25 +119,21 @@ pub fn run(shared: Arc<Shared>, upgrade: bool) -> Result<std::convert::Infallibl
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
-    let mut names = vec!["admin"];
+    // Every client connection, from accept: the stop waits for none left.
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for plan in plans(&shared)? {
-        names.push(plan.gate.name);
-        server.add_service(proxy_service(&shared, &conf, plan));
+        server.add_service(proxy_service(&shared, &conf, plan, &live));
     }
-    server.add_service(admin_service(&shared));
+    server.add_service(admin_service(&shared, &live));
     tracing::info!(
         public = %cfg.listen, internal = %cfg.internal_listen, admin = %cfg.admin_listen,
         http = ?cfg.http_listen, tls = cfg.tls.is_some(), id = %cfg.id, "unitgate serving"
     );
-    let open: Vec<_> = names
-        .iter()
-        .map(|n| shared.metrics.connections.open.with_label_values(&[n]))
-        .collect();
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::stop::StopSignals {
-            shared: shared.clone(),
-        }),
-        drained: Some(Box::new(move || open.iter().all(|g| g.get() <= 0))),
+        shutdown_signal: Box::new(crate::stop::StopSignals::new(shared.clone())),
+        drained: Some(Box::new(move || {
+            live.load(std::sync::atomic::Ordering::SeqCst) == 0
+        })),
     });
     // The listeners are closed and their requests ended: the registration
     // goes, and the lines and spans still queued go out, before the
@@ -218,6 +228,7 @@ fn proxy_service(
     shared: &Arc<Shared>,
     conf: &Arc<ServerConf>,
     plan: ListenerPlan,
+    live: &Arc<std::sync::atomic::AtomicUsize>,
 ) -> Service<ConnectionPipeline<HttpProxy<UnitProxy>>> {
     let cfg = &shared.cfg;
     let name = plan.gate.name;
@@ -235,12 +246,15 @@ fn proxy_service(
     // 405 (the framework would answer it before them, in its own shape).
     options.allow_connect_method_proxying = true;
     app.server_options = Some(options);
-    gated(shared, plan.gate, app)
+    gated(shared, plan.gate, app, live)
 }
 
 /// The admin listener: the admin app behind a connection pipeline of its
 /// own limits and the edge's head bounds; plain HTTP/1 only.
-fn admin_service(shared: &Arc<Shared>) -> Service<ConnectionPipeline<Admin>> {
+fn admin_service(
+    shared: &Arc<Shared>,
+    live: &Arc<std::sync::atomic::AtomicUsize>,
+) -> Service<ConnectionPipeline<Admin>> {
     let cfg = &shared.cfg;
     let gate = Gate {
         name: "admin",
@@ -256,13 +270,18 @@ fn admin_service(shared: &Arc<Shared>) -> Service<ConnectionPipeline<Admin>> {
     let admin = Admin {
         shared: shared.clone(),
     };
-    gated(shared, gate, admin)
+    gated(shared, gate, admin, live)
 }
 
 /// `app` behind the connection pipeline of `gate` (admission, TLS, head
 /// and frame guards, idle parking, its metrics labelled with the
 /// listener's name), listening on `gate.addr`.
-fn gated<A>(shared: &Shared, gate: Gate, app: A) -> Service<ConnectionPipeline<A>>
+fn gated<A>(
+    shared: &Shared,
+    gate: Gate,
+    app: A,
+    live: &Arc<std::sync::atomic::AtomicUsize>,
+) -> Service<ConnectionPipeline<A>>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
@@ -294,6 +313,7 @@ where
         listener: name,
         refused: connections.refused.clone(),
         open: connections.open.with_label_values(&[name]),
+        live: live.clone(),
         edge: pipeline::Edge {
             tls: gate.tls,
             proxy_protocol: gate.proxy_protocol,

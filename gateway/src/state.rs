@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use config_center::{ConfigCenter, Snapshot};
-use unit_router::{Here, Keyring};
+use unit_router::Here;
 use unitgate_geo::MmdbGeo;
 
 use crate::access::spans::Spans;
@@ -91,7 +91,7 @@ impl Shared {
     pub fn new(
         cfg: Config,
         center: ConfigCenter,
-        keys: Keyring,
+        keys: crate::secrets::LiveKeys,
         geo: Option<Arc<MmdbGeo>>,
         tls: Option<(Arc<crate::tls::Certificates>, crate::tls::reload::Reloader)>,
     ) -> Result<Arc<Self>, SharedError> {
@@ -111,7 +111,6 @@ impl Shared {
             Some(e) => Some(Spans::start(e, &cfg.id).map_err(SharedError::Spans)?),
             None => None,
         };
-        let keys = crate::secrets::LiveKeys::new(keys, cfg.secrets.clone(), center.now());
         Ok(Arc::new(Shared {
             access,
             spans,
@@ -261,7 +260,10 @@ mod tests {
             ..Overrides::default()
         };
         let cfg = Config::resolve(FileConfig::default(), o).unwrap();
-        let keys = Keyring::new("k1", BTreeMap::from([("k1".to_owned(), vec![7; 32])])).unwrap();
+        let keys =
+            unit_router::Keyring::new("k1", BTreeMap::from([("k1".to_owned(), vec![7; 32])]))
+                .unwrap();
+        let keys = crate::secrets::LiveKeys::fixed(keys);
         Shared::new(cfg, ConfigCenter::new(None), keys, None, None).unwrap()
     }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
 
 use crate::state::Shared;
 
@@ -101,29 +101,57 @@ pub fn wait_for_topology(shared: &Shared, within: Duration) -> anyhow::Result<()
     Ok(())
 }
 
-/// The stop signals, watched for the framework's server.
+/// A stop signal, as forwarded to [`StopSignals::recv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sig {
+    Term,
+    Int,
+    Quit,
+}
+
+/// The stop signals, watched for the framework's server. One task holds
+/// the signal streams for the life of the server and forwards what comes
+/// (a signal between two calls of `recv` is kept, not lost); once a
+/// graceful stop or a hand-over has begun, it ends the process at once on
+/// a SIGTERM or SIGINT itself.
 pub struct StopSignals {
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
+    forwarded: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Sig>>>,
+    /// Set when `recv` hands the server a graceful stop or a hand-over.
+    winding_down: Arc<AtomicBool>,
+}
+
+impl StopSignals {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        StopSignals {
+            shared,
+            forwarded: tokio::sync::Mutex::new(None),
+            winding_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for StopSignals {
     async fn recv(&self) -> ShutdownSignal {
-        let (mut term, mut int, mut quit) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) {
-            (Ok(t), Ok(i), Ok(q)) => (t, i, q),
-            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
-                tracing::error!(error = %e, "stop signals cannot be watched");
-                return std::future::pending().await;
-            }
+        // Called again when a hand-over failed: serving again.
+        self.winding_down.store(false, Ordering::SeqCst);
+        let mut forwarded = self.forwarded.lock().await;
+        if forwarded.is_none() {
+            *forwarded = forward(self.shared.clone(), self.winding_down.clone());
+        }
+        let Some(rx) = forwarded.as_mut() else {
+            return std::future::pending().await;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => return at_once("SIGINT"),
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+        match rx.recv().await {
+            Some(Sig::Term) => {}
+            Some(Sig::Int) => return at_once("SIGINT"),
+            Some(Sig::Quit) => {
+                tracing::info!("SIGQUIT: handing the listening sockets over");
+                self.winding_down.store(true, Ordering::SeqCst);
+                return ShutdownSignal::GracefulUpgrade;
+            }
+            None => return std::future::pending().await,
         }
         let stop = &self.shared.cfg.stop;
         self.shared.stopping.begin();
@@ -132,12 +160,20 @@ impl ShutdownSignalWatch for StopSignals {
             grace_s = stop.grace.as_secs(),
             "SIGTERM: /readyz answers 503; serving on for shutdown_delay_s"
         );
-        tokio::select! {
-            () = tokio::time::sleep(stop.delay) => {}
-            _ = term.recv() => return at_once("a second SIGTERM"),
-            _ = int.recv() => return at_once("SIGINT"),
+        let delay = tokio::time::sleep(stop.delay);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                () = &mut delay => break,
+                sig = rx.recv() => match sig {
+                    Some(Sig::Term) => return at_once("a second SIGTERM"),
+                    Some(Sig::Int) => return at_once("SIGINT"),
+                    // Already stopping: nothing to hand over.
+                    Some(Sig::Quit) | None => {}
+                },
+            }
         }
-        tokio::spawn(cut_short(self.shared.clone(), term, int));
+        self.winding_down.store(true, Ordering::SeqCst);
         tracing::info!(
             grace_s = stop.grace.as_secs(),
             "listeners closing; the requests in flight have grace_period_s to finish"
@@ -151,16 +187,45 @@ fn at_once(what: &str) -> ShutdownSignal {
     ShutdownSignal::FastShutdown
 }
 
-/// During the grace period, a second SIGTERM or a SIGINT ends the process
-/// at once (the access log's queued lines get 200 ms).
-async fn cut_short(shared: Arc<Shared>, mut term: Signal, mut int: Signal) {
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("stop signal during the grace period: stopping at once");
-    shared.access.close(Duration::from_millis(200));
-    std::process::exit(0);
+/// Start the task that holds the signal streams (on the server's own
+/// runtime) and forwards them; `None` if they cannot be watched.
+fn forward(
+    shared: Arc<Shared>,
+    winding_down: Arc<AtomicBool>,
+) -> Option<mpsc::UnboundedReceiver<Sig>> {
+    let (mut term, mut int, mut quit) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) {
+        (Ok(t), Ok(i), Ok(q)) => (t, i, q),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            tracing::error!(error = %e, "stop signals cannot be watched");
+            return None;
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                Some(()) = term.recv() => Sig::Term,
+                Some(()) = int.recv() => Sig::Int,
+                Some(()) = quit.recv() => Sig::Quit,
+                else => return,
+            };
+            if sig != Sig::Quit && winding_down.load(Ordering::SeqCst) {
+                // During the grace period (or a hand-over): at once. The
+                // access log's queued lines get 200 ms.
+                tracing::info!("stop signal while winding down: stopping at once");
+                shared.access.close(Duration::from_millis(200));
+                std::process::exit(0);
+            }
+            if tx.send(sig).is_err() {
+                return;
+            }
+        }
+    });
+    Some(rx)
 }
 
 #[cfg(test)]

@@ -447,6 +447,11 @@ pub struct GatewaySpec {
     pub dc: String,
     #[serde(default)]
     pub applied_epoch: i64,
+    /// The etcd revision of the newest topology change in force at the
+    /// gateway (a put's or a delete's; registrations never): at most
+    /// `applied_epoch`, which a list takes at etcd's revision.
+    #[serde(default)]
+    pub change_revision: i64,
     /// When the gateway applied `applied_epoch` (RFC 3339, UTC); empty
     /// from gateways that predate it.
     #[serde(default)]

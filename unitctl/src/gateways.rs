@@ -70,13 +70,14 @@ pub async fn registered(store: &mut Store) -> Result<Vec<Registered>> {
 }
 
 /// The newest topology change known: the newest revision of a topology
-/// key, or a gateway's applied revision if newer (a change that only
-/// deleted keys leaves no key behind, but the gateways that applied it
-/// say its revision).
+/// key, or the newest change a gateway applied if newer (a change that
+/// only deleted keys leaves no key behind, but the gateways that applied
+/// it say its revision). Never a gateway's epoch: one taken by a list is
+/// etcd's revision then, which registrations move too.
 pub fn newest(topology_rev: i64, gateways: &[Registered]) -> i64 {
     gateways
         .iter()
-        .map(|g| g.spec.applied_epoch)
+        .map(|g| g.spec.change_revision)
         .fold(topology_rev, i64::max)
 }
 
@@ -154,6 +155,7 @@ mod tests {
             id: id.into(),
             spec: GatewaySpec {
                 applied_epoch: applied,
+                change_revision: applied,
                 applied_at: at.into(),
                 ..GatewaySpec::default()
             },
@@ -183,5 +185,15 @@ mod tests {
             Standing::Behind { for_s: Some(30) }.text(),
             "behind (for 30s)"
         );
+        // A gateway that listed at revision 20 (registrations moved it)
+        // after the change at 12: up to date, and no one is behind it.
+        let mut listed = gw("d", 20, "2026-12-07T10:00:20Z", Some(9));
+        listed.spec.change_revision = 12;
+        let gws = [gws[0].clone(), listed];
+        let newest = super::newest(10, &gws);
+        assert_eq!(newest, 12);
+        assert!(gws
+            .iter()
+            .all(|g| standing(g, newest, &gws, now) == Standing::UpToDate));
     }
 }

@@ -4,7 +4,9 @@
 //! `--grace-period-s`, default 30) at most for the requests in flight.
 //! And how it hands its listeners to a new gateway (`unitgate --upgrade`,
 //! then SIGQUIT): over the Unix socket `upgrade_sock` (default
-//! `<state_dir>/upgrade.sock`).
+//! `<state_dir>/upgrade.sock`; with neither, no hand-over: a socket at a
+//! fixed name in a shared directory could be taken by another local user
+//! first, and with it the gateway's listeners).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,8 +22,8 @@ pub struct Stop {
     /// closed; what is still running then is cut.
     pub grace: Duration,
     /// Where a gateway started with `--upgrade` waits for this one's
-    /// listening sockets.
-    pub upgrade_sock: PathBuf,
+    /// listening sockets (`None`: no hand-over).
+    pub upgrade_sock: Option<PathBuf>,
 }
 
 /// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
@@ -42,11 +44,14 @@ pub fn stop(file: &FileConfig, o: &Overrides) -> Result<Stop, ConfigError> {
         0..=3600,
     )?;
     let upgrade_sock = match (file.upgrade_sock.clone(), &o.state_dir, &file.state_dir) {
-        (Some(p), ..) => p,
-        (None, Some(d), _) | (None, None, Some(d)) => d.join("upgrade.sock"),
-        (None, None, None) => std::env::temp_dir().join("unitgate-upgrade.sock"),
+        (Some(p), ..) => Some(p),
+        (None, Some(d), _) | (None, None, Some(d)) => Some(d.join("upgrade.sock")),
+        (None, None, None) => None,
     };
-    if upgrade_sock.as_os_str().len() > MAX_SOCK_PATH {
+    if let Some(upgrade_sock) = upgrade_sock
+        .as_ref()
+        .filter(|p| p.as_os_str().len() > MAX_SOCK_PATH)
+    {
         return Err(invalid(format!(
             "upgrade_sock: {} is longer than a Unix socket path may be ({MAX_SOCK_PATH} bytes)",
             upgrade_sock.display()
@@ -92,8 +97,10 @@ mod tests {
         let s = stop(&dirs, &Overrides::default()).unwrap();
         assert_eq!(
             s.upgrade_sock,
-            PathBuf::from("/var/lib/unitgate/upgrade.sock")
+            Some(PathBuf::from("/var/lib/unitgate/upgrade.sock"))
         );
+        let none = stop(&FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(none.upgrade_sock, None);
         let long = FileConfig {
             upgrade_sock: Some(PathBuf::from(format!("/{}", "d".repeat(120)))),
             ..FileConfig::default()

@@ -45,12 +45,21 @@ async fn register_once(
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     let mut last = None;
     loop {
+        if *leave.borrow() {
+            // Revoking the lease deletes the key if it is still this
+            // process's (a successor may have written it under its own).
+            c.lease_revoke(lease).await?;
+            tracing::info!(key, "deregistered");
+            return Ok(());
+        }
         let epoch = shared.applied_epoch.load(Ordering::SeqCst);
-        if last != Some(epoch) {
+        let changed = shared.center.change_revision();
+        if last != Some((epoch, changed)) {
             let value = serde_json::json!({
                 "region": shared.cfg.region.clone().unwrap_or_default(),
                 "dc": shared.cfg.dc.clone().unwrap_or_default(),
                 "applied_epoch": epoch,
+                "change_revision": changed,
                 "applied_at": rfc3339(shared.applied_at.load(Ordering::SeqCst)),
                 "started_at": started,
                 "version": env!("CARGO_PKG_VERSION"),
@@ -62,13 +71,7 @@ async fn register_once(
             )
             .await?;
             shared.stopping.registered();
-            last = Some(epoch);
-        }
-        if *leave.borrow() {
-            c.delete(key.as_str(), None).await?;
-            c.lease_revoke(lease).await?;
-            tracing::info!(key, "deregistered");
-            return Ok(());
+            last = Some((epoch, changed));
         }
         tokio::select! {
             _ = leave.changed() => {}
@@ -77,6 +80,12 @@ async fn register_once(
                 match acks.message().await? {
                     Some(r) if r.ttl() > 0 => {}
                     _ => return Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into())),
+                }
+                // Written again if it is gone or another process's (an
+                // upgrade's predecessor revoking its lease took it).
+                let held = c.get(key.as_str(), None).await?;
+                if held.kvs().first().map(|kv| kv.lease()) != Some(lease) {
+                    last = None;
                 }
             }
             // Let the plane refresh first, then publish the new epoch.

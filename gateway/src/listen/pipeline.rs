@@ -6,6 +6,7 @@
 //! [`super::h2_guard`]), and is then served, parked between requests
 //! ([`super::idle`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -40,6 +41,10 @@ pub struct ConnectionPipeline<A> {
     pub refused: IntCounterVec,
     /// Connections open now on this listener.
     pub open: IntGauge,
+    /// Connections being served on every listener, counted from accept
+    /// (PROXY header and admission included), which the gateway waits
+    /// for when it stops (`crate::stop`).
+    pub live: Arc<AtomicUsize>,
     /// TLS, PROXY protocol and HTTP/2 on this listener.
     pub edge: Edge,
 }
@@ -109,6 +114,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionPipeline<
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _live = Live::enter(&self.live);
         send_queue::limit(&session);
         let conn = self.edge.proxied(session, self.listener).await?;
         let ip = conn.client_ip();
@@ -173,5 +179,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionPipeline<
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+/// One connection counted in [`ConnectionPipeline::live`] while it lives.
+struct Live<'a>(&'a AtomicUsize);
+
+impl<'a> Live<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Live(n)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

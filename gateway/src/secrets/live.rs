@@ -7,7 +7,9 @@
 //! with an overlap: add the new key, make it active, drop the old one once
 //! the tokens it signed have expired.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -22,15 +24,30 @@ pub struct LiveKeys {
     /// What was last read of the file, and the error it gave if it did
     /// not load (what `/status` shows).
     read: ArcSwap<Read>,
+    /// A reload is running (the ticker's and SIGHUP's never overlap, so
+    /// an older read never replaces a newer one).
+    reloading: AtomicBool,
 }
 
 /// The last read of the secrets file.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Read {
+    /// The file as last read (`None`: it could not be read).
     text: Option<String>,
     error: Option<String>,
     /// When the keys in force were loaded (Unix seconds).
     loaded_at: i64,
+}
+
+impl std::fmt::Debug for Read {
+    // Never the file's text: it is key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Read")
+            .field("bytes", &self.text.as_ref().map(String::len))
+            .field("error", &self.error)
+            .field("loaded_at", &self.loaded_at)
+            .finish()
+    }
 }
 
 /// What a reload did.
@@ -45,11 +62,28 @@ pub enum Reloaded {
 }
 
 impl LiveKeys {
-    /// The keys loaded at start, from `source` (as read) or the environment.
-    pub fn new(keys: Keyring, source: Option<PathBuf>, now: i64) -> Self {
-        let text = source
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok());
+    /// The keys at start: from the file at `path` (read once), else from
+    /// the environment.
+    pub fn start(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+        now: i64,
+    ) -> Result<Self, String> {
+        let Some(p) = path else {
+            return Ok(Self::with(super::load(None, env)?, None, None, now));
+        };
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("--secrets {}: {e}", p.display()))?;
+        let keys = super::parse(p, &text)?;
+        Ok(Self::with(keys, Some(p.to_owned()), Some(text), now))
+    }
+
+    /// Keys that are never reloaded.
+    pub fn fixed(keys: Keyring) -> Self {
+        Self::with(keys, None, None, 0)
+    }
+
+    fn with(keys: Keyring, source: Option<PathBuf>, text: Option<String>, now: i64) -> Self {
         LiveKeys {
             current: ArcSwap::from_pointee(keys),
             source,
@@ -58,6 +92,7 @@ impl LiveKeys {
                 error: None,
                 loaded_at: now,
             }),
+            reloading: AtomicBool::new(false),
         }
     }
 
@@ -71,6 +106,16 @@ impl LiveKeys {
         let Some(path) = &self.source else {
             return Reloaded::Unchanged;
         };
+        if self.reloading.swap(true, Ordering::SeqCst) {
+            // The other reload reads the file too.
+            return Reloaded::Unchanged;
+        }
+        let r = self.reload_from(path, now);
+        self.reloading.store(false, Ordering::SeqCst);
+        r
+    }
+
+    fn reload_from(&self, path: &Path, now: i64) -> Reloaded {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("--secrets {}: {e}", path.display()));
         let last = self.read.load();
@@ -102,7 +147,9 @@ impl LiveKeys {
                     tracing::error!(error = %e, "secrets file not loaded; the keys in force are kept");
                 }
                 self.read.store(Arc::new(Read {
-                    text: text.ok().or_else(|| last.text.clone()),
+                    // An unreadable file reads as nothing: the same text
+                    // coming back is a change, and clears the error.
+                    text: text.ok(),
                     error: Some(e.clone()),
                     loaded_at: last.loaded_at,
                 }));
@@ -144,8 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("secrets.toml");
         std::fs::write(&p, file("k1", &[("k1", 1)])).unwrap();
-        let first = super::super::load(Some(&p), &Default::default()).unwrap();
-        let live = LiveKeys::new(first, Some(p.clone()), 100);
+        let live = LiveKeys::start(Some(&p), &Default::default(), 100).unwrap();
         assert_eq!(live.reload(101), Reloaded::Unchanged);
         let id = live.load().id();
 
@@ -177,9 +223,18 @@ mod tests {
         std::fs::write(&p, file("k3", &[("k2", 2), ("k3", 3)])).unwrap();
         assert_eq!(live.reload(104), Reloaded::Swapped);
         assert!(live.status()["reload_error"].is_null());
-        // Gone: the keys in force stay.
+        // Gone: the keys in force stay; back as it was: the error clears.
+        let text = std::fs::read_to_string(&p).unwrap();
         std::fs::remove_file(&p).unwrap();
         assert!(matches!(live.reload(105), Reloaded::Refused(_)));
         assert_eq!(live.load().active_kid(), "k3");
+        std::fs::write(&p, text).unwrap();
+        assert_eq!(live.reload(106), Reloaded::Swapped);
+        assert!(live.status()["reload_error"].is_null());
+        assert!(
+            !format!("{live:?}").contains("base64:")
+                && !format!("{live:?}")
+                    .contains(&base64::engine::general_purpose::STANDARD.encode([3u8; 32]))
+        );
     }
 }
