@@ -109,8 +109,10 @@ async fn drain_and_undrain_wait_for_every_gateway_and_name_the_one_that_lags() {
         out.stderr
     );
     assert!(out.took < Duration::from_secs(10), "took {:?}", out.took);
+    println!("drain --wait, two gateways: {:?}", out.took);
     let out = unitctl(&etcd, &["undrain", "dc", "sh-a", "--wait"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    println!("undrain --wait, two gateways: {:?}", out.took);
 
     // One paused: the drain is written, the wait times out naming it.
     b.signal("STOP");
@@ -138,6 +140,10 @@ async fn drain_and_undrain_wait_for_every_gateway_and_name_the_one_that_lags() {
         out.stderr.contains("1/2 gateways applied"),
         "{}",
         out.stderr
+    );
+    println!(
+        "drain --wait --timeout 2s, one gateway paused: exit 3 after {:?}",
+        out.took
     );
     // Running again, it catches up: the same drain waited for succeeds.
     let out = unitctl(
