@@ -9,13 +9,23 @@ use unitgate_tests::sample_path;
 /// Free loopback ports for the three listeners, so that no case depends on
 /// a fixed port being free (the cases that fail before binding, `--config`
 /// and `--listen`, go as they are).
+/// Three different free ports: a port freed by one pick can be the next
+/// (two listeners on one port are refused before the error under test).
 fn free_listeners() -> Vec<String> {
+    let mut ports: Vec<u16> = Vec::new();
+    for _ in 0..100 {
+        let p = unitgate_tests::free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+        if ports.len() == 3 {
+            break;
+        }
+    }
     ["--listen", "--internal-listen", "--admin-listen"]
         .into_iter()
-        .flat_map(|flag| {
-            let addr = format!("127.0.0.1:{}", unitgate_tests::free_port());
-            [flag.to_owned(), addr]
-        })
+        .zip(ports)
+        .flat_map(|(flag, port)| [flag.to_owned(), format!("127.0.0.1:{port}")])
         .collect()
 }
 
