@@ -64,6 +64,23 @@ fn id(gw: &Gateway) -> String {
     format!("test-gw-{}", common::public(gw).rsplit(':').next().unwrap())
 }
 
+/// `unitctl drain dc sh-a --wait --timeout <timeout>`.
+fn drain_sh_a(etcd: &Etcd, timeout: &str) -> Out {
+    unitctl(
+        etcd,
+        &[
+            "drain",
+            "dc",
+            "sh-a",
+            "--reason",
+            "test",
+            "--wait",
+            "--timeout",
+            timeout,
+        ],
+    )
+}
+
 /// Each registered gateway's `state` in `unitctl status -o json`.
 fn states(etcd: &Etcd) -> Vec<(String, String)> {
     let out = unitctl(etcd, &["status", "-o", "json"]);
@@ -116,19 +133,7 @@ async fn drain_and_undrain_wait_for_every_gateway_and_name_the_one_that_lags() {
 
     // One paused: the drain is written, the wait times out naming it.
     b.signal("STOP");
-    let out = unitctl(
-        &etcd,
-        &[
-            "drain",
-            "dc",
-            "sh-a",
-            "--reason",
-            "test",
-            "--wait",
-            "--timeout",
-            "2s",
-        ],
-    );
+    let out = drain_sh_a(&etcd, "2s");
     b.signal("CONT");
     assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -146,19 +151,7 @@ async fn drain_and_undrain_wait_for_every_gateway_and_name_the_one_that_lags() {
         out.took
     );
     // Running again, it catches up: the same drain waited for succeeds.
-    let out = unitctl(
-        &etcd,
-        &[
-            "drain",
-            "dc",
-            "sh-a",
-            "--reason",
-            "test",
-            "--wait",
-            "--timeout",
-            "20s",
-        ],
-    );
+    let out = drain_sh_a(&etcd, "20s");
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 
     // The same for an undrain, a delete: the paused gateway is not up to

@@ -228,14 +228,7 @@ async fn an_upgrade_under_load_fails_no_request_and_the_new_process_serves() {
     );
 
     // The new process serves: a request and its readiness.
-    assert_eq!(gw.admin("/readyz").await.0, 200, "{}", gw.log_tail());
-    let r = keepalive
-        .get(gw.url("/orders/1"))
-        .header("host", "api.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_serves(&gw).await;
     assert!(
         std::fs::read_to_string(gw.state_dir.path().join("successor.log"))
             .unwrap()
@@ -258,6 +251,11 @@ async fn a_sigquit_that_no_successor_answers_leaves_the_gateway_serving() {
         tokio::task::block_in_place(|| gw.wait_exit(Duration::ZERO)),
         None
     );
+    assert_serves(&gw).await;
+}
+
+/// The gateway answers a routed request and is ready.
+async fn assert_serves(gw: &Gateway) {
     let r = unitgate_tests::gateway::client()
         .get(gw.url("/orders/1"))
         .header("host", "api.example.com")
@@ -265,5 +263,5 @@ async fn a_sigquit_that_no_successor_answers_leaves_the_gateway_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(gw.admin("/readyz").await.0, 200);
+    assert_eq!(gw.admin("/readyz").await.0, 200, "{}", gw.log_tail());
 }
