@@ -4,6 +4,7 @@
 //! backoff. A dropped watch resumes from the last revision seen, so no change
 //! is lost; a revision etcd no longer has is recovered by re-listing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
@@ -11,6 +12,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::center::ConfigCenter;
+use crate::etcd_access::{describe, EtcdAccess};
 use crate::kv::Kv;
 
 /// Tunables of the etcd source.
@@ -23,6 +25,8 @@ pub struct EtcdOptions {
     pub progress_interval: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// TLS and user, read again at each connect.
+    pub access: Arc<EtcdAccess>,
 }
 
 impl Default for EtcdOptions {
@@ -33,6 +37,7 @@ impl Default for EtcdOptions {
             progress_interval: Duration::from_secs(2),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            access: Arc::new(EtcdAccess::default()),
         }
     }
 }
@@ -58,8 +63,104 @@ pub async fn connect(
     let co = ConnectOptions::new()
         .with_connect_timeout(opts.connect_timeout)
         .with_timeout(opts.request_timeout)
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    Client::connect(endpoints, Some(co)).await
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_auto_token_refresh(true);
+    Client::connect(endpoints, Some(opts.access.apply(co))).await
+}
+
+/// Why a first contact with etcd failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    /// etcd answered and refused the credentials or the trust (a wrong
+    /// CA, certificate, user or password, or no permission on the prefix):
+    /// retrying will not help.
+    #[error("etcd at {endpoints} refused the connection: {reason}")]
+    Refused { endpoints: String, reason: String },
+    /// etcd could not be reached (down, or the network): worth retrying.
+    #[error("etcd at {endpoints} not reachable: {reason}")]
+    Unreachable { endpoints: String, reason: String },
+}
+
+/// Connect and read the prefix's key count once: the check a process
+/// makes at start, so that a wrong CA or password is an error then, not a
+/// retry loop later.
+pub async fn probe(
+    endpoints: &[String],
+    prefix: &str,
+    opts: &EtcdOptions,
+) -> Result<(), ProbeError> {
+    // A refused client certificate shows, under TLS 1.3, after the
+    // handshake: the first attempt may only see the connection close.
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match probe_once(endpoints, prefix, opts).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ProbeError::Refused { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ProbeError::Unreachable {
+        endpoints: endpoints.join(","),
+        reason: "no attempt".into(),
+    }))
+}
+
+async fn probe_once(
+    endpoints: &[String],
+    prefix: &str,
+    opts: &EtcdOptions,
+) -> Result<(), ProbeError> {
+    let fail = |e: etcd_client::Error| {
+        let (endpoints, reason) = (endpoints.join(","), describe(&e));
+        if crate::etcd_access::refused(&e) {
+            ProbeError::Refused { endpoints, reason }
+        } else {
+            ProbeError::Unreachable { endpoints, reason }
+        }
+    };
+    if opts.access.files().tls() {
+        check_tls(endpoints, opts).await?;
+    }
+    let mut client = connect(endpoints, opts).await.map_err(fail)?;
+    let dir = format!("{}/", normalize_prefix(prefix));
+    client
+        .get(
+            dir.as_str(),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// The TLS handshake with the first endpoint that answers: a refusal
+/// names its reason.
+async fn check_tls(endpoints: &[String], opts: &EtcdOptions) -> Result<(), ProbeError> {
+    use crate::etcd_access::TlsCheck;
+    let mut last = String::from("no endpoint");
+    for ep in endpoints {
+        let (access, ep2, wait) = (opts.access.clone(), ep.clone(), opts.connect_timeout);
+        let check = tokio::task::spawn_blocking(move || access.check_tls(&ep2, wait))
+            .await
+            .unwrap_or_else(|e| TlsCheck::Unreachable(e.to_string()));
+        match check {
+            TlsCheck::Accepted => return Ok(()),
+            TlsCheck::Refused(reason) => {
+                return Err(ProbeError::Refused {
+                    endpoints: ep.clone(),
+                    reason,
+                })
+            }
+            TlsCheck::Unreachable(r) => last = r,
+        }
+    }
+    Err(ProbeError::Unreachable {
+        endpoints: endpoints.join(","),
+        reason: last,
+    })
 }
 
 /// Read every pair under `prefix` (normalized): `(revision, pairs)`.
@@ -179,7 +280,11 @@ impl EtcdSource {
         let mut client = match connect(&self.endpoints, &self.opts).await {
             Ok(c) => c,
             Err(e) => {
-                return End::Failed(format!("cannot reach {}: {e}", self.endpoints.join(",")))
+                return End::Failed(format!(
+                    "cannot reach {}: {}",
+                    self.endpoints.join(","),
+                    describe(&e)
+                ))
             }
         };
         let (rev, mut kv) = match state.take() {
@@ -192,7 +297,7 @@ impl EtcdSource {
                     }
                     (rev, kv)
                 }
-                Err(e) => return End::Failed(format!("list {}: {e}", self.prefix)),
+                Err(e) => return End::Failed(format!("list {}: {}", self.prefix, describe(&e))),
             },
         };
         *state = Some((rev, kv.clone()));
@@ -204,7 +309,7 @@ impl EtcdSource {
             .with_progress_notify();
         let mut stream = match client.watch(dir.as_str(), Some(opts)).await {
             Ok(s) => s,
-            Err(e) => return End::Failed(format!("watch {}: {e}", self.prefix)),
+            Err(e) => return End::Failed(format!("watch {}: {}", self.prefix, describe(&e))),
         };
         let mut tick = tokio::time::interval(self.opts.progress_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -11,6 +11,7 @@
 pub mod center;
 pub mod clock;
 pub mod etcd;
+pub mod etcd_access;
 pub mod file;
 pub mod kv;
 pub mod lkg;

@@ -37,6 +37,28 @@ struct Cli {
     /// Key prefix of the topology in etcd [default: /unitgate].
     #[arg(long)]
     prefix: Option<String>,
+    /// The CA that signed etcd's certificate (PEM; https:// endpoints).
+    #[arg(long)]
+    etcd_ca_file: Option<PathBuf>,
+    /// A client certificate for etcd (PEM, with --etcd-key-file).
+    #[arg(long)]
+    etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long)]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd user (with --etcd-password-file).
+    #[arg(long)]
+    etcd_user: Option<String>,
+    /// A file holding the etcd user's password (never the password itself).
+    #[arg(long)]
+    etcd_password_file: Option<PathBuf>,
+    /// Bearer tokens the admin listener requires for everything but
+    /// /healthz, /readyz and /gslb/dc/<dc> (one a line; reloaded).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Serve the admin listener on a non-loopback address without a token.
+    #[arg(long)]
+    admin_insecure: bool,
     /// Public listener, for untrusted clients [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<String>,
@@ -165,6 +187,13 @@ fn main() {
         topology_file: cli.topology_file,
         etcd: cli.etcd,
         prefix: cli.prefix,
+        etcd_ca_file: cli.etcd_ca_file,
+        etcd_cert_file: cli.etcd_cert_file,
+        etcd_key_file: cli.etcd_key_file,
+        etcd_user: cli.etcd_user,
+        etcd_password_file: cli.etcd_password_file,
+        admin_token_file: cli.admin_token_file,
+        admin_insecure: cli.admin_insecure.then_some(true),
         secrets: cli.secrets,
         geo_db: cli.geo_db,
         state_dir: cli.state_dir,

@@ -74,8 +74,53 @@ pub fn prepare(cfg: Config, upgrade: bool) -> Result<(Arc<Shared>, Vec<String>)>
         }
     }
     let shared = Shared::new(cfg, center, keys, geo, tls)?;
+    if let TopologySource::Etcd {
+        endpoints, prefix, ..
+    } = &shared.cfg.topology
+    {
+        probe_etcd(&shared, endpoints, prefix, &mut notes)?;
+    }
     shared.refresh_plane();
     Ok((shared, notes))
+}
+
+/// Reach etcd once before serving: credentials or a CA it refuses are a
+/// start-up error naming the problem; etcd down is not (the gateway
+/// serves its last-known-good snapshot and keeps trying).
+fn probe_etcd(
+    shared: &Shared,
+    endpoints: &[String],
+    prefix: &str,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    use config_center::etcd::{probe, EtcdOptions, ProbeError};
+    let opts = EtcdOptions {
+        access: shared.etcd_access.clone(),
+        ..EtcdOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime for the etcd check")?;
+    let checked = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            probe(endpoints, prefix, &opts),
+        )
+        .await
+    });
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(e @ ProbeError::Refused { .. })) => return Err(anyhow!("--etcd: {e}")),
+        Ok(Err(e @ ProbeError::Unreachable { .. })) => {
+            notes.push(format!("{e}; retrying in the background"));
+        }
+        Err(_) => notes.push(format!(
+            "etcd at {} did not answer within 5s; retrying in the background",
+            endpoints.join(",")
+        )),
+    }
+    Ok(())
 }
 
 /// Serve until stopped (returns only if the gateway cannot start).

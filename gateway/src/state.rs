@@ -74,6 +74,10 @@ pub struct Shared {
     pub spans: Option<Spans>,
     /// Where the gateway is in stopping (`/readyz`, the registration).
     pub stopping: crate::stop::Stopping,
+    /// The admin listener's bearer tokens (`admin_token_file`).
+    pub admin_tokens: crate::admin::token::AdminTokens,
+    /// TLS and user for etcd (`etcd_*` keys), read again at each connect.
+    pub etcd_access: Arc<config_center::etcd_access::EtcdAccess>,
 }
 
 /// Why the shared state could not be made.
@@ -85,6 +89,8 @@ pub enum SharedError {
     AccessLog(#[from] std::io::Error),
     #[error("{0}")]
     Spans(String),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl Shared {
@@ -107,6 +113,16 @@ impl Shared {
         };
         let budget = RetryBudget::new(cfg.retry_budget_percent);
         let access = AccessLog::open(&cfg.observe.access_log, metrics.access_log_dropped.clone())?;
+        let admin_tokens =
+            crate::admin::token::AdminTokens::open(cfg.admin_lock.token_file.as_deref())
+                .map_err(SharedError::Credentials)?;
+        let etcd_access = match &cfg.topology {
+            crate::config::TopologySource::Etcd { access, .. } => {
+                config_center::etcd_access::EtcdAccess::load(access.clone())
+                    .map_err(|e| SharedError::Credentials(e.0))?
+            }
+            crate::config::TopologySource::File(_) => Arc::default(),
+        };
         let spans = match &cfg.observe.otlp_endpoint {
             Some(e) => Some(Spans::start(e, &cfg.id).map_err(SharedError::Spans)?),
             None => None,
@@ -115,6 +131,8 @@ impl Shared {
             access,
             spans,
             stopping: crate::stop::Stopping::default(),
+            admin_tokens,
+            etcd_access,
             started_at: center.now(),
             cfg,
             center,

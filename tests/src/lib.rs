@@ -58,12 +58,38 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Serving clients over TLS with client certificates required.
+    tls: Option<EtcdTls>,
+    /// User auth enabled: the root user's password.
+    root_password: Option<String>,
+}
+
+/// The files of an etcd serving TLS and asking clients for certificates
+/// signed by `ca` (made by the test).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// What the harness's own client presents.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl Etcd {
     /// Start etcd (binary from `$UNITGATE_ETCD_BIN`, else `etcd` on PATH)
     /// and wait until it answers.
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Start etcd serving TLS to clients with certificates signed by the
+    /// given CA only (`--client-cert-auth`).
+    pub async fn start_tls(tls: EtcdTls) -> Result<Self> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<EtcdTls>) -> Result<Self> {
         let mut last = None;
         for _ in 0..3 {
             let mut e = Etcd {
@@ -71,6 +97,8 @@ impl Etcd {
                 dir: tempfile::tempdir()?,
                 client_port: free_port(),
                 peer_port: free_port(),
+                tls: tls.clone(),
+                root_password: None,
             };
             match e.launch().await {
                 Ok(()) => return Ok(e),
@@ -80,17 +108,63 @@ impl Etcd {
         Err(last.expect("tried"))
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS)
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Turn user auth on: a `root` user with `password` and the root role.
+    /// The harness's own client logs in as root from then on.
+    pub async fn enable_auth(&mut self, password: &str) -> Result<()> {
+        let mut c = self.client().await?;
+        c.user_add("root", password, None).await?;
+        c.user_grant_role("root", "root").await?;
+        c.auth_enable().await?;
+        self.root_password = Some(password.to_owned());
+        Ok(())
+    }
+
+    /// What this server asks of a client, as the harness's own client
+    /// meets it.
+    fn access(&self) -> Result<config_center::etcd_access::AccessFiles> {
+        use config_center::etcd_access::{AccessFiles, PasswordSource};
+        let password = match &self.root_password {
+            Some(p) => {
+                let f = self.dir.path().join("root-password");
+                std::fs::write(&f, p)?;
+                Some(PasswordSource::File(f))
+            }
+            None => None,
+        };
+        Ok(AccessFiles {
+            ca_file: self.tls.as_ref().map(|t| t.ca.clone()),
+            cert_file: self.tls.as_ref().map(|t| t.client_cert.clone()),
+            key_file: self.tls.as_ref().map(|t| t.client_key.clone()),
+            user: self.root_password.as_ref().map(|_| "root".to_owned()),
+            password,
+        })
     }
 
     async fn launch(&mut self) -> Result<()> {
         let bin = std::env::var("UNITGATE_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(t) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &t.server_cert),
+                ("--key-file", &t.server_key),
+                ("--trusted-ca-file", &t.ca),
+            ] {
+                tls_args.push(flag.to_owned());
+                tls_args.push(path.display().to_string());
+            }
+            tls_args.push("--client-cert-auth".to_owned());
+        }
         let child = Command::new(&bin)
             .args(["--name", "test"])
+            .args(&tls_args)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.endpoint()])
@@ -130,12 +204,14 @@ impl Etcd {
         }
     }
 
-    /// A client of this server.
+    /// A client of this server (with its certificate and root's
+    /// password when it asks for them).
     pub async fn client(&self) -> Result<Client> {
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(5));
-        Ok(Client::connect([self.endpoint()], Some(opts)).await?)
+        let access = config_center::etcd_access::EtcdAccess::load(self.access()?)?;
+        Ok(Client::connect([self.endpoint()], Some(access.apply(opts))).await?)
     }
 
     /// Kill the server (data dir kept).

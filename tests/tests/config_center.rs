@@ -16,6 +16,7 @@ fn fast() -> EtcdOptions {
         progress_interval: Duration::from_millis(300),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        ..EtcdOptions::default()
     }
 }
 

@@ -37,6 +37,46 @@ pub struct Target {
     /// Read the topology from this file instead of etcd (status, explain).
     #[arg(long, global = true)]
     pub file: Option<PathBuf>,
+    /// The CA that signed etcd's certificate (PEM; https:// endpoints).
+    #[arg(long, global = true, env = "UNITCTL_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// A client certificate for etcd (PEM, with --etcd-key-file).
+    #[arg(long, global = true, env = "UNITCTL_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "UNITCTL_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user; its password from --etcd-password-file or the
+    /// environment variable UNITCTL_ETCD_PASSWORD, never a flag.
+    #[arg(long, global = true, env = "UNITCTL_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password.
+    #[arg(long, global = true, env = "UNITCTL_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+/// The environment variable a password may come from.
+pub const PASSWORD_ENV: &str = "UNITCTL_ETCD_PASSWORD";
+
+impl Target {
+    /// TLS and user for etcd: flags, else the environment.
+    pub fn access(&self) -> config_center::etcd_access::AccessFiles {
+        use config_center::etcd_access::{AccessFiles, PasswordSource};
+        let password = match &self.etcd_password_file {
+            Some(p) => Some(PasswordSource::File(p.clone())),
+            None if self.etcd_user.is_some() && std::env::var_os(PASSWORD_ENV).is_some() => {
+                Some(PasswordSource::Env(PASSWORD_ENV.to_owned()))
+            }
+            None => None,
+        };
+        AccessFiles {
+            ca_file: self.etcd_ca_file.clone(),
+            cert_file: self.etcd_cert_file.clone(),
+            key_file: self.etcd_key_file.clone(),
+            user: self.etcd_user.clone(),
+            password,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

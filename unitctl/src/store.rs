@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use config_center::etcd::{self, normalize_prefix, EtcdOptions};
+use config_center::etcd_access::{describe, refused, EtcdAccess};
 use config_center::kv::{read_document, Kv};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
@@ -16,19 +17,24 @@ pub struct Store {
 }
 
 fn unreachable(endpoints: &str, e: etcd_client::Error) -> anyhow::Error {
-    let detail = match &e {
-        etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
-        other => other.to_string(),
-    };
-    anyhow!("cannot reach etcd at {endpoints}: {detail}")
+    let detail = describe(&e);
+    if refused(&e) {
+        anyhow!("etcd at {endpoints} refused the connection: {detail}")
+    } else {
+        anyhow!("cannot reach etcd at {endpoints}: {detail}")
+    }
 }
 
 impl Store {
     pub async fn open(t: &Target) -> Result<Self> {
         let endpoints = t.etcd.join(",");
+        let files = t.access();
+        files.check_endpoints(&t.etcd).map_err(|e| anyhow!("{e}"))?;
+        let access = EtcdAccess::load(files).map_err(|e| anyhow!("{e}"))?;
         let opts = EtcdOptions {
             connect_timeout: std::time::Duration::from_secs(3),
             request_timeout: std::time::Duration::from_secs(5),
+            access,
             ..EtcdOptions::default()
         };
         let client = etcd::connect(&t.etcd, &opts)

@@ -16,6 +16,7 @@ use crate::state::{Plane, Shared};
 use crate::upstream::pool::Pool;
 
 mod serve;
+pub mod token;
 
 /// The admin HTTP app.
 pub struct Admin {
@@ -31,6 +32,19 @@ pub fn reply(status: u16, ctype: &'static str, body: Vec<u8>) -> Response<Vec<u8
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 401 for a locked endpoint asked without a valid bearer token.
+pub fn unauthorized() -> Response<Vec<u8>> {
+    let mut r = json_reply(
+        401,
+        &json!({"error": "unauthorized", "message": "this admin endpoint needs Authorization: Bearer <token> (admin_token_file)"}),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"unitgate-admin\""),
+    );
     r
 }
 

@@ -46,7 +46,17 @@ impl HttpServerApp for Admin {
         }
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let request_id = new_request_id(rand::random());
-        let mut answer = self.answer(session.req_header().uri.path());
+        let req = session.req_header();
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        let path = req.uri.path();
+        let mut answer = if self.shared.admin_tokens.allows(path, authorization) {
+            self.answer(path)
+        } else {
+            super::unauthorized()
+        };
         if let Ok(v) = http::HeaderValue::from_str(&request_id) {
             answer.headers_mut().insert("x-request-id", v);
         }

@@ -20,6 +20,16 @@ pub struct FileConfig {
     pub topology_file: Option<PathBuf>,
     pub etcd: Option<Vec<String>>,
     pub prefix: Option<String>,
+    /// etcd over TLS with auth (`config/access.rs`).
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
+    /// Bearer tokens the admin listener requires (`admin/token.rs`).
+    pub admin_token_file: Option<PathBuf>,
+    /// An admin listener on a non-loopback address without a token.
+    pub admin_insecure: Option<bool>,
     pub secrets: Option<PathBuf>,
     pub geo_db: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+mod access;
 mod file;
 mod observe;
 mod sections;
 mod stop;
 
+pub use access::AdminLock;
 pub use file::{read_file, CertFiles, FileConfig, Overrides, TlsFile};
 pub use observe::{LogFormat, Observe};
 use sections::{
@@ -55,6 +57,8 @@ pub enum TopologySource {
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
+        /// TLS and user, as paths (read at start).
+        access: config_center::etcd_access::AccessFiles,
     },
 }
 
@@ -67,6 +71,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub internal_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// `admin_token_file`, `admin_insecure`.
+    pub admin_lock: AdminLock,
     pub topology: TopologySource,
     pub secrets: Option<PathBuf>,
     pub geo_db: Option<PathBuf>,
@@ -200,6 +206,7 @@ impl Config {
         let stop = stop::stop(&file, &o)?;
         let id = checked_id(o.id.take().or(file.id.take()))?;
         let (listen, internal_listen, admin_listen) = listeners(&mut file, &mut o)?;
+        let admin_lock = access::admin_lock(&mut file, &mut o, admin_listen)?;
         let tls_file = merged_tls(o.tls.take(), file.tls.take());
         let tls = tls_config(tls_file)?;
         let (http_listen, https_redirect) = plain_listener(
@@ -221,6 +228,7 @@ impl Config {
             listen,
             internal_listen,
             admin_listen,
+            admin_lock,
             tls,
             http_listen,
             https_redirect,
@@ -297,10 +305,12 @@ fn source(file: &mut FileConfig, o: &mut Overrides) -> Result<TopologySource, Co
         .take()
         .or(file.prefix.take())
         .unwrap_or_else(|| "/unitgate".into());
+    let access = access::etcd_access(file, o);
     topology_source(
         o.topology_file.take().or(file.topology_file.take()),
         o.etcd.take().or(file.etcd.take()),
         prefix,
+        access,
     )
 }
 

@@ -16,9 +16,13 @@ pub(super) fn topology_source(
     topology_file: Option<PathBuf>,
     etcd: Option<Vec<String>>,
     prefix: String,
+    access: config_center::etcd_access::AccessFiles,
 ) -> Result<TopologySource, ConfigError> {
     match (topology_file, etcd) {
         (Some(_), Some(_)) => Err(invalid("give either --topology-file or --etcd, not both")),
+        (Some(_), None) if access != Default::default() => Err(invalid(
+            "etcd_ca_file, etcd_cert_file, etcd_key_file, etcd_user and etcd_password_file need --etcd",
+        )),
         (Some(f), None) => Ok(TopologySource::File(f)),
         (None, Some(e)) if e.is_empty() => Err(invalid("--etcd: no endpoint given")),
         (None, Some(e)) => {
@@ -30,9 +34,11 @@ pub(super) fn topology_source(
                     "--etcd: {ep:?} must be an http:// or https:// URL"
                 )));
             }
+            access.check_endpoints(&e).map_err(|e| invalid(e.0))?;
             Ok(TopologySource::Etcd {
                 endpoints: e,
                 prefix,
+                access,
             })
         }
         (None, None) => Err(invalid(

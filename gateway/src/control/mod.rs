@@ -82,14 +82,16 @@ async fn quota_sweeper(shared: Arc<Shared>) {
     }
 }
 
-/// Read the secrets file again every second: new keys are in force as
-/// soon as a changed file loads (`secrets::live`).
+/// Read the secrets file and the admin token file again every second:
+/// new keys and tokens are in force as soon as a changed file loads
+/// (`secrets::live`, `admin::token`).
 async fn keys_reloader(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         shared.keys.reload(shared.center.now());
+        shared.admin_tokens.reload();
     }
 }
 
@@ -103,10 +105,11 @@ fn reopen_on_hangup(shared: Arc<Shared>) {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!(
-                        "SIGHUP: the access log is reopened, the secrets file read again"
+                        "SIGHUP: the access log is reopened, the secrets and admin token files read again"
                     );
                     shared.access.reopen();
                     shared.keys.reload(shared.center.now());
+                    shared.admin_tokens.reload();
                 }
             });
         }
@@ -143,11 +146,14 @@ async fn run(shared: Arc<Shared>) {
         TopologySource::File(path) => {
             tokio::spawn(FileSource::new(path, Duration::from_millis(500)).run(center.clone()));
         }
-        TopologySource::Etcd { endpoints, prefix } => {
-            tokio::spawn(
-                EtcdSource::new(endpoints.clone(), &prefix, EtcdOptions::default())
-                    .run(center.clone()),
-            );
+        TopologySource::Etcd {
+            endpoints, prefix, ..
+        } => {
+            let opts = EtcdOptions {
+                access: shared.etcd_access.clone(),
+                ..EtcdOptions::default()
+            };
+            tokio::spawn(EtcdSource::new(endpoints.clone(), &prefix, opts).run(center.clone()));
             tokio::spawn(register::register(
                 shared.clone(),
                 endpoints,

@@ -36,7 +36,11 @@ async fn register_once(
     prefix: &str,
     leave: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), etcd_client::Error> {
-    let mut c = etcd::connect(endpoints, &EtcdOptions::default()).await?;
+    let opts = EtcdOptions {
+        access: shared.etcd_access.clone(),
+        ..EtcdOptions::default()
+    };
+    let mut c = etcd::connect(endpoints, &opts).await?;
     let lease = c.lease_grant(10, None).await?.id();
     let (mut keeper, mut acks) = c.lease_keep_alive(lease).await?;
     let key = format!("{prefix}/gateways/{}", shared.cfg.id);

@@ -92,9 +92,9 @@ impl LocalCa {
         Ok(self.cert.to_pem()?)
     }
 
-    /// A server certificate for `hosts` (DNS names or IP addresses; the
-    /// first is its common name), valid for `days`: (certificate PEM, key
-    /// PEM).
+    /// A certificate for `hosts` (DNS names or IP addresses; the first is
+    /// its common name), valid for `days`, for a server or a client:
+    /// (certificate PEM, key PEM).
     pub fn issue(&self, hosts: &[&str], days: u32) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
         let key = p256()?;
         let mut b = X509::builder()?;
@@ -113,7 +113,14 @@ impl LocalCa {
                 .key_agreement()
                 .build()?,
         )?;
-        b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        // Server and client: the same pair serves a listener, or proves a
+        // client to a server asking for certificates (etcd's tests).
+        b.append_extension(
+            ExtendedKeyUsage::new()
+                .server_auth()
+                .client_auth()
+                .build()?,
+        )?;
         let mut san = SubjectAlternativeName::new();
         for h in hosts {
             if h.parse::<std::net::IpAddr>().is_ok() {
