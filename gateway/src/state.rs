@@ -229,6 +229,27 @@ impl Shared {
             .inc_by(st.compaction_relists.saturating_sub(m.relists.get()));
     }
 
+    /// Each served certificate's expiry, for
+    /// `unitgate_tls_certificate_expiry_timestamp_seconds` (replaced whole
+    /// when scraped: a certificate no longer served leaves no series).
+    pub fn mirror_certificates(&self) {
+        let Some(certs) = &self.tls else { return };
+        let gauge = &self.metrics.connections.cert_expiry;
+        gauge.reset();
+        let Ok(epoch) = openssl::asn1::Asn1Time::from_unix(0) else {
+            return;
+        };
+        for pair in certs.current().pairs() {
+            let Ok(d) = epoch.diff(pair.leaf.not_after()) else {
+                continue;
+            };
+            let at = i64::from(d.days) * 86_400 + i64::from(d.secs);
+            let cert = pair.files.cert.display().to_string();
+            let name = pair.names.first().map_or("", String::as_str);
+            gauge.with_label_values(&[cert.as_str(), name]).set(at);
+        }
+    }
+
     /// Copy each (unit, service)'s breaker ratio and concurrency limit
     /// into the metrics (when metrics are scraped).
     pub fn mirror_guards(&self) {

@@ -193,6 +193,20 @@ async fn certificates_by_sni_modern_versions_and_alpn() {
         m.contains(r#"unitgate_edge_refused_total{listener="public",reason="tls_handshake"} 2"#),
         "{m}"
     );
+    // Each served certificate's expiry, for the alert on certificates
+    // expiring within 14 days.
+    let api = std::fs::read(certs.join("api.crt")).unwrap();
+    let api = X509::from_pem(&api).unwrap();
+    let d = openssl::asn1::Asn1Time::from_unix(0)
+        .unwrap()
+        .diff(api.not_after())
+        .unwrap();
+    let expiry = i64::from(d.days) * 86_400 + i64::from(d.secs);
+    let series = format!(
+        "unitgate_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\",name=\"api.example.com\"}} {expiry}",
+        certs.join("api.crt").display()
+    );
+    assert!(m.contains(&series), "{series} not in {m}");
     // The served certificates, and no error, are in /status.
     let st = gw.status().await;
     assert_eq!(st["tls"]["certificates"].as_array().unwrap().len(), 2);

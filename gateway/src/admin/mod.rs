@@ -160,6 +160,7 @@ impl Admin {
             "/metrics" => {
                 self.shared.mirror_config_status();
                 self.shared.mirror_guards();
+                self.shared.mirror_certificates();
                 reply(
                     200,
                     "text/plain; version=0.0.4",

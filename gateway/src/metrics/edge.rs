@@ -18,6 +18,9 @@ pub struct ConnectionMetrics {
     /// Connections closed below HTTP: TLS handshakes that failed or took
     /// too long, PROXY headers refused, HTTP/2 clients over a budget.
     pub edge_refused: IntCounterVec,
+    /// `unitgate_tls_certificate_expiry_timestamp_seconds{cert,name}`:
+    /// each served certificate's notAfter (set when scraped).
+    pub cert_expiry: IntGaugeVec,
 }
 
 /// The config center's state, mirrored by the control thread.
@@ -34,6 +37,16 @@ pub struct ConfigMetrics {
 impl ConnectionMetrics {
     pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
         Ok(ConnectionMetrics {
+            cert_expiry: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_tls_certificate_expiry_timestamp_seconds",
+                        "When each served certificate expires (notAfter, Unix seconds), by certificate file and its first name",
+                    ),
+                    &["cert", "name"],
+                ),
+            )?,
             open: reg(
                 r,
                 IntGaugeVec::new(
