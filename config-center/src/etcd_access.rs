@@ -221,6 +221,11 @@ impl EtcdAccess {
         }
     }
 
+    /// The password as last read (for tools that set it in etcd).
+    pub fn password(&self) -> Option<String> {
+        self.last_good.load().user.as_ref().map(|(_, p)| p.clone())
+    }
+
     /// `co` with TLS and the user, as the files hold them now.
     pub fn apply(&self, co: ConnectOptions) -> ConnectOptions {
         let m = self.current();

@@ -93,6 +93,10 @@ fn s(p: &Path) -> String {
 
 /// The gateway's TLS and auth flags for this etcd.
 fn access_flags(p: &Pki, ca: &Path, password: &Path) -> Vec<String> {
+    access_flags_as(p, ca, password, "root")
+}
+
+fn access_flags_as(p: &Pki, ca: &Path, password: &Path, user: &str) -> Vec<String> {
     [
         ("--etcd-ca-file", ca),
         ("--etcd-cert-file", &p.tls.client_cert),
@@ -101,7 +105,7 @@ fn access_flags(p: &Pki, ca: &Path, password: &Path) -> Vec<String> {
     ]
     .iter()
     .flat_map(|(f, v)| [f.to_string(), s(v)])
-    .chain(["--etcd-user".to_owned(), "root".to_owned()])
+    .chain(["--etcd-user".to_owned(), user.to_owned()])
     .collect()
 }
 
@@ -145,13 +149,15 @@ fn gateway_refused(endpoint: &str, flags: &[String]) -> (i32, String) {
 async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_users() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki(dir.path());
-    let mut etcd = Etcd::start_tls(p.tls.clone()).await.unwrap();
-    etcd.enable_auth(PASSWORD).await.unwrap();
+    let etcd = Etcd::start_tls(p.tls.clone()).await.unwrap();
     let units = Units::start().await;
     let topology = dir.path().join("topology.yaml");
     std::fs::write(&topology, units.topology(&[])).unwrap();
+    let endpoint = etcd.endpoint();
 
-    // unitctl with flags, the password from the environment.
+    // unitctl with flags, the password from the environment: auth turned
+    // on, a user `unitgate` that may use the prefix only. Twice: the
+    // second run changes nothing but the password it sets.
     let flags = [
         "--etcd-ca-file",
         &s(&p.tls.ca),
@@ -160,21 +166,51 @@ async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_us
         "--etcd-key-file",
         &s(&p.tls.client_key),
         "--etcd-user",
-        "root",
+        "unitgate",
     ];
-    let endpoint = etcd.endpoint();
+    let root_file = dir.path().join("root-password");
+    std::fs::write(&root_file, "the-root-password\n").unwrap();
+    let mut setup = vec!["--etcd", endpoint.as_str()];
+    setup.extend(flags);
+    setup.extend([
+        "etcd-setup",
+        "--root-password-file",
+        root_file.to_str().unwrap(),
+    ]);
+    let out = unitctl(&setup, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("user root added") && out.stdout.contains("auth on"),
+        "{}",
+        out.stdout
+    );
+    let out = unitctl(&setup, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("user unitgate: password set") && !out.stdout.contains("added"),
+        "{}",
+        out.stdout
+    );
+
     let mut apply = vec!["--etcd", endpoint.as_str()];
     apply.extend(flags);
     apply.extend(["apply", topology.to_str().unwrap()]);
     let out = unitctl(&apply, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Outside the prefix the user may not read.
+    let mut elsewhere = vec!["--etcd", endpoint.as_str(), "--prefix", "/elsewhere"];
+    elsewhere.extend(flags);
+    elsewhere.push("status");
+    let out = unitctl(&elsewhere, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
 
     // The gateway, every setting a flag, the password a file.
     let args = GatewayArgs {
         etcd: Some(endpoint.clone()),
         region: Some("cn-north".into()),
         dc: Some("bj-a".into()),
-        extra: access_flags(&p, &p.tls.ca, &p.password_file),
+        extra: access_flags_as(&p, &p.tls.ca, &p.password_file, "unitgate"),
         ..GatewayArgs::default()
     };
     let gw = Gateway::start(Path::new(common::BIN), args).await.unwrap();
@@ -199,7 +235,7 @@ async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_us
         ("UNITCTL_ETCD_CA_FILE", ca.as_str()),
         ("UNITCTL_ETCD_CERT_FILE", cert.as_str()),
         ("UNITCTL_ETCD_KEY_FILE", key.as_str()),
-        ("UNITCTL_ETCD_USER", "root"),
+        ("UNITCTL_ETCD_USER", "unitgate"),
         ("UNITCTL_ETCD_PASSWORD_FILE", pw.as_str()),
     ];
     let out = unitctl(

@@ -137,6 +137,14 @@ pub enum Command {
     /// Sign a JWT with a private key (PEM), for tests and the demo: prints
     /// the token.
     Token(Box<TokenArgs>),
+    /// Turn on etcd's user auth for unitgate (idempotent; run again to
+    /// change the password): root, a role that may read and write the
+    /// prefix only, the user of --etcd-user with it, then auth enable.
+    EtcdSetup {
+        /// The root user's password (a file; never an argument).
+        #[arg(long, env = "UNITCTL_ETCD_ROOT_PASSWORD_FILE")]
+        root_password_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

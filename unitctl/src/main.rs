@@ -7,6 +7,7 @@
 mod auth;
 mod cli;
 mod commands;
+mod etcd_setup;
 mod gateways;
 mod report;
 mod status;
