@@ -222,6 +222,13 @@ impl Shared {
         let st = self.center.status();
         let m = &self.metrics.config;
         m.connected.set(i64::from(st.connected));
+        m.change_revision.set(self.center.change_revision());
+        let ready = self.plane.load().is_some() && !self.stopping.begun();
+        let region = self.cfg.region.as_deref().unwrap_or("");
+        let dc = self.cfg.dc.as_deref().unwrap_or("");
+        m.ready
+            .with_label_values(&[region, dc])
+            .set(i64::from(ready));
         // Counters: raised by what the center counted since the last mirror.
         m.rejected
             .inc_by(st.rejected_changes.saturating_sub(m.rejected.get()));

@@ -1,11 +1,9 @@
 //! What the admission steps count: auth results, quota decisions and
 //! routing tokens.
 
-use pingora_prometheus::prometheus::{
-    self, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
+use pingora_prometheus::prometheus::{self, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
-use super::{counters, reg};
+use super::{counters, reg, Families};
 
 /// `unitgate_auth_total` by result, resolved once.
 pub struct AuthCounters {
@@ -51,7 +49,7 @@ impl TokenCounters {
 }
 
 impl AuthCounters {
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &Families) -> prometheus::Result<Self> {
         let vec = reg(
             r,
             counters(
@@ -73,7 +71,7 @@ impl AuthCounters {
 }
 
 impl QuotaMetrics {
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &Families) -> prometheus::Result<Self> {
         Ok(QuotaMetrics {
             refused: reg(
                 r,

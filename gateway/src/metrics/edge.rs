@@ -1,10 +1,10 @@
 //! Client connections by listener, and the config center's state.
 
 use pingora_prometheus::prometheus::{
-    self, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    self, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
-use super::{counters, reg};
+use super::{counters, reg, Families};
 
 /// Client connections by listener.
 pub struct ConnectionMetrics {
@@ -26,6 +26,12 @@ pub struct ConnectionMetrics {
 /// The config center's state, mirrored by the control thread.
 pub struct ConfigMetrics {
     pub epoch: IntGauge,
+    /// `unitgate_config_change_revision`: the etcd revision of the newest
+    /// topology change applied (puts and deletes alike): equal on every
+    /// gateway that is up to date.
+    pub change_revision: IntGauge,
+    /// `unitgate_ready{region,dc}`: 1 while `/readyz` answers 200.
+    pub ready: IntGaugeVec,
     pub connected: IntGauge,
     /// `unitgate_config_rejected_changes_total` (mirrored: raised by what
     /// the config center counted since the last mirror).
@@ -35,7 +41,7 @@ pub struct ConfigMetrics {
 }
 
 impl ConnectionMetrics {
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &Families) -> prometheus::Result<Self> {
         Ok(ConnectionMetrics {
             cert_expiry: reg(
                 r,
@@ -117,10 +123,24 @@ impl ConnectionMetrics {
 }
 
 impl ConfigMetrics {
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &Families) -> prometheus::Result<Self> {
         let gauge = |name: &str, help: &str| reg(r, IntGauge::new(name, help));
         Ok(ConfigMetrics {
             epoch: gauge("unitgate_config_epoch", "Epoch of the topology in force")?,
+            change_revision: gauge(
+                "unitgate_config_change_revision",
+                "etcd revision of the newest topology change applied (the same on every up-to-date gateway)",
+            )?,
+            ready: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unitgate_ready",
+                        "1 while /readyz answers 200 (a topology in force, not stopping), by the gateway's region and dc",
+                    ),
+                    &["region", "dc"],
+                ),
+            )?,
             connected: gauge(
                 "unitgate_config_connected",
                 "1 when the config source (etcd or file) is reachable",

@@ -1,8 +1,8 @@
 //! Breakers and concurrency limits per (unit, service).
 
-use pingora_prometheus::prometheus::{self, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use pingora_prometheus::prometheus::{self, GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 
-use super::{counters, reg};
+use super::{counters, reg, Families};
 
 /// Breakers and concurrency limits per (unit, service).
 pub struct ResilienceMetrics {
@@ -20,7 +20,7 @@ pub struct ResilienceMetrics {
 }
 
 impl ResilienceMetrics {
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &Families) -> prometheus::Result<Self> {
         let us = &["unit", "service"];
         Ok(ResilienceMetrics {
             breaker_refused: reg(

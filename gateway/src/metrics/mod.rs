@@ -5,14 +5,16 @@
 //! ("Metrics") lists every one.
 
 use pingora_prometheus::prometheus::{
-    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    self, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
 };
 
 mod admission;
 mod edge;
+pub mod families;
 pub mod forget;
 mod guards;
+
+use families::Families;
 
 pub use admission::{AuthCounters, QuotaMetrics, TokenCounters};
 pub use edge::{ConfigMetrics, ConnectionMetrics};
@@ -20,7 +22,8 @@ pub use guards::ResilienceMetrics;
 
 /// Every metric the gateway exports.
 pub struct Metrics {
-    pub registry: Registry,
+    /// Every family, rendered for `/metrics` ([`families`]).
+    pub registry: families::Rendered,
     pub requests: IntCounterVec,
     /// `unitgate_request_duration_seconds{listener,route}`.
     pub duration: HistogramVec,
@@ -55,11 +58,11 @@ pub struct Metrics {
 
 /// Register `c` in `r` and hand it back.
 pub(crate) fn reg<C: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
+    r: &Families,
     c: prometheus::Result<C>,
 ) -> prometheus::Result<C> {
     let c = c?;
-    r.register(Box::new(c.clone()))?;
+    r.register(&c)?;
     Ok(c)
 }
 
@@ -72,13 +75,13 @@ pub(crate) fn counters(
 }
 
 /// A counter registered in `r`.
-fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+fn counter(r: &Families, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     reg(r, IntCounter::new(name, help))
 }
 
 /// A counter vector registered in `r`.
 fn counter_vec(
-    r: &Registry,
+    r: &Families,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -95,7 +98,7 @@ const DURATION_BUCKETS: [f64; 20] = [
 ];
 
 /// The build: `unitgate_build_info{version,commit}` is 1.
-fn build_info(r: &Registry) -> prometheus::Result<()> {
+fn build_info(r: &Families) -> prometheus::Result<()> {
     let info = reg(
         r,
         IntGaugeVec::new(
@@ -114,7 +117,7 @@ fn build_info(r: &Registry) -> prometheus::Result<()> {
 
 /// A histogram vector of [`DURATION_BUCKETS`] registered in `r`.
 fn durations(
-    r: &Registry,
+    r: &Families,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -126,7 +129,7 @@ fn durations(
 impl Metrics {
     /// Every metric, registered in a registry of its own.
     pub fn new() -> prometheus::Result<Self> {
-        let r = Registry::new();
+        let r = Families::new();
         build_info(&r).and_then(|()| process(&r))?;
         let tokens = counter_vec(
             &r,
@@ -202,21 +205,19 @@ impl Metrics {
             auth: AuthCounters::new(&r)?,
             resilience: ResilienceMetrics::new(&r)?,
             quota: QuotaMetrics::new(&r)?,
-            registry: r,
+            registry: r.done(),
         })
     }
 
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        self.registry.render()
     }
 }
 
 /// `process_*`: resident memory, CPU, open descriptors, start time.
-fn process(r: &Registry) -> prometheus::Result<()> {
-    r.register(Box::new(
+fn process(r: &Families) -> prometheus::Result<()> {
+    r.register_filled(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))
 }
