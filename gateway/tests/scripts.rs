@@ -44,7 +44,7 @@ fn scripts_find_the_binaries_in_cargos_target_dir() {
     // The mistake itself: a binary path under ./target, which is not where
     // cargo builds with CARGO_TARGET_DIR set.
     let mut wrong = Vec::new();
-    for dir in ["scripts", "bench"] {
+    for dir in ["scripts", "bench", "deploy"] {
         for entry in std::fs::read_dir(workspace().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let Ok(text) = std::fs::read_to_string(&path) else {
