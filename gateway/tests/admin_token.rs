@@ -32,7 +32,12 @@ async fn only_a_listed_bearer_token_opens_the_admin_endpoints_and_tokens_rotate(
     let tokens = dir.path().join("admin-tokens");
     std::fs::write(&tokens, format!("# ops\n{FIRST}\n")).unwrap();
     let units = Units::start().await;
-    let config = format!("admin_token_file = {:?}\n", tokens.display().to_string());
+    let access = dir.path().join("access.log");
+    let config = format!(
+        "admin_token_file = {:?}\naccess_log = {:?}\n",
+        tokens.display().to_string(),
+        access.display().to_string()
+    );
     let gw = common::start_with(units.topology(&[]), dir.path(), &config).await;
     let admin = gw.admin.to_string();
 
@@ -90,6 +95,24 @@ async fn only_a_listed_bearer_token_opens_the_admin_endpoints_and_tokens_rotate(
     );
     assert_eq!(get(&admin, "/status", Some(SECOND)).await.0, 200);
     assert!(!gw.log_tail().contains(SECOND), "a token was logged");
+    // The refusals are in the access log with their error code.
+    let refused = || {
+        std::fs::read_to_string(&access)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| {
+                l["listener"] == "admin"
+                    && l["status"] == 401
+                    && l["error"] == "unauthorized"
+                    && l["path"] == "/status"
+            })
+    };
+    eventually!(
+        Duration::from_secs(5),
+        refused(),
+        "a 401 line in the access log"
+    );
 }
 
 #[test]

@@ -105,6 +105,7 @@ impl Admin {
             host: crate::request::headers::host(req).to_owned(),
             path: req.uri.path().to_owned(),
             status: if written { status } else { 499 },
+            error: (status == 401).then_some("unauthorized"),
             bytes_out: session.body_bytes_sent() as u64,
             duration_ms: millis(t0.elapsed()),
             client,
