@@ -314,6 +314,15 @@ impl EtcdAccess {
         };
         let mut tls = match connector.connect(host, tcp) {
             Ok(s) => s,
+            // No answer in time, or the connection dropped: not a refusal.
+            Err(openssl::ssl::HandshakeError::WouldBlock(_)) => {
+                return TlsCheck::Unreachable("TLS handshake: no answer in time".into())
+            }
+            Err(openssl::ssl::HandshakeError::Failure(mid))
+                if mid.error().ssl_error().is_none() =>
+            {
+                return TlsCheck::Unreachable(format!("TLS handshake: {}", mid.error()))
+            }
             Err(openssl::ssl::HandshakeError::Failure(mid)) => {
                 let v = mid.ssl().verify_result();
                 let verify = if v.as_raw() != 0 {
@@ -325,7 +334,11 @@ impl EtcdAccess {
             }
             Err(e) => return TlsCheck::Refused(format!("TLS handshake: {e}")),
         };
-        // The session tickets come, then nothing until `wait` passes: kept.
+        // The session tickets come, then nothing: kept. A refusal comes
+        // within a round trip.
+        let _ = tls
+            .get_ref()
+            .set_read_timeout(Some(wait.min(std::time::Duration::from_millis(500))));
         let mut buf = [0u8; 256];
         match tls.read(&mut buf) {
             Ok(0) => TlsCheck::Refused(

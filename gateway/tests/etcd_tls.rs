@@ -113,20 +113,7 @@ fn access_flags_as(p: &Pki, ca: &Path, password: &Path, user: &str) -> Vec<Strin
 /// stderr. For starts that must fail.
 fn gateway_refused(endpoint: &str, flags: &[String]) -> (i32, String) {
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::BIN)
-        .args(["--etcd", endpoint, "--region", "cn-north", "--dc", "bj-a"])
-        .arg("--secrets")
-        .arg(secrets_path())
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--internal-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_gateway(endpoint, flags, state.path(), Stdio::piped());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -143,6 +130,28 @@ fn gateway_refused(endpoint: &str, flags: &[String]) -> (i32, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn spawn_gateway(
+    endpoint: &str,
+    flags: &[String],
+    state: &Path,
+    stderr: Stdio,
+) -> std::process::Child {
+    Command::new(common::BIN)
+        .args(["--etcd", endpoint, "--region", "cn-north", "--dc", "bj-a"])
+        .arg("--secrets")
+        .arg(secrets_path())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--internal-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,4 +352,42 @@ async fn a_wrong_ca_password_or_certificate_is_a_clear_error_at_start() {
     let out = unitctl(&["--etcd", &endpoint, "status"], &[]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("need etcd_ca_file"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_that_does_not_answer_is_no_start_up_error() {
+    // Accepts and never answers (no TLS handshake): down, not refusing.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let log = dir.path().join("gateway.log");
+    let flags = access_flags(&p, &p.tls.ca, &p.password_file);
+    let stderr = std::fs::File::create(&log).unwrap().into();
+    let mut child = spawn_gateway(&endpoint, &flags, dir.path(), stderr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let serving = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("unitgate serving") || Instant::now() > deadline {
+            break text;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the gateway exited ({status}): {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    held.abort();
+    assert!(serving.contains("unitgate serving"), "{serving}");
+    assert!(
+        serving.contains("did not answer") || serving.contains("not reachable"),
+        "{serving}"
+    );
 }
