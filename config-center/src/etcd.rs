@@ -12,7 +12,8 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::center::ConfigCenter;
-use crate::etcd_access::{describe, EtcdAccess};
+use crate::etcd_access::EtcdAccess;
+use crate::etcd_check::{check_tls, describe, refused, TlsCheck};
 use crate::kv::Kv;
 
 /// Tunables of the etcd source.
@@ -81,50 +82,97 @@ pub enum ProbeError {
     Unreachable { endpoints: String, reason: String },
 }
 
-/// Connect and read the prefix's key count once: the check a process
-/// makes at start, so that a wrong CA or password is an error then, not a
-/// retry loop later.
+/// Reach etcd as this process will, before relying on it: each endpoint
+/// on its own and all at once (a member down neither hides another's
+/// refusal nor slows the check), TLS first (`etcd_check::check_tls`),
+/// then the user and a read of the prefix's key count. Any endpoint that
+/// works is enough; else a refusal wins over "unreachable".
 pub async fn probe(
     endpoints: &[String],
     prefix: &str,
     opts: &EtcdOptions,
 ) -> Result<(), ProbeError> {
-    // A refused client certificate shows, under TLS 1.3, after the
-    // handshake: the first attempt may only see the connection close.
+    let mut set = tokio::task::JoinSet::new();
+    for ep in endpoints {
+        set.spawn(probe_endpoint(ep.clone(), prefix.to_owned(), opts.clone()));
+    }
+    let (mut refused, mut unreachable) = (None, None);
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e @ ProbeError::Refused { .. })) => refused = Some(e),
+            Ok(Err(e)) => unreachable = Some(e),
+            Err(e) => {
+                unreachable = Some(ProbeError::Unreachable {
+                    endpoints: endpoints.join(","),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    Err(refused.or(unreachable).unwrap_or(ProbeError::Unreachable {
+        endpoints: String::new(),
+        reason: "no endpoint".into(),
+    }))
+}
+
+/// One endpoint, up to three tries while it is only unreachable (a
+/// refused client certificate may first show as a dropped connection).
+async fn probe_endpoint(
+    endpoint: String,
+    prefix: String,
+    opts: EtcdOptions,
+) -> Result<(), ProbeError> {
     let mut last = None;
     for attempt in 0..3 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        match probe_once(endpoints, prefix, opts).await {
+        match probe_once(&endpoint, &prefix, &opts).await {
             Ok(()) => return Ok(()),
             Err(e @ ProbeError::Refused { .. }) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or(ProbeError::Unreachable {
-        endpoints: endpoints.join(","),
+        endpoints: endpoint,
         reason: "no attempt".into(),
     }))
 }
 
-async fn probe_once(
-    endpoints: &[String],
-    prefix: &str,
-    opts: &EtcdOptions,
-) -> Result<(), ProbeError> {
+async fn probe_once(endpoint: &str, prefix: &str, opts: &EtcdOptions) -> Result<(), ProbeError> {
+    let endpoints = vec![endpoint.to_owned()];
+    let at = endpoint.to_owned();
+    if opts.access.files().tls() {
+        let (access, ep, wait) = (opts.access.clone(), at.clone(), opts.connect_timeout);
+        let check = tokio::task::spawn_blocking(move || check_tls(&access, &ep, wait))
+            .await
+            .unwrap_or_else(|e| TlsCheck::Unreachable(e.to_string()));
+        match check {
+            TlsCheck::Accepted => {}
+            TlsCheck::Refused(reason) => {
+                return Err(ProbeError::Refused {
+                    endpoints: at,
+                    reason,
+                })
+            }
+            TlsCheck::Unreachable(reason) => {
+                return Err(ProbeError::Unreachable {
+                    endpoints: at,
+                    reason,
+                })
+            }
+        }
+    }
     let fail = |e: etcd_client::Error| {
-        let (endpoints, reason) = (endpoints.join(","), describe(&e));
-        if crate::etcd_access::refused(&e) {
+        let (endpoints, reason) = (at.clone(), describe(&e));
+        if refused(&e) {
             ProbeError::Refused { endpoints, reason }
         } else {
             ProbeError::Unreachable { endpoints, reason }
         }
     };
-    if opts.access.files().tls() {
-        check_tls(endpoints, opts).await?;
-    }
-    let mut client = connect(endpoints, opts).await.map_err(fail)?;
+    let mut client = connect(&endpoints, opts).await.map_err(fail)?;
     let dir = format!("{}/", normalize_prefix(prefix));
     client
         .get(
@@ -134,33 +182,6 @@ async fn probe_once(
         .await
         .map_err(fail)?;
     Ok(())
-}
-
-/// The TLS handshake with the first endpoint that answers: a refusal
-/// names its reason.
-async fn check_tls(endpoints: &[String], opts: &EtcdOptions) -> Result<(), ProbeError> {
-    use crate::etcd_access::TlsCheck;
-    let mut last = String::from("no endpoint");
-    for ep in endpoints {
-        let (access, ep2, wait) = (opts.access.clone(), ep.clone(), opts.connect_timeout);
-        let check = tokio::task::spawn_blocking(move || access.check_tls(&ep2, wait))
-            .await
-            .unwrap_or_else(|e| TlsCheck::Unreachable(e.to_string()));
-        match check {
-            TlsCheck::Accepted => return Ok(()),
-            TlsCheck::Refused(reason) => {
-                return Err(ProbeError::Refused {
-                    endpoints: ep.clone(),
-                    reason,
-                })
-            }
-            TlsCheck::Unreachable(r) => last = r,
-        }
-    }
-    Err(ProbeError::Unreachable {
-        endpoints: endpoints.join(","),
-        reason: last,
-    })
 }
 
 /// Read every pair under `prefix` (normalized): `(revision, pairs)`.

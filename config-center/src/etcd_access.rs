@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use etcd_client::{ConnectOptions, OpenSslClientConfig};
+use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod};
+use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 
 /// Where the password comes from: a file, or an environment variable
@@ -78,6 +81,13 @@ impl AccessFiles {
                 "etcd_cert_file and etcd_key_file go together: give both or neither",
             ));
         }
+        if https == 0 && self.user.is_some() {
+            if let Some(ep) = endpoints.iter().find(|e| !loopback(e)) {
+                return Err(err(format!(
+                    "etcd_user: {ep} is http://: the password would cross the network in clear text; use https:// endpoints (etcd_ca_file), or a loopback one"
+                )));
+            }
+        }
         if self.user.is_some() != self.password.is_some() {
             return Err(err(
                 "etcd_user and etcd_password_file go together: give both or neither",
@@ -85,6 +95,23 @@ impl AccessFiles {
         }
         Ok(())
     }
+}
+
+/// Whether an `http://host:port` endpoint names this machine.
+fn loopback(endpoint: &str) -> bool {
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What was read off the files.
@@ -131,6 +158,25 @@ fn password(source: &PasswordSource) -> Result<String, AccessError> {
 }
 
 impl Material {
+    /// Trust the configured CA and nothing else (not the system's store:
+    /// a certificate some public CA issued for etcd's name must not pass),
+    /// and present the client certificate with its chain.
+    fn configure(&self, b: &mut SslConnectorBuilder) -> Result<(), ErrorStack> {
+        let mut store = X509StoreBuilder::new()?;
+        for ca in &self.ca {
+            store.add_cert(ca.clone())?;
+        }
+        b.set_cert_store(store.build());
+        if let Some((chain, key)) = &self.client {
+            b.set_certificate(&chain[0])?;
+            for extra in &chain[1..] {
+                b.add_extra_chain_cert(extra.clone())?;
+            }
+            b.set_private_key(key)?;
+        }
+        Ok(())
+    }
+
     fn read(files: &AccessFiles) -> Result<Material, AccessError> {
         let ca = match &files.ca_file {
             Some(p) => certificates("etcd_ca_file", p)?,
@@ -235,167 +281,21 @@ impl EtcdAccess {
         }
         if self.files.tls() {
             let tls = m.clone();
-            co = co.with_openssl_tls(OpenSslClientConfig::default().manually(move |b| {
-                for ca in &tls.ca {
-                    b.cert_store_mut().add_cert(ca.clone())?;
-                }
-                if let Some((chain, key)) = &tls.client {
-                    b.set_certificate(&chain[0])?;
-                    for extra in &chain[1..] {
-                        b.add_extra_chain_cert(extra.clone())?;
-                    }
-                    b.set_private_key(key)?;
-                }
-                Ok(())
-            }));
+            co = co.with_openssl_tls(
+                OpenSslClientConfig::default().manually(move |b| tls.configure(b)),
+            );
         }
         co
     }
-}
 
-/// What a TLS handshake with one endpoint found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsCheck {
-    /// The handshake went through and etcd kept the connection open.
-    Accepted,
-    /// etcd, or our trust in it, refused: a wrong CA, or a client
-    /// certificate etcd does not accept (or none where it wants one).
-    Refused(String),
-    /// No connection: down or unreachable.
-    Unreachable(String),
-}
-
-impl EtcdAccess {
-    /// Shake hands with `endpoint` (`https://host:port`) as a client of
-    /// etcd will, and wait up to `wait` for etcd's verdict on the client
-    /// certificate: under TLS 1.3 a refusal comes after the handshake, as
-    /// an alert that etcd-client's errors do not always carry. A blocking
-    /// call, for start-up checks.
-    pub fn check_tls(&self, endpoint: &str, wait: std::time::Duration) -> TlsCheck {
-        use openssl::ssl::{SslConnector, SslMethod};
-        use std::io::Read;
-        use std::net::ToSocketAddrs;
-        let authority = endpoint
-            .trim_start_matches("https://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .trim_matches(['[', ']']);
-        let addr = match authority.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            Ok(None) => return TlsCheck::Unreachable(format!("{authority}: no address")),
-            Err(e) => return TlsCheck::Unreachable(format!("{authority}: {e}")),
-        };
-        let tcp = match std::net::TcpStream::connect_timeout(&addr, wait) {
-            Ok(t) => t,
-            Err(e) => return TlsCheck::Unreachable(e.to_string()),
-        };
-        let _ = tcp.set_read_timeout(Some(wait));
-        let _ = tcp.set_write_timeout(Some(wait));
-        let m = self.current();
-        let connector = (|| {
-            let mut b = SslConnector::builder(SslMethod::tls_client())?;
-            b.set_alpn_protos(b"\x02h2")?;
-            for ca in &m.ca {
-                b.cert_store_mut().add_cert(ca.clone())?;
-            }
-            if let Some((chain, key)) = &m.client {
-                b.set_certificate(&chain[0])?;
-                b.set_private_key(key)?;
-            }
-            Ok::<_, openssl::error::ErrorStack>(b.build())
-        })();
-        let connector = match connector {
-            Ok(c) => c,
-            Err(e) => return TlsCheck::Refused(e.to_string()),
-        };
-        let mut tls = match connector.connect(host, tcp) {
-            Ok(s) => s,
-            // No answer in time, or the connection dropped: not a refusal.
-            Err(openssl::ssl::HandshakeError::WouldBlock(_)) => {
-                return TlsCheck::Unreachable("TLS handshake: no answer in time".into())
-            }
-            Err(openssl::ssl::HandshakeError::Failure(mid))
-                if mid.error().ssl_error().is_none() =>
-            {
-                return TlsCheck::Unreachable(format!("TLS handshake: {}", mid.error()))
-            }
-            Err(openssl::ssl::HandshakeError::Failure(mid)) => {
-                let v = mid.ssl().verify_result();
-                let verify = if v.as_raw() != 0 {
-                    format!(" ({})", v.error_string())
-                } else {
-                    String::new()
-                };
-                return TlsCheck::Refused(format!("TLS handshake: {}{verify}", mid.error()));
-            }
-            Err(e) => return TlsCheck::Refused(format!("TLS handshake: {e}")),
-        };
-        // The session tickets come, then nothing: kept. A refusal comes
-        // within a round trip.
-        let _ = tls
-            .get_ref()
-            .set_read_timeout(Some(wait.min(std::time::Duration::from_millis(500))));
-        let mut buf = [0u8; 256];
-        match tls.read(&mut buf) {
-            Ok(0) => TlsCheck::Refused(
-                "etcd closed the connection after the TLS handshake (is the client certificate accepted?)".into(),
-            ),
-            Ok(_) => TlsCheck::Accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                TlsCheck::Accepted
-            }
-            Err(e) => TlsCheck::Refused(format!("after the TLS handshake: {e}")),
-        }
+    /// A connector as [`EtcdAccess::apply`] sets up (for the start-up
+    /// check of `etcd_check.rs`).
+    pub(crate) fn connector(&self) -> Result<SslConnector, ErrorStack> {
+        let mut b = SslConnector::builder(SslMethod::tls_client())?;
+        b.set_alpn_protos(b"\x02h2")?;
+        self.current().configure(&mut b)?;
+        Ok(b.build())
     }
-}
-
-/// Whether an error says etcd refused these credentials or this trust (a
-/// wrong CA, certificate or password: no retry will help) rather than
-/// that it could not be reached.
-pub fn refused(e: &etcd_client::Error) -> bool {
-    let text = describe(e).to_ascii_lowercase();
-    [
-        "authentication failed",
-        "invalid user",
-        "permission denied",
-        "user name is empty",
-        "certificate",
-        "ssl",
-        "tls",
-        "handshake",
-        "unknown ca",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
-}
-
-/// The error with its causes, one line: etcd-client's own text stops at
-/// "transport error", the reason (a TLS alert, a refused connection) is
-/// in its sources.
-pub fn describe(e: &etcd_client::Error) -> String {
-    let (mut text, mut source) = match e {
-        etcd_client::Error::GRpcStatus(s) => (s.message().to_owned(), std::error::Error::source(s)),
-        other => (other.to_string(), std::error::Error::source(other)),
-    };
-    for _ in 0..8 {
-        let Some(s) = source else { break };
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -437,8 +337,24 @@ mod tests {
             user: Some("root".into()),
             ..AccessFiles::default()
         };
-        let e = user.check_endpoints(&eps(&["http://a:1"])).unwrap_err();
+        let e = user
+            .check_endpoints(&eps(&["http://127.0.0.1:1"]))
+            .unwrap_err();
         assert!(e.0.contains("etcd_password_file"), "{e}");
+        let user = AccessFiles {
+            password: Some(PasswordSource::File("pw".into())),
+            ..user
+        };
+        assert!(user
+            .check_endpoints(&eps(&["http://127.0.0.1:1", "http://[::1]:2"]))
+            .is_ok());
+        assert!(user
+            .check_endpoints(&eps(&["http://localhost:2379"]))
+            .is_ok());
+        let e = user
+            .check_endpoints(&eps(&["http://etcd.example:2379"]))
+            .unwrap_err();
+        assert!(e.0.contains("clear text"), "{e}");
     }
 
     #[test]

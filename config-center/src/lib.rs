@@ -12,6 +12,7 @@ pub mod center;
 pub mod clock;
 pub mod etcd;
 pub mod etcd_access;
+pub mod etcd_check;
 pub mod file;
 pub mod kv;
 pub mod lkg;

@@ -102,13 +102,12 @@ fn probe_etcd(
         .enable_all()
         .build()
         .context("a runtime for the etcd check")?;
-    let checked = rt.block_on(async {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            probe(endpoints, prefix, &opts),
-        )
-        .await
-    });
+    // Each endpoint is tried three times at most, 2 s to connect each time.
+    let budget = std::time::Duration::from_secs(10);
+    let checked =
+        rt.block_on(async { tokio::time::timeout(budget, probe(endpoints, prefix, &opts)).await });
+    // A TLS check still blocked in its thread is not waited for.
+    rt.shutdown_background();
     match checked {
         Ok(Ok(())) => {}
         Ok(Err(e @ ProbeError::Refused { .. })) => return Err(anyhow!("--etcd: {e}")),
@@ -116,7 +115,7 @@ fn probe_etcd(
             notes.push(format!("{e}; retrying in the background"));
         }
         Err(_) => notes.push(format!(
-            "etcd at {} did not answer within 5s; retrying in the background",
+            "etcd at {} did not answer within {budget:?}; retrying in the background",
             endpoints.join(",")
         )),
     }

@@ -112,5 +112,117 @@ fn the_kubernetes_and_systemd_configurations_are_read_by_the_gateway() {
     );
     let helper =
         std::fs::read_to_string(workspace().join("deploy/systemd/unitgate-upgrade")).unwrap();
-    assert!(helper.contains("sock=/var/lib/unitgate/upgrade.sock"));
+    assert!(helper.contains("sock=${UNITGATE_UPGRADE_SOCK:-/var/lib/unitgate/upgrade.sock}"));
+}
+
+/// `deploy/systemd/unitgate-upgrade` as systemd runs it for `systemctl
+/// reload`: MAINPID in its environment, NOTIFY_SOCKET where systemd
+/// listens (here a datagram socket of the test's). A new process takes
+/// the running gateway's sockets, the old one exits, and systemd is told
+/// the new main PID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_reload_helper_hands_over_and_names_the_new_main_pid() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    assert!(
+        Command::new("systemd-notify")
+            .arg("--help")
+            .output()
+            .is_ok(),
+        "systemd-notify missing: scripts/install-deps --deploy"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let units = Units::start().await;
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, units.topology(&[])).unwrap();
+    let port = || format!("127.0.0.1:{}", unitgate_tests::free_port());
+    let (public, admin) = (port(), port());
+    let config = dir.path().join("unitgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = {public:?}\ninternal_listen = {:?}\nadmin_listen = {admin:?}\n\
+             topology_file = {:?}\nsecrets = {:?}\nstate_dir = {:?}\nshutdown_delay_s = 0\n\
+             region = \"cn-north\"\ndc = \"bj-a\"\naccess_log = \"off\"\n",
+            port(),
+            topology.display().to_string(),
+            unitgate_tests::gateway::secrets_path()
+                .display()
+                .to_string(),
+            dir.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("old.log")).unwrap();
+    let mut old = Command::new(common::BIN)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client, admin: String| async move {
+        http.get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    unitgate_tests::eventually!(
+        Duration::from_secs(20),
+        ready(http.clone(), admin.clone()).await,
+        "the first gateway is ready"
+    );
+
+    let notify = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    // Its output to a file: the new gateway it starts keeps the stream.
+    let helper_log = dir.path().join("helper.log");
+    let status = Command::new(workspace().join("deploy/systemd/unitgate-upgrade"))
+        .arg(&config)
+        .env("MAINPID", old.id().to_string())
+        .env("NOTIFY_SOCKET", &notify)
+        .env("UNITGATE_BIN", common::BIN)
+        .env("UNITGATE_UPGRADE_SOCK", dir.path().join("upgrade.sock"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&helper_log).unwrap())
+        .status()
+        .unwrap();
+    let said = std::fs::read_to_string(&helper_log).unwrap_or_default();
+    let mut buf = [0u8; 512];
+    let n = systemd.recv(&mut buf).unwrap();
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let new: i32 = message
+        .trim()
+        .strip_prefix("MAINPID=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not a MAINPID message: {message:?}; {said}"));
+    assert!(status.success(), "{said}");
+    assert_ne!(new as u32, old.id());
+    // The old process exits 0; the new one answers on the same listeners.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "old gateway: {status}");
+    assert!(ready(http.clone(), admin.clone()).await, "{said}");
+    let (code, _) = common::raw(
+        &public,
+        &[
+            "GET /orders/7 HTTP/1.1",
+            "host: api.example.com",
+            "x-user-id: 7",
+        ],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let _ = Command::new("kill").arg(new.to_string()).status();
 }

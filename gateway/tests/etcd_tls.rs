@@ -17,7 +17,8 @@ use unitgate::tls::pki::LocalCa;
 use unitgate_tests::gateway::{secrets_path, Gateway, GatewayArgs, Units};
 use unitgate_tests::{free_port, Etcd, EtcdTls};
 
-const PASSWORD: &str = "root-password-for-the-test";
+const PASSWORD: &str = "gateway-password-for-the-test";
+const OPS_PASSWORD: &str = "ops-password-for-the-test";
 
 /// A CA, etcd's server pair, a client pair, and a second CA nobody uses.
 struct Pki {
@@ -32,7 +33,9 @@ fn pki(dir: &Path) -> Pki {
     let (server_cert, server_key) = ca
         .issue_into(dir, "etcd", &["127.0.0.1", "localhost"], 2)
         .unwrap();
-    let (client_cert, client_key) = ca.issue_into(dir, "client", &["root"], 2).unwrap();
+    // A common name that is no etcd user: the certificate alone reaches
+    // nothing once auth is on.
+    let (client_cert, client_key) = ca.issue_into(dir, "client", &["client.test"], 2).unwrap();
     let ca_file = dir.join("ca.crt");
     std::fs::write(&ca_file, ca.cert_pem().unwrap()).unwrap();
     let other_ca = dir.join("other-ca.crt");
@@ -112,8 +115,12 @@ fn access_flags_as(p: &Pki, ca: &Path, password: &Path, user: &str) -> Vec<Strin
 /// Run the gateway until it exits (at most 20 s): its exit code and
 /// stderr. For starts that must fail.
 fn gateway_refused(endpoint: &str, flags: &[String]) -> (i32, String) {
+    gateway_refused_with(endpoint, flags, &[])
+}
+
+fn gateway_refused_with(endpoint: &str, flags: &[String], envs: &[(&str, &str)]) -> (i32, String) {
     let state = tempfile::tempdir().unwrap();
-    let mut child = spawn_gateway(endpoint, flags, state.path(), Stdio::piped());
+    let mut child = spawn_gateway(endpoint, flags, state.path(), Stdio::piped(), envs);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -137,8 +144,10 @@ fn spawn_gateway(
     flags: &[String],
     state: &Path,
     stderr: Stdio,
+    envs: &[(&str, &str)],
 ) -> std::process::Child {
     Command::new(common::BIN)
+        .envs(envs.iter().copied())
         .args(["--etcd", endpoint, "--region", "cn-north", "--dc", "bj-a"])
         .arg("--secrets")
         .arg(secrets_path())
@@ -164,36 +173,41 @@ async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_us
     std::fs::write(&topology, units.topology(&[])).unwrap();
     let endpoint = etcd.endpoint();
 
-    // unitctl with flags, the password from the environment: auth turned
-    // on, a user `unitgate` that may use the prefix only. Twice: the
-    // second run changes nothing but the password it sets.
-    let flags = [
+    // unitctl with flags: auth turned on, the gateways' user `unitgate`
+    // (read the prefix, write its registrations) and the operators'
+    // `unitgate-ops` (read and write the prefix). Twice: the second run
+    // adds nothing and sets the passwords again.
+    let tls = [
         "--etcd-ca-file",
         &s(&p.tls.ca),
         "--etcd-cert-file",
         &s(&p.tls.client_cert),
         "--etcd-key-file",
         &s(&p.tls.client_key),
-        "--etcd-user",
-        "unitgate",
     ];
-    let root_file = dir.path().join("root-password");
+    let (root_file, ops_file) = (dir.path().join("root-password"), dir.path().join("ops"));
     std::fs::write(&root_file, "the-root-password\n").unwrap();
+    std::fs::write(&ops_file, format!("{OPS_PASSWORD}\n")).unwrap();
     let mut setup = vec!["--etcd", endpoint.as_str()];
-    setup.extend(flags);
+    setup.extend(tls);
+    let pw = s(&p.password_file);
     setup.extend([
         "etcd-setup",
         "--root-password-file",
         root_file.to_str().unwrap(),
+        "--gateway-password-file",
+        &pw,
+        "--ops-password-file",
+        ops_file.to_str().unwrap(),
     ]);
-    let out = unitctl(&setup, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    let out = unitctl(&setup, &[]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("user root added") && out.stdout.contains("auth on"),
         "{}",
         out.stdout
     );
-    let out = unitctl(&setup, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    let out = unitctl(&setup, &[]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("user unitgate: password set") && !out.stdout.contains("added"),
@@ -201,18 +215,46 @@ async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_us
         out.stdout
     );
 
-    let mut apply = vec!["--etcd", endpoint.as_str()];
-    apply.extend(flags);
-    apply.extend(["apply", topology.to_str().unwrap()]);
-    let out = unitctl(&apply, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    // As an operator, the password from the environment.
+    let as_user = |user: &'static str, args: &[&str]| {
+        let mut v = vec!["--etcd", endpoint.as_str(), "--etcd-user", user];
+        v.extend(tls);
+        v.extend(args);
+        v.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>, password: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        unitctl(&args, &[("UNITCTL_ETCD_PASSWORD", password)])
+    };
+    let apply = ["apply", topology.to_str().unwrap()];
+    let out = run(as_user("unitgate-ops", &apply), OPS_PASSWORD);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    // Outside the prefix the user may not read.
-    let mut elsewhere = vec!["--etcd", endpoint.as_str(), "--prefix", "/elsewhere"];
-    elsewhere.extend(flags);
-    elsewhere.push("status");
-    let out = unitctl(&elsewhere, &[("UNITCTL_ETCD_PASSWORD", PASSWORD)]);
+    // The gateways' user may not change the topology, and nobody reads
+    // outside the prefix.
+    let mut changed = std::fs::read_to_string(&topology).unwrap();
+    changed.push_str(
+        "\nroutes/extra: {hosts: [x.example], path_prefix: /x, service: orders, policy: shard}\n",
+    );
+    let changed_file = dir.path().join("changed.yaml");
+    std::fs::write(&changed_file, changed).unwrap();
+    let out = run(
+        as_user("unitgate", &["apply", changed_file.to_str().unwrap()]),
+        PASSWORD,
+    );
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+    let out = run(
+        as_user("unitgate-ops", &["--prefix", "/elsewhere", "status"]),
+        OPS_PASSWORD,
+    );
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+    // The certificate alone (no user) reaches nothing.
+    let mut bare = vec!["--etcd", endpoint.as_str()];
+    bare.extend(tls);
+    bare.push("status");
+    let out = unitctl(&bare, &[]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
 
     // The gateway, every setting a flag, the password a file.
     let args = GatewayArgs {
@@ -238,14 +280,14 @@ async fn a_gateway_and_unitctl_work_against_etcd_with_client_certificates_and_us
     // of the gateway run over TLS with auth (drain --wait needs both).
     let ca = s(&p.tls.ca);
     let (cert, key) = (s(&p.tls.client_cert), s(&p.tls.client_key));
-    let pw = s(&p.password_file);
+    let ops = s(&ops_file);
     let env = [
         ("UNITGATE_ETCD", endpoint.as_str()),
         ("UNITCTL_ETCD_CA_FILE", ca.as_str()),
         ("UNITCTL_ETCD_CERT_FILE", cert.as_str()),
         ("UNITCTL_ETCD_KEY_FILE", key.as_str()),
-        ("UNITCTL_ETCD_USER", "unitgate"),
-        ("UNITCTL_ETCD_PASSWORD_FILE", pw.as_str()),
+        ("UNITCTL_ETCD_USER", "unitgate-ops"),
+        ("UNITCTL_ETCD_PASSWORD_FILE", ops.as_str()),
     ];
     let out = unitctl(
         &[
@@ -290,6 +332,20 @@ async fn a_wrong_ca_password_or_certificate_is_a_clear_error_at_start() {
         err.contains("refused the connection") && err.contains("certificate verify failed"),
         "{err}"
     );
+    // Only etcd_ca_file is trusted, not the system's store: etcd's CA
+    // there (OpenSSL's SSL_CERT_FILE) does not make a wrong etcd_ca_file
+    // pass.
+    let ca = s(&p.tls.ca);
+    let (code, err) = gateway_refused_with(
+        &endpoint,
+        &access_flags(&p, &p.other_ca, &p.password_file),
+        &[
+            ("SSL_CERT_FILE", ca.as_str()),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("certificate verify failed"), "{err}");
     // The wrong password.
     let (code, err) = gateway_refused(
         &endpoint,
@@ -370,7 +426,7 @@ async fn an_etcd_that_does_not_answer_is_no_start_up_error() {
     let log = dir.path().join("gateway.log");
     let flags = access_flags(&p, &p.tls.ca, &p.password_file);
     let stderr = std::fs::File::create(&log).unwrap().into();
-    let mut child = spawn_gateway(&endpoint, &flags, dir.path(), stderr);
+    let mut child = spawn_gateway(&endpoint, &flags, dir.path(), stderr, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let serving = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -137,14 +137,11 @@ pub enum Command {
     /// Sign a JWT with a private key (PEM), for tests and the demo: prints
     /// the token.
     Token(Box<TokenArgs>),
-    /// Turn on etcd's user auth for unitgate (idempotent; run again to
-    /// change the password): root, a role that may read and write the
-    /// prefix only, the user of --etcd-user with it, then auth enable.
-    EtcdSetup {
-        /// The root user's password (a file; never an argument).
-        #[arg(long, env = "UNITCTL_ETCD_ROOT_PASSWORD_FILE")]
-        root_password_file: PathBuf,
-    },
+    /// Turn on etcd's user auth for unitgate (idempotent; run again to set
+    /// the passwords): root, the gateways' user (read the prefix, write
+    /// only its registrations), the operators' user (read and write the
+    /// prefix), then auth enable.
+    EtcdSetup(Box<EtcdSetupArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +172,26 @@ pub struct TokenArgs {
     /// Lifetime (e.g. 10m, 1h).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+}
+
+/// `unitctl etcd-setup`: the users and their passwords (files only).
+#[derive(Debug, Args)]
+pub struct EtcdSetupArgs {
+    /// The root user's password.
+    #[arg(long, env = "UNITCTL_ETCD_ROOT_PASSWORD_FILE")]
+    pub root_password_file: PathBuf,
+    /// The gateways' user.
+    #[arg(long, default_value = "unitgate")]
+    pub gateway_user: String,
+    /// Its password.
+    #[arg(long, env = "UNITCTL_ETCD_GATEWAY_PASSWORD_FILE")]
+    pub gateway_password_file: PathBuf,
+    /// The operators' user (unitctl apply, drain, undrain).
+    #[arg(long, default_value = "unitgate-ops")]
+    pub ops_user: String,
+    /// Its password.
+    #[arg(long, env = "UNITCTL_ETCD_OPS_PASSWORD_FILE")]
+    pub ops_password_file: PathBuf,
 }
 
 /// Waiting for the gateways after a change.

@@ -50,9 +50,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Status { output } => crate::status::status(t, output).await,
         Command::Explain { args, output } => explain(t, &args, output).await,
         Command::Token(a) => crate::auth::token(&a, now()),
-        Command::EtcdSetup { root_password_file } => {
-            crate::etcd_setup::etcd_setup(t, &root_password_file).await
-        }
+        Command::EtcdSetup(a) => crate::etcd_setup::etcd_setup(t, &a).await,
     }
 }
 

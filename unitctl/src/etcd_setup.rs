@@ -1,18 +1,26 @@
 //! `unitctl etcd-setup`: turn on etcd's user auth for unitgate, and run
-//! again to change the user's password. Idempotent. It makes a `root`
-//! user (password from `--root-password-file`) with the root role, a role
-//! `unitgate` that may read and write the prefix and nothing else, and the
-//! user of `--etcd-user` with that role and the password of
-//! `--etcd-password-file` (or `UNITCTL_ETCD_PASSWORD`); then it enables
-//! auth. Once auth is on it logs in as root to do the same. Passwords are
-//! read from files or the environment, never taken as arguments.
+//! again to set the passwords (rotation). Idempotent. It makes
+//! - `root` (the root role), password from `--root-password-file`;
+//! - role `unitgate-gateway`: read the prefix, write only
+//!   `<prefix>/gateways/` (a gateway's registration), and the gateways'
+//!   user (`--gateway-user`, default `unitgate`) with it;
+//! - role `unitgate-ops`: read and write the prefix (apply, drain), and
+//!   the operators' user (`--ops-user`, default `unitgate-ops`) with it;
+//!
+//! then enables auth. It connects with the TLS settings of the global
+//! flags and no user while auth is off (any client certificate of etcd's
+//! CA may then manage users), as `root` once it is on. Passwords are read
+//! from files, never taken as arguments.
+
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use config_center::etcd::{self, normalize_prefix, EtcdOptions};
-use config_center::etcd_access::{describe, AccessFiles, EtcdAccess, PasswordSource};
+use config_center::etcd_access::{AccessFiles, EtcdAccess, PasswordSource};
+use config_center::etcd_check::{describe, refused};
 use etcd_client::{Client, Permission};
 
-use crate::cli::Target;
+use crate::cli::{EtcdSetupArgs, Target};
 
 /// Whether an etcd error says the thing is already there.
 fn exists(e: &etcd_client::Error) -> bool {
@@ -30,95 +38,118 @@ async fn connect(t: &Target, files: AccessFiles) -> Result<Client> {
         .map_err(|e| anyhow!("etcd at {}: {}", t.etcd.join(","), describe(&e)))
 }
 
-pub async fn etcd_setup(t: &Target, root_password_file: &std::path::Path) -> Result<i32> {
-    let user_files = t.access();
-    let (Some(user), Some(password)) = (user_files.user.clone(), user_files.password.clone())
-    else {
-        bail!("etcd-setup: give the user to make (--etcd-user) and its password (--etcd-password-file or UNITCTL_ETCD_PASSWORD)");
+/// A password as the gateway reads it (trailing newline dropped).
+fn secret(flag: &str, path: &Path) -> Result<String> {
+    let files = AccessFiles {
+        user: Some("x".into()),
+        password: Some(PasswordSource::File(path.to_owned())),
+        ..AccessFiles::default()
     };
-    if user == "root" {
-        bail!("etcd-setup: --etcd-user must not be root: the gateways get only the prefix");
-    }
-    let anonymous = AccessFiles {
-        user: None,
-        password: None,
-        ..user_files.clone()
-    };
-    let as_root = AccessFiles {
-        user: Some("root".into()),
-        password: Some(PasswordSource::File(root_password_file.to_owned())),
-        ..user_files
-    };
-    // Both passwords now: a missing file is an error before any write.
-    let user_password = secret(&password)?;
-    let root_password = secret(&PasswordSource::File(root_password_file.to_owned()))
-        .context("--root-password-file")?;
+    EtcdAccess::load(files)
+        .map_err(|e| anyhow!("{flag}: {e}"))?
+        .password()
+        .ok_or_else(|| anyhow!("{flag}: no password"))
+}
 
-    // Without a password: auth is off, or the client certificate's common
-    // name is a user etcd lets manage users (etcd takes it as the user
-    // under --client-cert-auth). Else log in as root.
-    let mut c = connect(t, anonymous).await?;
-    let anonymous_admin = c.user_list().await.is_ok();
-    if anonymous_admin {
-        match c.user_add("root", root_password.as_str(), None).await {
-            Ok(_) => println!("user root added"),
-            Err(e) if exists(&e) => {}
-            Err(e) => bail!("adding user root: {}", describe(&e)),
-        }
-        c.user_grant_role("root", "root")
-            .await
-            .map_err(|e| anyhow!("granting root the root role: {}", describe(&e)))?;
-    } else {
-        c = connect(t, as_root)
-            .await
-            .context("auth is on: logging in as root")?;
-    }
-    let prefix = format!("{}/", normalize_prefix(&t.prefix));
-    match c.role_add("unitgate").await {
-        Ok(_) => println!("role unitgate added"),
-        Err(e) if exists(&e) => {}
-        Err(e) => bail!("adding role unitgate: {}", describe(&e)),
-    }
-    c.role_grant_permission(
-        "unitgate",
-        Permission::read_write(prefix.as_str()).with_prefix(),
-    )
-    .await
-    .map_err(|e| anyhow!("granting unitgate {prefix}: {}", describe(&e)))?;
-    match c
-        .user_add(user.as_str(), user_password.as_str(), None)
-        .await
-    {
+/// Add `user` with `password`, or set the password of the one there.
+async fn user(c: &mut Client, user: &str, password: &str) -> Result<()> {
+    match c.user_add(user, password, None).await {
         Ok(_) => println!("user {user} added"),
         Err(e) if exists(&e) => {
-            c.user_change_password(user.as_str(), user_password.as_str())
+            c.user_change_password(user, password)
                 .await
-                .map_err(|e| anyhow!("changing {user}'s password: {}", describe(&e)))?;
+                .map_err(|e| anyhow!("setting {user}'s password: {}", describe(&e)))?;
             println!("user {user}: password set");
         }
         Err(e) => bail!("adding user {user}: {}", describe(&e)),
     }
-    c.user_grant_role(user.as_str(), "unitgate")
+    Ok(())
+}
+
+/// Add `role` (if new) with `grants` (key, read-write?), and give it to `user`.
+async fn role(c: &mut Client, role: &str, grants: &[(&str, bool)], user: &str) -> Result<()> {
+    match c.role_add(role).await {
+        Ok(_) => println!("role {role} added"),
+        Err(e) if exists(&e) => {}
+        Err(e) => bail!("adding role {role}: {}", describe(&e)),
+    }
+    for (key, write) in grants {
+        let p = if *write {
+            Permission::read_write(*key)
+        } else {
+            Permission::read(*key)
+        };
+        c.role_grant_permission(role, p.with_prefix())
+            .await
+            .map_err(|e| anyhow!("granting {role} {key}: {}", describe(&e)))?;
+    }
+    c.user_grant_role(user, role)
         .await
-        .map_err(|e| anyhow!("granting {user} the unitgate role: {}", describe(&e)))?;
+        .map_err(|e| anyhow!("granting {user} the role {role}: {}", describe(&e)))?;
+    Ok(())
+}
+
+pub async fn etcd_setup(t: &Target, a: &EtcdSetupArgs) -> Result<i32> {
+    for name in [&a.gateway_user, &a.ops_user] {
+        if name.is_empty() || name == "root" || a.gateway_user == a.ops_user {
+            bail!("etcd-setup: the gateway and ops users must be two users, neither root");
+        }
+    }
+    // Every password first: a missing file is an error before any write.
+    let root_password = secret("--root-password-file", &a.root_password_file)?;
+    let gateway_password = secret("--gateway-password-file", &a.gateway_password_file)?;
+    let ops_password = secret("--ops-password-file", &a.ops_password_file)?;
+    let tls_only = AccessFiles {
+        user: None,
+        password: None,
+        ..t.access()
+    };
+    let as_root = AccessFiles {
+        user: Some("root".into()),
+        password: Some(PasswordSource::File(a.root_password_file.clone())),
+        ..tls_only.clone()
+    };
+    let mut c = connect(t, tls_only).await?;
+    match c.user_list().await {
+        // Auth off (or a certificate naming an administrator).
+        Ok(_) => {}
+        Err(e) if refused(&e) => {
+            c = connect(t, as_root)
+                .await
+                .context("auth is on: logging in as root")?;
+        }
+        Err(e) => bail!("etcd at {}: {}", t.etcd.join(","), describe(&e)),
+    }
+    user(&mut c, "root", &root_password).await?;
+    c.user_grant_role("root", "root")
+        .await
+        .map_err(|e| anyhow!("granting root the root role: {}", describe(&e)))?;
+    let prefix = format!("{}/", normalize_prefix(&t.prefix));
+    let registrations = format!("{prefix}gateways/");
+    user(&mut c, &a.gateway_user, &gateway_password).await?;
+    role(
+        &mut c,
+        "unitgate-gateway",
+        &[(prefix.as_str(), false), (registrations.as_str(), true)],
+        &a.gateway_user,
+    )
+    .await?;
+    user(&mut c, &a.ops_user, &ops_password).await?;
+    role(
+        &mut c,
+        "unitgate-ops",
+        &[(prefix.as_str(), true)],
+        &a.ops_user,
+    )
+    .await?;
     // A no-op when it is on already.
     c.auth_enable()
         .await
         .map_err(|e| anyhow!("enabling auth: {}", describe(&e)))?;
     println!("auth on");
-    println!("{user} may read and write {prefix}*");
+    println!(
+        "{} may read {prefix}* and write {registrations}*; {} may read and write {prefix}*",
+        a.gateway_user, a.ops_user
+    );
     Ok(0)
-}
-
-/// A password, as the gateway would read it (trailing newline dropped).
-fn secret(source: &PasswordSource) -> Result<String> {
-    let files = AccessFiles {
-        user: Some("x".into()),
-        password: Some(source.clone()),
-        ..AccessFiles::default()
-    };
-    EtcdAccess::load(files)
-        .map_err(|e| anyhow!("{e}"))?
-        .password()
-        .ok_or_else(|| anyhow!("no password"))
 }

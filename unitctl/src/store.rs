@@ -3,7 +3,8 @@
 
 use anyhow::{anyhow, Context, Result};
 use config_center::etcd::{self, normalize_prefix, EtcdOptions};
-use config_center::etcd_access::{describe, refused, EtcdAccess};
+use config_center::etcd_access::EtcdAccess;
+use config_center::etcd_check::{describe, refused};
 use config_center::kv::{read_document, Kv};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
