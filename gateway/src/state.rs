@@ -115,7 +115,7 @@ impl Shared {
         let access = AccessLog::open(&cfg.observe.access_log, metrics.access_log_dropped.clone())?;
         let admin_tokens =
             crate::admin::token::AdminTokens::open(cfg.admin_lock.token_file.as_deref())
-                .map_err(SharedError::Credentials)?;
+                .map_err(|e| SharedError::Credentials(e.to_string()))?;
         let etcd_access = match &cfg.topology {
             crate::config::TopologySource::Etcd { access, .. } => {
                 config_center::etcd_access::EtcdAccess::load(access.clone())
@@ -237,23 +237,43 @@ impl Shared {
     }
 
     /// Each served certificate's expiry, for
-    /// `unitgate_tls_certificate_expiry_timestamp_seconds` (replaced whole
-    /// when scraped: a certificate no longer served leaves no series).
+    /// `unitgate_tls_certificate_expiry_timestamp_seconds`: set for every
+    /// certificate served, removed for one no longer served (never reset:
+    /// a scrape at the same moment would miss the series).
     pub fn mirror_certificates(&self) {
+        use pingora_prometheus::prometheus::core::Collector;
         let Some(certs) = &self.tls else { return };
-        let gauge = &self.metrics.connections.cert_expiry;
-        gauge.reset();
         let Ok(epoch) = openssl::asn1::Asn1Time::from_unix(0) else {
             return;
         };
+        let gauge = &self.metrics.connections.cert_expiry;
+        let mut served = std::collections::HashSet::new();
         for pair in certs.current().pairs() {
             let Ok(d) = epoch.diff(pair.leaf.not_after()) else {
                 continue;
             };
             let at = i64::from(d.days) * 86_400 + i64::from(d.secs);
             let cert = pair.files.cert.display().to_string();
-            let name = pair.names.first().map_or("", String::as_str);
-            gauge.with_label_values(&[cert.as_str(), name]).set(at);
+            let name = pair.names.first().cloned().unwrap_or_default();
+            gauge
+                .with_label_values(&[cert.as_str(), name.as_str()])
+                .set(at);
+            served.insert((cert, name));
+        }
+        for mf in gauge.collect() {
+            for m in mf.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                let (cert, name) = (label("cert"), label("name"));
+                if !served.contains(&(cert.clone(), name.clone())) {
+                    let _ = gauge.remove_label_values(&[cert.as_str(), name.as_str()]);
+                }
+            }
         }
     }
 

@@ -178,8 +178,22 @@ async fn the_systemd_reload_helper_hands_over_and_names_the_new_main_pid() {
     let notify = dir.path().join("notify.sock");
     let systemd = UnixDatagram::bind(&notify).unwrap();
     systemd
-        .set_read_timeout(Some(Duration::from_secs(40)))
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    // systemd's side: read every message (systemd-notify then sends a
+    // BARRIER=1 with a file descriptor and waits until it is closed, which
+    // reading the datagram without taking the descriptor does).
+    let (tx, messages) = std::sync::mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !reading.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(n) = systemd.recv(&mut buf) {
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
     // Its output to a file: the new gateway it starts keeps the stream.
     let helper_log = dir.path().join("helper.log");
     let status = Command::new(workspace().join("deploy/systemd/unitgate-upgrade"))
@@ -193,14 +207,13 @@ async fn the_systemd_reload_helper_hands_over_and_names_the_new_main_pid() {
         .status()
         .unwrap();
     let said = std::fs::read_to_string(&helper_log).unwrap_or_default();
-    let mut buf = [0u8; 512];
-    let n = systemd.recv(&mut buf).unwrap();
-    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let new: i32 = message
-        .trim()
-        .strip_prefix("MAINPID=")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("not a MAINPID message: {message:?}; {said}"));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.join().unwrap();
+    let messages: Vec<String> = messages.try_iter().collect();
+    let new: i32 = messages
+        .iter()
+        .find_map(|m| m.trim().strip_prefix("MAINPID=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no MAINPID message: {messages:?}; {said}"));
     assert!(status.success(), "{said}");
     assert_ne!(new as u32, old.id());
     // The old process exits 0; the new one answers on the same listeners.

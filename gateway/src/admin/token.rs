@@ -15,6 +15,17 @@ use std::path::{Path, PathBuf};
 use arc_swap::ArcSwap;
 use openssl::sha::sha256;
 
+/// Why the token file cannot be used (each message names the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("admin_token_file: {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("admin_token_file: {path} line {line}: a token is at least {MIN_TOKEN_CHARS} printable ASCII characters without spaces")]
+    BadToken { path: String, line: usize },
+    #[error("admin_token_file: {path} holds no token")]
+    Empty { path: String },
+}
+
 /// Shortest token accepted: guessing one over the admin listener's
 /// connection limits is out of reach.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -34,7 +45,7 @@ pub fn open_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || path.starts_with("/gslb/dc/")
 }
 
-fn parse(path: &Path, text: &str) -> Result<Vec<[u8; 32]>, String> {
+fn parse(path: &Path, text: &str) -> Result<Vec<[u8; 32]>, TokenError> {
     let mut digests = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -42,31 +53,32 @@ fn parse(path: &Path, text: &str) -> Result<Vec<[u8; 32]>, String> {
             continue;
         }
         if t.chars().count() < MIN_TOKEN_CHARS || !t.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(format!(
-                "admin_token_file: {} line {}: a token is at least {MIN_TOKEN_CHARS} printable ASCII characters without spaces",
-                path.display(),
-                n + 1
-            ));
+            return Err(TokenError::BadToken {
+                path: path.display().to_string(),
+                line: n + 1,
+            });
         }
         digests.push(sha256(t.as_bytes()));
     }
     if digests.is_empty() {
-        return Err(format!(
-            "admin_token_file: {} holds no token",
-            path.display()
-        ));
+        return Err(TokenError::Empty {
+            path: path.display().to_string(),
+        });
     }
     Ok(digests)
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("admin_token_file: {}: {e}", path.display()))
+fn read(path: &Path) -> Result<String, TokenError> {
+    std::fs::read_to_string(path).map_err(|e| TokenError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 impl AdminTokens {
     /// The lock at start: `None` leaves the listener open; a file that
     /// cannot be read or holds no valid token is an error.
-    pub fn open(file: Option<&Path>) -> Result<Self, String> {
+    pub fn open(file: Option<&Path>) -> Result<Self, TokenError> {
         let (digests, seen) = match file {
             Some(p) => {
                 let text = read(p)?;
@@ -181,6 +193,6 @@ mod tests {
         assert!(open.allows("/status", None));
         std::fs::write(&f, "# none\n").unwrap();
         let e = AdminTokens::open(Some(&f)).unwrap_err();
-        assert!(e.contains("holds no token"), "{e}");
+        assert!(e.to_string().contains("holds no token"), "{e}");
     }
 }

@@ -16,7 +16,8 @@ pub use access::AdminLock;
 pub use file::{read_file, CertFiles, FileConfig, Overrides, TlsFile};
 pub use observe::{LogFormat, Observe};
 use sections::{
-    h2_limits, listeners, merged_tls, plain_listener, tls_config, topology_source, trusted_proxies,
+    checked_id, h2_limits, listeners, merged_tls, plain_listener, tls_config, topology_source,
+    trusted_proxies,
 };
 pub use stop::Stop;
 
@@ -325,31 +326,8 @@ fn proxy_protocol(on: Option<bool>, trusted: &[IpNet]) -> Result<bool, ConfigErr
     Ok(on)
 }
 
-/// The gateway's id: given, or `<hostname>-<pid>`; no `/` or spaces.
-fn checked_id(id: Option<String>) -> Result<String, ConfigError> {
-    let id = id.unwrap_or_else(default_id);
-    if id.is_empty() || id.contains(['/', ' ']) {
-        return Err(invalid(format!(
-            "id: {id:?} must be non-empty without '/' or spaces"
-        )));
-    }
-    Ok(id)
-}
-
 /// Body limit of a route that sets none: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
-
-fn default_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let host = if host.is_empty() {
-        "gateway".to_owned()
-    } else {
-        host
-    };
-    format!("{host}-{}", std::process::id())
-}
 
 #[cfg(test)]
 mod tests {

@@ -209,3 +209,26 @@ pub(super) fn plain_listener(
     }
     Ok((http_listen, https_redirect))
 }
+
+/// The gateway's id: given, or `<hostname>-<pid>`; no `/` or spaces.
+pub(super) fn checked_id(id: Option<String>) -> Result<String, ConfigError> {
+    let id = id.unwrap_or_else(default_id);
+    if id.is_empty() || id.contains(['/', ' ']) {
+        return Err(invalid(format!(
+            "id: {id:?} must be non-empty without '/' or spaces"
+        )));
+    }
+    Ok(id)
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "gateway".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
+}

@@ -3,7 +3,8 @@
 //! scrape names every one of them: a family with no series yet (no shed,
 //! no quota refused) is rendered as its `# HELP` and `# TYPE` lines, so
 //! dashboards and alerts can be checked against what a running gateway
-//! exports.
+//! exports. A scrape collects each family once, so a family cannot be
+//! both rendered and listed as empty (a series removed meanwhile).
 
 use std::cell::RefCell;
 
@@ -13,13 +14,13 @@ use pingora_prometheus::prometheus::{self, Encoder, Registry, TextEncoder};
 
 /// Families being registered (while the metrics are made).
 pub struct Families {
+    /// Refuses a second family of one name.
     registry: Registry,
     listed: RefCell<Vec<Box<dyn Collector>>>,
 }
 
 /// The families, made.
 pub struct Rendered {
-    registry: Registry,
     listed: Vec<Box<dyn Collector>>,
 }
 
@@ -31,22 +32,33 @@ impl Families {
         }
     }
 
-    /// Register `c` (listed: rendered even with no series).
+    /// Register `c` (rendered even with no series).
     pub fn register<C: Collector + Clone + 'static>(&self, c: &C) -> prometheus::Result<()> {
         self.registry.register(Box::new(c.clone()))?;
         self.listed.borrow_mut().push(Box::new(c.clone()));
         Ok(())
     }
 
-    /// Register a collector whose families always have series (the
-    /// process's).
-    pub fn register_filled(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
-        self.registry.register(c)
+    /// Register a collector that is not `Clone` (the process's).
+    pub fn register_boxed(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        for d in c.desc() {
+            if self.listed_has(&d.fq_name) {
+                return Err(prometheus::Error::AlreadyReg);
+            }
+        }
+        self.listed.borrow_mut().push(c);
+        Ok(())
+    }
+
+    fn listed_has(&self, name: &str) -> bool {
+        self.listed
+            .borrow()
+            .iter()
+            .any(|c| c.desc().iter().any(|d| d.fq_name == name))
     }
 
     pub fn done(self) -> Rendered {
         Rendered {
-            registry: self.registry,
             listed: self.listed.into_inner(),
         }
     }
@@ -69,22 +81,37 @@ fn type_name(t: MetricType) -> &'static str {
 }
 
 impl Rendered {
-    /// The text exposition: every family with series, then the families
-    /// without (help and type only).
+    /// The text exposition: every family with series (by name, its
+    /// series by label values), then the families without (help and type
+    /// only); each family collected once.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let (mut full, mut empty) = (Vec::new(), Vec::new());
         for c in &self.listed {
-            for mf in c.collect() {
+            for mut mf in c.collect() {
                 if mf.get_metric().is_empty() {
-                    let help = mf.help().replace('\\', r"\\").replace('\n', r"\n");
-                    let name = mf.name();
-                    let t = type_name(mf.get_field_type());
-                    out.extend_from_slice(
-                        format!("# HELP {name} {help}\n# TYPE {name} {t}\n").as_bytes(),
-                    );
+                    empty.push(mf);
+                } else {
+                    mf.mut_metric().sort_by(|a, b| {
+                        let values = |m: &prometheus::proto::Metric| {
+                            m.get_label()
+                                .iter()
+                                .map(|l| l.value().to_owned())
+                                .collect::<Vec<_>>()
+                        };
+                        values(a).cmp(&values(b))
+                    });
+                    full.push(mf);
                 }
             }
+        }
+        full.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&full, &mut out);
+        for mf in empty {
+            let help = mf.help().replace('\\', r"\\").replace('\n', r"\n");
+            let name = mf.name();
+            let t = type_name(mf.get_field_type());
+            out.extend_from_slice(format!("# HELP {name} {help}\n# TYPE {name} {t}\n").as_bytes());
         }
         out
     }

@@ -217,7 +217,7 @@ impl Metrics {
 
 /// `process_*`: resident memory, CPU, open descriptors, start time.
 fn process(r: &Families) -> prometheus::Result<()> {
-    r.register_filled(Box::new(
+    r.register_boxed(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))
 }
