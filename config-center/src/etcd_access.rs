@@ -97,10 +97,12 @@ impl AccessFiles {
     }
 }
 
-/// Whether an `http://host:port` endpoint names this machine.
-fn loopback(endpoint: &str) -> bool {
+/// `host` and `host:port` of an `http(s)://host:port[/...]` endpoint
+/// (brackets of an IPv6 host dropped from `host`).
+pub(crate) fn authority(endpoint: &str) -> (&str, &str) {
     let authority = endpoint
-        .trim_start_matches("http://")
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
         .split('/')
         .next()
         .unwrap_or_default();
@@ -108,6 +110,12 @@ fn loopback(endpoint: &str) -> bool {
         .rsplit_once(':')
         .map_or(authority, |(h, _)| h)
         .trim_matches(['[', ']']);
+    (host, authority)
+}
+
+/// Whether an endpoint names this machine.
+fn loopback(endpoint: &str) -> bool {
+    let (host, _) = authority(endpoint);
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()

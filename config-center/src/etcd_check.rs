@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use openssl::ssl::{ErrorCode, HandshakeError};
 
-use crate::etcd_access::EtcdAccess;
+use crate::etcd_access::{authority, EtcdAccess};
 
 /// What a TLS handshake with one endpoint found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,21 +24,6 @@ pub enum TlsCheck {
     Refused(String),
     /// No connection, or it dropped or went silent: down or unreachable.
     Unreachable(String),
-}
-
-/// `host` and `host:port` of an `https://host:port[/...]` endpoint
-/// (brackets of an IPv6 host dropped from `host`).
-fn authority(endpoint: &str) -> (&str, &str) {
-    let authority = endpoint
-        .trim_start_matches("https://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
-        .trim_matches(['[', ']']);
-    (host, authority)
 }
 
 /// Whether an OpenSSL error is a verdict: the verification of the peer's
