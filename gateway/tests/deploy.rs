@@ -214,6 +214,14 @@ async fn the_systemd_reload_helper_hands_over_and_names_the_new_main_pid() {
         .iter()
         .find_map(|m| m.trim().strip_prefix("MAINPID=")?.parse().ok())
         .unwrap_or_else(|| panic!("no MAINPID message: {messages:?}; {said}"));
+    // The new gateway is no child of this test: stopped however it ends.
+    struct Stop(i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _new = Stop(new);
     assert!(status.success(), "{said}");
     assert_ne!(new as u32, old.id());
     // The old process exits 0; the new one answers on the same listeners.
@@ -237,5 +245,4 @@ async fn the_systemd_reload_helper_hands_over_and_names_the_new_main_pid() {
     )
     .await;
     assert_eq!(code, 200);
-    let _ = Command::new("kill").arg(new.to_string()).status();
 }
