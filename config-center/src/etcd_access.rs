@@ -145,7 +145,9 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<X509>, AccessError> {
     }
 }
 
-fn password(source: &PasswordSource) -> Result<String, AccessError> {
+/// A password as the files or the environment hold it now (a trailing
+/// newline dropped; empty is an error naming where it came from).
+pub fn password(source: &PasswordSource) -> Result<String, AccessError> {
     let (text, what) = match source {
         PasswordSource::File(p) => {
             let bytes = read("etcd_password_file", p)?;
@@ -273,11 +275,6 @@ impl EtcdAccess {
                 self.last_good.load_full()
             }
         }
-    }
-
-    /// The password as last read (for tools that set it in etcd).
-    pub fn password(&self) -> Option<String> {
-        self.last_good.load().user.as_ref().map(|(_, p)| p.clone())
     }
 
     /// `co` with TLS and the user, as the files hold them now.

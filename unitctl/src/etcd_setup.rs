@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use config_center::etcd::{self, normalize_prefix, EtcdOptions};
-use config_center::etcd_access::{AccessFiles, EtcdAccess, PasswordSource};
+use config_center::etcd_access::{password, AccessFiles, EtcdAccess, PasswordSource};
 use config_center::etcd_check::{describe, refused};
 use etcd_client::{Client, Permission};
 
@@ -40,15 +40,7 @@ async fn connect(t: &Target, files: AccessFiles) -> Result<Client> {
 
 /// A password as the gateway reads it (trailing newline dropped).
 fn secret(flag: &str, path: &Path) -> Result<String> {
-    let files = AccessFiles {
-        user: Some("x".into()),
-        password: Some(PasswordSource::File(path.to_owned())),
-        ..AccessFiles::default()
-    };
-    EtcdAccess::load(files)
-        .map_err(|e| anyhow!("{flag}: {e}"))?
-        .password()
-        .ok_or_else(|| anyhow!("{flag}: no password"))
+    password(&PasswordSource::File(path.to_owned())).map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 /// Add `user` with `password`, or set the password of the one there.
